@@ -1,0 +1,235 @@
+//! Who may do what: client JWTs for `/ws`, named bearer tokens for producers and admins.
+//!
+//! Client tokens are verified before any upgrade. HS256 uses the configured secret; RS256 or
+//! ES256 use the configured public key. The algorithm a token may use is fixed by the key that
+//! verifies it, so `none` and algorithm-confusion tokens are refused. Named tokens are compared
+//! in constant time and the *name* is what the rest of the gateway sees.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::config::AuthConfig;
+use crate::metrics::AuthFailure;
+
+/// The subprotocol prefix that carries a client token (`jwt.<base64url(token)>`), as the legacy
+/// browser client sends it.
+pub(crate) const JWT_SUBPROTOCOL_PREFIX: &str = "jwt.";
+
+/// Allowed clock skew when checking `exp`.
+const LEEWAY_SECONDS: u64 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("auth.jwt_public_key_path: not an RSA or EC public key in PEM form: {0}")]
+    PublicKey(jsonwebtoken::errors::Error),
+}
+
+/// A verified client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientIdentity {
+    pub(crate) user_id: String,
+    /// When the token stops being valid, as seconds since the Unix epoch; `None` in dev mode.
+    pub(crate) expires_at: Option<u64>,
+}
+
+impl ClientIdentity {
+    /// How long until the token expires, from now.
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        let expires_at = self.expires_at?;
+        Some(Duration::from_secs(expires_at.saturating_sub(unix_now())))
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+}
+
+/// Checks client JWTs and named tokens.
+pub(crate) struct Authenticator {
+    hs256: Option<DecodingKey>,
+    public: Option<(DecodingKey, Algorithm)>,
+    producer_tokens: Vec<(String, String)>,
+    admin_tokens: Vec<(String, String)>,
+    dev: bool,
+}
+
+impl Authenticator {
+    pub(crate) fn new(config: &AuthConfig, dev: bool) -> Result<Authenticator, AuthSetupError> {
+        let hs256 = (!config.jwt_secret.is_empty())
+            .then(|| DecodingKey::from_secret(config.jwt_secret.as_bytes()));
+        let public = match &config.jwt_public_key_pem {
+            None => None,
+            Some(pem) => Some(match DecodingKey::from_rsa_pem(pem) {
+                Ok(key) => (key, Algorithm::RS256),
+                Err(_) => (
+                    DecodingKey::from_ec_pem(pem).map_err(AuthSetupError::PublicKey)?,
+                    Algorithm::ES256,
+                ),
+            }),
+        };
+        let named = |tokens: &std::collections::BTreeMap<String, String>| {
+            tokens
+                .iter()
+                .map(|(name, secret)| (name.clone(), secret.clone()))
+                .collect()
+        };
+        Ok(Authenticator {
+            hs256,
+            public,
+            producer_tokens: named(&config.producer_tokens),
+            admin_tokens: named(&config.admin_tokens),
+            dev,
+        })
+    }
+
+    /// Whether `?user_id=` without a token is accepted (dev mode only).
+    pub(crate) fn allows_anonymous(&self) -> bool {
+        self.dev
+    }
+
+    /// Verifies a client JWT: signature, algorithm, `exp` (required) and `sub` (the user id).
+    pub(crate) fn verify_client(&self, token: &str) -> Result<ClientIdentity, AuthFailure> {
+        let header = jsonwebtoken::decode_header(token).map_err(|error| match error.kind() {
+            ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
+                AuthFailure::WrongAlgorithm
+            }
+            _ => AuthFailure::Malformed,
+        })?;
+        let (key, algorithm) = match header.alg {
+            Algorithm::HS256 => (self.hs256.as_ref(), Algorithm::HS256),
+            alg => match &self.public {
+                Some((key, public_alg)) if *public_alg == alg => (Some(key), alg),
+                _ => (None, alg),
+            },
+        };
+        let Some(key) = key else {
+            return Err(AuthFailure::WrongAlgorithm);
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|error| {
+            match error.kind() {
+                ErrorKind::InvalidSignature => AuthFailure::BadSignature,
+                ErrorKind::ExpiredSignature => AuthFailure::Expired,
+                ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidAlgorithmName
+                | ErrorKind::UnsupportedAlgorithm => AuthFailure::WrongAlgorithm,
+                ErrorKind::MissingRequiredClaim(_)
+                | ErrorKind::InvalidClaimFormat(_)
+                | ErrorKind::InvalidSubject
+                | ErrorKind::ImmatureSignature
+                | ErrorKind::InvalidIssuer
+                | ErrorKind::InvalidAudience => AuthFailure::InvalidClaims,
+                _ => AuthFailure::Malformed,
+            }
+        })?;
+        if data.claims.sub.is_empty() {
+            return Err(AuthFailure::InvalidClaims);
+        }
+        Ok(ClientIdentity {
+            user_id: data.claims.sub,
+            expires_at: Some(data.claims.exp),
+        })
+    }
+
+    /// The name of the producer whose token is in `authorization`.
+    pub(crate) fn producer(&self, authorization: Option<&str>) -> Result<&str, AuthFailure> {
+        find_named(&self.producer_tokens, authorization, AuthFailure::UnknownProducerToken)
+    }
+
+    /// The name of the admin whose token is in `authorization`.
+    #[allow(dead_code, reason = "the admin API arrives with the flags issue")]
+    pub(crate) fn admin(&self, authorization: Option<&str>) -> Result<&str, AuthFailure> {
+        find_named(&self.admin_tokens, authorization, AuthFailure::UnknownAdminToken)
+    }
+}
+
+/// The token in an `Authorization: Bearer <token>` header value.
+pub(crate) fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The client token carried in a `jwt.<base64url(token)>` subprotocol, with the subprotocol
+/// itself (to echo back).
+pub(crate) fn token_from_subprotocols(header: &str) -> Option<(String, &str)> {
+    header.split(',').map(str::trim).find_map(|protocol| {
+        let encoded = protocol.strip_prefix(JWT_SUBPROTOCOL_PREFIX)?;
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded.trim_end_matches('='))
+            .ok()?;
+        Some((String::from_utf8(decoded).ok()?, protocol))
+    })
+}
+
+fn find_named<'a>(
+    tokens: &'a [(String, String)],
+    authorization: Option<&str>,
+    unknown: AuthFailure,
+) -> Result<&'a str, AuthFailure> {
+    let presented = authorization
+        .and_then(bearer)
+        .ok_or(AuthFailure::MissingToken)?;
+    // Compare against every token so the time taken does not say which one nearly matched.
+    let mut found = None;
+    for (name, secret) in tokens {
+        if constant_time_eq(secret.as_bytes(), presented.as_bytes()) {
+            found = Some(name.as_str());
+        }
+    }
+    found.ok_or(unknown)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+
+    #[test]
+    fn subprotocol_token_is_decoded_and_echoed() {
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("a.b.c");
+        let header = format!("chat, jwt.{encoded}");
+        let (token, protocol) = token_from_subprotocols(&header).unwrap();
+        assert_eq!(token, "a.b.c");
+        assert_eq!(protocol, format!("jwt.{encoded}"));
+        assert_eq!(token_from_subprotocols("chat, jwt.***"), None);
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secrets"));
+    }
+}

@@ -1,0 +1,200 @@
+//! The `switchyard` binary: parses the command line, sets up logging, loads the configuration and
+//! calls into the library. Exit codes: 64 for configuration errors, 69 when a listener cannot be
+//! bound, 70 for other runtime failures.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchyard::config::{Config, Overrides};
+use switchyard::{Listeners, run};
+use tokio_util::sync::CancellationToken;
+
+const EXIT_CONFIG: u8 = 64;
+const EXIT_UNAVAILABLE: u8 = 69;
+const EXIT_SOFTWARE: u8 = 70;
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "WebSocket event gateway for a safe legacy → SSOT broadcast migration")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file merged over the embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Development mode: no secrets needed, clients may connect with ?user_id=, loopback only.
+        #[arg(long)]
+        dev: bool,
+        /// Address for WebSocket clients and the producer API.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Address for /metrics, /healthz, /readyz and /admin.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// The flags file.
+        #[arg(long)]
+        flags: Option<PathBuf>,
+    },
+    /// Connect to a gateway as a client and print every frame received, one per line.
+    Client {
+        /// Gateway WebSocket URL.
+        #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+        url: String,
+        /// User to connect as (dev mode only; otherwise use --token).
+        #[arg(long)]
+        user_id: Option<String>,
+        /// Client JWT.
+        #[arg(long, env = "SWITCHYARD_CLIENT_TOKEN")]
+        token: Option<String>,
+    },
+    /// Print the embedded default configuration.
+    Defaults,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return ExitCode::from(EXIT_SOFTWARE);
+        }
+    };
+    match cli.command {
+        Command::Serve {
+            config,
+            dev,
+            listen,
+            admin_listen,
+            flags,
+        } => {
+            let overrides = Overrides {
+                config_file: config,
+                dev,
+                listen,
+                admin_listen,
+                flags_path: flags,
+            };
+            runtime.block_on(serve(overrides))
+        }
+        Command::Client {
+            url,
+            user_id,
+            token,
+        } => runtime.block_on(client(url, user_id, token)),
+        Command::Defaults => {
+            print!("{}", switchyard::config::DEFAULTS_TOML);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn serve(overrides: Overrides) -> ExitCode {
+    let config = match Config::load(&overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let listeners = match Listeners::bind(&config).await {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            eprintln!(
+                "error: binding {} and {}: {error}",
+                config.server.listen, config.server.admin_listen
+            );
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let (public, admin) = match listeners.local_addrs() {
+        Ok(addrs) => addrs,
+        Err(error) => {
+            eprintln!("error: reading bound addresses: {error}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    println!("switchyard listening: clients and producers on http://{public}, admin on http://{admin}");
+    if config.dev {
+        println!("dev mode: clients may connect with ws://{public}/ws?user_id=NAME; tokens for this run:");
+        for (name, secret) in &config.auth.producer_tokens {
+            println!("export PRODUCER_TOKEN={secret}   # producer {name:?}");
+        }
+        for (name, secret) in &config.auth.admin_tokens {
+            println!("export ADMIN_TOKEN={secret}   # admin {name:?}");
+        }
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    match run(config, listeners, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(switchyard::RunError::Auth(error)) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_SOFTWARE)
+        }
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn signal_shutdown(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+async fn client(url: String, user_id: Option<String>, token: Option<String>) -> ExitCode {
+    let mut url = url;
+    let mut params = Vec::new();
+    if let Some(user_id) = user_id {
+        params.push(format!("user_id={user_id}"));
+    }
+    if let Some(token) = token {
+        params.push(format!("token={token}"));
+    }
+    if !params.is_empty() {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&params.join("&"));
+    }
+    match switchyard::client::listen(&url, tokio::io::stdout()).await {
+        Ok(closed) => {
+            eprintln!(
+                "connection closed: code {} {}",
+                closed.code.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+                closed.reason
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}

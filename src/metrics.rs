@@ -1,0 +1,375 @@
+//! Every metric switchyard exports, defined in one place on an owned prometheus registry.
+//!
+//! Label values come from the `as_str()` of enums ([`Route`], [`PathKind`], [`Outcome`],
+//! [`CloseReason`], [`AuthFailure`]), never from free-form strings, so the series set is bounded.
+//! The hot-path series (per frame) are resolved once at start-up into arrays indexed by enum.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::paths::{Origin, PathKind, Route};
+
+const N_ROUTES: usize = Route::ALL.len();
+const N_PATHS: usize = PathKind::ALL.len();
+
+/// What became of one frame addressed to one recipient connection (or to an offline user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Written to the socket and flushed.
+    Delivered,
+    /// Discarded because the connection's send queue overflowed or a write timed out.
+    DroppedSlowConsumer,
+    /// Discarded because the connection was closing or closed.
+    DroppedClosed,
+    /// The socket write failed.
+    WriteError,
+    /// Kept in the user's offline queue.
+    OfflineQueued,
+    /// Evicted from or expired in the offline queue without being delivered.
+    OfflineDropped,
+}
+
+impl Outcome {
+    pub(crate) const ALL: [Outcome; 6] = [
+        Outcome::Delivered,
+        Outcome::DroppedSlowConsumer,
+        Outcome::DroppedClosed,
+        Outcome::WriteError,
+        Outcome::OfflineQueued,
+        Outcome::OfflineDropped,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::DroppedSlowConsumer => "dropped_slow_consumer",
+            Outcome::DroppedClosed => "dropped_closed",
+            Outcome::WriteError => "write_error",
+            Outcome::OfflineQueued => "offline_queued",
+            Outcome::OfflineDropped => "offline_dropped",
+        }
+    }
+}
+
+const N_OUTCOMES: usize = Outcome::ALL.len();
+
+/// Why a client connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The client closed the connection or the socket ended.
+    ClientClosed,
+    SlowConsumer,
+    WriteTimeout,
+    WriteError,
+    IdleTimeout,
+    TokenExpired,
+    FrameTooBig,
+    TooManyConnections,
+    ProtocolError,
+    Shutdown,
+}
+
+impl CloseReason {
+    pub(crate) const ALL: [CloseReason; 10] = [
+        CloseReason::ClientClosed,
+        CloseReason::SlowConsumer,
+        CloseReason::WriteTimeout,
+        CloseReason::WriteError,
+        CloseReason::IdleTimeout,
+        CloseReason::TokenExpired,
+        CloseReason::FrameTooBig,
+        CloseReason::TooManyConnections,
+        CloseReason::ProtocolError,
+        CloseReason::Shutdown,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::WriteError => "write_error",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::FrameTooBig => "frame_too_big",
+            CloseReason::TooManyConnections => "too_many_connections",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Why a client or caller was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthFailure {
+    MissingToken,
+    Malformed,
+    BadSignature,
+    Expired,
+    WrongAlgorithm,
+    InvalidClaims,
+    UnknownProducerToken,
+    UnknownAdminToken,
+}
+
+impl AuthFailure {
+    pub(crate) const ALL: [AuthFailure; 8] = [
+        AuthFailure::MissingToken,
+        AuthFailure::Malformed,
+        AuthFailure::BadSignature,
+        AuthFailure::Expired,
+        AuthFailure::WrongAlgorithm,
+        AuthFailure::InvalidClaims,
+        AuthFailure::UnknownProducerToken,
+        AuthFailure::UnknownAdminToken,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::MissingToken => "missing_token",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::Expired => "expired",
+            AuthFailure::WrongAlgorithm => "wrong_algorithm",
+            AuthFailure::InvalidClaims => "invalid_claims",
+            AuthFailure::UnknownProducerToken => "unknown_producer_token",
+            AuthFailure::UnknownAdminToken => "unknown_admin_token",
+        }
+    }
+}
+
+/// The role of a path in serving an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Primary,
+}
+
+impl Role {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+        }
+    }
+}
+
+/// The process's metrics. Cheap to share behind an `Arc`; every handle is lock-free.
+pub(crate) struct Metrics {
+    registry: Registry,
+    route_requests: IntCounterVec,
+    events: IntCounterVec,
+    deliveries: [[[IntCounter; N_OUTCOMES]; N_PATHS]; N_ROUTES],
+    delivery_latency: [[Histogram; N_PATHS]; N_ROUTES],
+    path_duration: [[Histogram; N_PATHS]; N_ROUTES],
+    pub(crate) connections: IntGauge,
+    pub(crate) connected_users: IntGauge,
+    connections_closed: [IntCounter; CloseReason::ALL.len()],
+    auth_failures: [IntCounter; AuthFailure::ALL.len()],
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+];
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("switchyard".to_owned()), None)
+            .expect("static registry prefix is valid");
+        let register = |collector: Box<dyn prometheus::core::Collector>| {
+            registry
+                .register(collector)
+                .expect("each metric is registered once with a valid name");
+        };
+
+        let route_requests = IntCounterVec::new(
+            Opts::new(
+                "route_requests_total",
+                "Producer calls per route and HTTP status.",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        register(Box::new(route_requests.clone()));
+
+        let events = IntCounterVec::new(
+            Opts::new(
+                "events_total",
+                "Events served per route, path and role (primary or shadow).",
+            ),
+            &["route", "path", "role"],
+        )
+        .expect("valid metric");
+        register(Box::new(events.clone()));
+        for route in Route::ALL {
+            for path in PathKind::ALL {
+                events.with_label_values(&[route.as_str(), path.as_str(), Role::Primary.as_str()]);
+            }
+        }
+
+        let deliveries_vec = IntCounterVec::new(
+            Opts::new(
+                "deliveries_total",
+                "Primary-path frames per recipient connection, by what became of them.",
+            ),
+            &["route", "path", "outcome"],
+        )
+        .expect("valid metric");
+        register(Box::new(deliveries_vec.clone()));
+        let deliveries = Route::ALL.map(|route| {
+            PathKind::ALL.map(|path| {
+                Outcome::ALL.map(|outcome| {
+                    deliveries_vec.with_label_values(&[
+                        route.as_str(),
+                        path.as_str(),
+                        outcome.as_str(),
+                    ])
+                })
+            })
+        });
+
+        let latency_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "delivery_latency_seconds",
+                "Time from the event's acceptance to its frame being written to the socket.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "path"],
+        )
+        .expect("valid metric");
+        register(Box::new(latency_vec.clone()));
+        let delivery_latency = Route::ALL.map(|route| {
+            PathKind::ALL.map(|path| latency_vec.with_label_values(&[route.as_str(), path.as_str()]))
+        });
+
+        let duration_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "path_duration_seconds",
+                "Time inside the path: planning and enqueueing one event.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "path"],
+        )
+        .expect("valid metric");
+        register(Box::new(duration_vec.clone()));
+        let path_duration = Route::ALL.map(|route| {
+            PathKind::ALL
+                .map(|path| duration_vec.with_label_values(&[route.as_str(), path.as_str()]))
+        });
+
+        let connections = IntGauge::new("connections", "Open client WebSocket connections.")
+            .expect("valid metric");
+        register(Box::new(connections.clone()));
+        let connected_users = IntGauge::new(
+            "connected_users",
+            "Users with at least one open connection.",
+        )
+        .expect("valid metric");
+        register(Box::new(connected_users.clone()));
+
+        let closed_vec = IntCounterVec::new(
+            Opts::new(
+                "connections_closed_total",
+                "Client connections closed, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        register(Box::new(closed_vec.clone()));
+        let connections_closed =
+            CloseReason::ALL.map(|reason| closed_vec.with_label_values(&[reason.as_str()]));
+
+        let auth_vec = IntCounterVec::new(
+            Opts::new(
+                "auth_failures_total",
+                "Refused client connections and API calls, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        register(Box::new(auth_vec.clone()));
+        let auth_failures =
+            AuthFailure::ALL.map(|reason| auth_vec.with_label_values(&[reason.as_str()]));
+
+        Metrics {
+            registry,
+            route_requests,
+            events,
+            deliveries,
+            delivery_latency,
+            path_duration,
+            connections,
+            connected_users,
+            connections_closed,
+            auth_failures,
+        }
+    }
+
+    pub(crate) fn route_request(&self, route: Route, status: u16) {
+        self.route_requests
+            .with_label_values(&[route.as_str(), status_label(status)])
+            .inc();
+    }
+
+    pub(crate) fn event(&self, origin: Origin, role: Role) {
+        self.events
+            .with_label_values(&[origin.route.as_str(), origin.path.as_str(), role.as_str()])
+            .inc();
+    }
+
+    pub(crate) fn deliveries(&self, origin: Origin, outcome: Outcome, n: u64) {
+        if n > 0 {
+            self.deliveries[origin.route.index()][origin.path.index()][outcome as usize]
+                .inc_by(n);
+        }
+    }
+
+    pub(crate) fn delivery_latency(&self, origin: Origin) -> &Histogram {
+        &self.delivery_latency[origin.route.index()][origin.path.index()]
+    }
+
+    pub(crate) fn path_duration(&self, origin: Origin) -> &Histogram {
+        &self.path_duration[origin.route.index()][origin.path.index()]
+    }
+
+    pub(crate) fn connection_closed(&self, reason: CloseReason) {
+        self.connections_closed[reason as usize].inc();
+    }
+
+    pub(crate) fn auth_failure(&self, reason: AuthFailure) {
+        self.auth_failures[reason as usize].inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub(crate) fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buffer).expect("the text encoder writes UTF-8")
+    }
+}
+
+/// A static label for an HTTP status, so the label set stays bounded.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
+}

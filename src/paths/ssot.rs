@@ -1,0 +1,189 @@
+//! The SSOT broadcast service: the consolidated `broadcast_to_user(user_id, event)`.
+//!
+//! It validates and trims the user id, rewrites routing fields that name another user (keeping
+//! provenance fields), encodes the payload once for every recipient, and keeps events for an
+//! offline user to replay, marked `"recovered": true`, on the next connection. Unlike the Python
+//! service it reports true counts: zero connections is zero sends.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::paths::Origin;
+use crate::registry::{Frame, Registry};
+
+/// Fields that say where an event goes; one naming another user is rewritten to the recipient.
+/// Provenance fields (`user_id`, `sender_id`, `creator_id`, `owner_id`) say who caused the event
+/// and are never touched.
+pub(crate) const ROUTING_FIELDS: [&str; 3] = ["recipient_id", "target_user_id", "userId"];
+
+
+const MAX_USER_ID_CHARS: usize = 128;
+
+/// What the SSOT service reports for one call, with true counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BroadcastResult {
+    pub(crate) user_id: String,
+    pub(crate) connections_attempted: usize,
+    pub(crate) successful_sends: usize,
+    pub(crate) event_type: String,
+    pub(crate) queued: bool,
+    pub(crate) errors: Vec<String>,
+}
+
+/// A call the SSOT service refuses; reported to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SsotError {
+    #[error("user_id is empty after trimming whitespace")]
+    EmptyUserId,
+    #[error("user_id is longer than {MAX_USER_ID_CHARS} characters")]
+    UserIdTooLong,
+    #[error(
+        "user_id contains {0:?}; allowed are letters, digits and . _ : @ - |"
+    )]
+    UserIdInvalidChar(char),
+}
+
+/// Trims and validates a user id: 1–128 characters from letters, digits and `._:@-|`.
+pub(crate) fn validate_user_id(raw: &str) -> Result<&str, SsotError> {
+    let user_id = raw.trim();
+    if user_id.is_empty() {
+        return Err(SsotError::EmptyUserId);
+    }
+    if user_id.chars().count() > MAX_USER_ID_CHARS {
+        return Err(SsotError::UserIdTooLong);
+    }
+    if let Some(bad) = user_id
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-' | '|')))
+    {
+        return Err(SsotError::UserIdInvalidChar(bad));
+    }
+    Ok(user_id)
+}
+
+/// Rewrites routing fields that name someone other than `user_id`, returning one message per
+/// rewrite. Provenance fields are left alone: they say who caused the event, not who gets it.
+pub(crate) fn rewrite_routing_fields(event: &mut Map<String, Value>, user_id: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    for field in ROUTING_FIELDS {
+        let Some(value) = event.get_mut(field) else {
+            continue;
+        };
+        if value.as_str() == Some(user_id) {
+            continue;
+        }
+        errors.push(format!(
+            "{field} named {value} instead of the recipient; rewritten to {user_id:?}"
+        ));
+        *value = Value::String(user_id.to_owned());
+    }
+    errors
+}
+
+/// Encodes a JSON object once, as the text every recipient's frame shares.
+pub(crate) fn encode(event: &Map<String, Value>) -> Utf8Bytes {
+    let text = serde_json::to_string(event).expect("a JSON map always serialises");
+    Utf8Bytes::from(text)
+}
+
+/// Broadcasts `event` to every live connection of `user_id`, or queues it while the user is
+/// offline.
+pub(crate) fn broadcast(
+    registry: &Registry,
+    metrics: &Metrics,
+    origin: Origin,
+    user_id: &str,
+    mut event: Map<String, Value>,
+    accepted_at: Instant,
+) -> Result<BroadcastResult, SsotError> {
+    let user_id = validate_user_id(user_id)?;
+    let started = Instant::now();
+    let errors = rewrite_routing_fields(&mut event, user_id);
+    let event_type = event
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let payload = encode(&event);
+    let (connections_attempted, successful_sends, queued) = registry.with_user(user_id, |view| {
+        let connections = view.connections();
+        if connections.is_empty() {
+            event.insert("recovered".to_owned(), Value::Bool(true));
+            let queued = view.queue_offline(encode(&event), origin, accepted_at);
+            return (0, 0, queued);
+        }
+        let mut sent = 0;
+        for connection in connections.iter().map(Arc::as_ref) {
+            let frame = Frame {
+                payload: payload.clone(),
+                origin: Some(origin),
+                accepted_at,
+            };
+            match connection.queue.push(frame) {
+                Ok(()) => sent += 1,
+                Err(error) => metrics.deliveries(origin, error.outcome(), 1),
+            }
+        }
+        (connections.len(), sent, false)
+    });
+    metrics
+        .path_duration(origin)
+        .observe(started.elapsed().as_secs_f64());
+    Ok(BroadcastResult {
+        user_id: user_id.to_owned(),
+        connections_attempted,
+        successful_sends,
+        event_type,
+        queued,
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check_user_id(raw: &str, expected: Result<&str, SsotError>) {
+        assert_eq!(validate_user_id(raw), expected, "input {raw:?}");
+    }
+
+    #[test]
+    fn user_ids_are_trimmed_and_validated() {
+        check_user_id("alice", Ok("alice"));
+        check_user_id("  alice\t", Ok("alice"));
+        check_user_id("org:team|a.b_c@d-e", Ok("org:team|a.b_c@d-e"));
+        check_user_id("émile", Ok("émile"));
+        check_user_id("", Err(SsotError::EmptyUserId));
+        check_user_id("   ", Err(SsotError::EmptyUserId));
+        check_user_id("a b", Err(SsotError::UserIdInvalidChar(' ')));
+        check_user_id("a/b", Err(SsotError::UserIdInvalidChar('/')));
+        check_user_id(&"x".repeat(128), Ok(&"x".repeat(128)));
+        check_user_id(&"x".repeat(129), Err(SsotError::UserIdTooLong));
+    }
+
+    #[test]
+    fn routing_fields_naming_another_user_are_rewritten_and_provenance_kept() {
+        let Value::Object(mut event) = json!({
+            "type": "agent_started",
+            "recipient_id": "mallory",
+            "target_user_id": "alice",
+            "userId": 7,
+            "user_id": "bob",
+            "sender_id": "bob",
+        }) else {
+            unreachable!()
+        };
+        let errors = rewrite_routing_fields(&mut event, "alice");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(event["recipient_id"], "alice");
+        assert_eq!(event["target_user_id"], "alice");
+        assert_eq!(event["userId"], "alice");
+        assert_eq!(event["user_id"], "bob");
+        assert_eq!(event["sender_id"], "bob");
+    }
+}

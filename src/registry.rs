@@ -1,0 +1,539 @@
+//! The connection registry: every live connection by user, each connection's bounded send queue,
+//! and the per-user offline queues of the SSOT path.
+//!
+//! Users are spread over shards, each a short-held std mutex, so unrelated users never wait on
+//! each other. Everything that must be ordered for one user — registering a connection, replaying
+//! its offline queue, enqueueing an event to every connection — happens under that user's shard
+//! lock, which is what makes every connection of a user see the same order and an offline event
+//! replay exactly once. No `.await` happens under a shard lock.
+//!
+//! The registry does not write to sockets: a connection's writer task drains its [`SendQueue`].
+//! Nor does it decide anything about events: paths compute what to enqueue through [`UserView`].
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::metrics::{CloseReason, Metrics, Outcome};
+use crate::paths::Origin;
+
+const N_SHARDS: usize = 64;
+
+/// One text frame waiting to be written to one connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    /// The encoded payload, shared by every recipient of the same event.
+    pub(crate) payload: Utf8Bytes,
+    /// The route and path that produced it; `None` for protocol replies such as `pong`.
+    pub(crate) origin: Option<Origin>,
+    /// When the event was accepted, for `delivery_latency_seconds`.
+    pub(crate) accepted_at: Instant,
+}
+
+impl Frame {
+    pub(crate) fn control(payload: Utf8Bytes) -> Frame {
+        Frame {
+            payload,
+            origin: None,
+            accepted_at: Instant::now(),
+        }
+    }
+}
+
+/// Why a frame was not accepted by a send queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// This frame overflowed the queue; the connection is now closing as a slow consumer.
+    Overflow,
+    /// The connection was already closing.
+    Closed,
+}
+
+impl PushError {
+    pub(crate) fn outcome(self) -> Outcome {
+        match self {
+            PushError::Overflow => Outcome::DroppedSlowConsumer,
+            PushError::Closed => Outcome::DroppedClosed,
+        }
+    }
+}
+
+/// A connection's outgoing frames, bounded in bytes. Producers push without waiting; the
+/// connection's writer takes everything queued at once and writes it in one batch.
+pub(crate) struct SendQueue {
+    state: Mutex<QueueState>,
+    notify: Notify,
+    max_bytes: usize,
+}
+
+struct QueueState {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    /// Set once; the first reason to close wins.
+    closing: Option<CloseReason>,
+}
+
+impl SendQueue {
+    pub(crate) fn new(max_bytes: usize) -> SendQueue {
+        SendQueue {
+            state: Mutex::new(QueueState {
+                frames: VecDeque::new(),
+                bytes: 0,
+                closing: None,
+            }),
+            notify: Notify::new(),
+            max_bytes,
+        }
+    }
+
+    /// Appends a frame. A frame that would take the queue over its byte bound closes the
+    /// connection as a slow consumer rather than growing without limit or blocking the caller.
+    pub(crate) fn push(&self, frame: Frame) -> Result<(), PushError> {
+        let mut state = lock(&self.state);
+        if state.closing.is_some() {
+            return Err(PushError::Closed);
+        }
+        let len = frame.payload.len();
+        if state.bytes + len > self.max_bytes && !state.frames.is_empty() {
+            state.closing = Some(CloseReason::SlowConsumer);
+            drop(state);
+            self.notify.notify_one();
+            return Err(PushError::Overflow);
+        }
+        state.bytes += len;
+        state.frames.push_back(frame);
+        drop(state);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Marks the connection as closing; frames pushed afterwards are refused. Returns whether
+    /// this call set the reason (the first reason wins).
+    pub(crate) fn close(&self, reason: CloseReason) -> bool {
+        let mut state = lock(&self.state);
+        let first = state.closing.is_none();
+        if first {
+            state.closing = Some(reason);
+        }
+        drop(state);
+        self.notify.notify_one();
+        first
+    }
+
+    /// Takes every queued frame, appending them to `into`, and reports whether the connection is
+    /// closing.
+    pub(crate) fn take(&self, into: &mut Vec<Frame>) -> Option<CloseReason> {
+        let mut state = lock(&self.state);
+        into.extend(state.frames.drain(..));
+        state.bytes = 0;
+        state.closing
+    }
+
+    #[cfg(test)]
+    pub(crate) fn closing(&self) -> Option<CloseReason> {
+        lock(&self.state).closing
+    }
+
+    /// Waits until something was pushed or the queue was closed since the last wait.
+    pub(crate) async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// One live client connection as the registry sees it.
+pub(crate) struct Connection {
+    pub(crate) id: u64,
+    pub(crate) user_id: Arc<str>,
+    pub(crate) queue: SendQueue,
+}
+
+impl Connection {
+    /// The connection id as clients and logs see it.
+    pub(crate) fn wire_id(&self) -> String {
+        format!("conn-{:x}", self.id)
+    }
+}
+
+/// An event kept for an offline user, already encoded with `"recovered": true`.
+struct OfflineEvent {
+    payload: Utf8Bytes,
+    origin: Origin,
+    accepted_at: Instant,
+    queued_at: Instant,
+}
+
+#[derive(Default)]
+struct UserEntry {
+    connections: Vec<Arc<Connection>>,
+    offline: VecDeque<OfflineEvent>,
+}
+
+type Shard = Mutex<HashMap<Arc<str>, UserEntry>>;
+
+/// Limits the registry enforces.
+#[derive(Debug, Clone)]
+pub(crate) struct RegistryLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_user: usize,
+    pub(crate) send_queue_bytes: usize,
+    pub(crate) offline_queue_len: usize,
+    pub(crate) offline_ttl: Duration,
+}
+
+/// Why a connection could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RegisterError {
+    #[error("user already has the maximum of {limit} connections")]
+    TooManyForUser { limit: usize },
+}
+
+/// Every live connection, by user.
+pub(crate) struct Registry {
+    shards: Box<[Shard]>,
+    hasher: std::collections::hash_map::RandomState,
+    limits: RegistryLimits,
+    metrics: Arc<Metrics>,
+    next_connection_id: AtomicU64,
+    n_connections: AtomicUsize,
+}
+
+/// A reserved place under the process-wide connection limit, released on drop.
+pub(crate) struct ConnectionSlot {
+    registry: Arc<Registry>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.registry.n_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Registry {
+    pub(crate) fn new(limits: RegistryLimits, metrics: Arc<Metrics>) -> Registry {
+        Registry {
+            shards: (0..N_SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: Default::default(),
+            limits,
+            metrics,
+            next_connection_id: AtomicU64::new(1),
+            n_connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reserves a place for one more connection, or `None` when the process is at its limit.
+    pub(crate) fn try_reserve(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self.limits.max_connections;
+        self.n_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot {
+                registry: Arc::clone(self),
+            })
+    }
+
+    fn shard(&self, user_id: &str) -> MutexGuard<'_, HashMap<Arc<str>, UserEntry>> {
+        let index = (self.hasher.hash_one(user_id) as usize) % self.shards.len();
+        lock(&self.shards[index])
+    }
+
+    /// Registers a connection for `user_id`. Under the user's lock, its send queue first gets the
+    /// frame `greeting` builds from the connection id, then every unexpired offline event in
+    /// order, so no event published meanwhile can overtake them.
+    pub(crate) fn register(
+        &self,
+        user_id: &str,
+        greeting: impl FnOnce(&Connection) -> Utf8Bytes,
+    ) -> Result<Arc<Connection>, RegisterError> {
+        let now = Instant::now();
+        let mut shard = self.shard(user_id);
+        let (key, entry) = match shard.get_key_value(user_id) {
+            Some((key, _)) => {
+                let key = Arc::clone(key);
+                let entry = shard.get_mut(user_id).expect("looked up under the same lock");
+                (key, entry)
+            }
+            None => {
+                let key: Arc<str> = Arc::from(user_id);
+                (
+                    Arc::clone(&key),
+                    shard.entry(key).or_default(),
+                )
+            }
+        };
+        if entry.connections.len() >= self.limits.max_connections_per_user {
+            let limit = self.limits.max_connections_per_user;
+            if entry.connections.is_empty() && entry.offline.is_empty() {
+                shard.remove(user_id);
+            }
+            return Err(RegisterError::TooManyForUser { limit });
+        }
+        let connection = Arc::new(Connection {
+            id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
+            user_id: key,
+            // The replayed offline events must fit beside the live ones; never drop them here.
+            queue: SendQueue::new(self.limits.send_queue_bytes),
+        });
+        let greeting = greeting(&connection);
+        connection
+            .queue
+            .push(Frame::control(greeting))
+            .expect("a new queue accepts its first frame");
+        self.expire_offline(entry, now);
+        for event in entry.offline.drain(..) {
+            let frame = Frame {
+                payload: event.payload,
+                origin: Some(event.origin),
+                accepted_at: event.accepted_at,
+            };
+            if let Err(error) = connection.queue.push(frame) {
+                // The replay is larger than the send queue: the connection closes as a slow
+                // consumer and the rest of the replay is lost, which is counted.
+                self.metrics.deliveries(event.origin, error.outcome(), 1);
+            }
+        }
+        if entry.connections.is_empty() {
+            self.metrics.connected_users.inc();
+        }
+        entry.connections.push(Arc::clone(&connection));
+        self.metrics.connections.inc();
+        Ok(connection)
+    }
+
+    /// Removes a connection. Frames still in its queue are the writer's to count.
+    pub(crate) fn unregister(&self, connection: &Connection) {
+        let mut shard = self.shard(&connection.user_id);
+        let Some(entry) = shard.get_mut(&*connection.user_id) else {
+            return;
+        };
+        let before = entry.connections.len();
+        entry.connections.retain(|c| c.id != connection.id);
+        if entry.connections.len() == before {
+            return;
+        }
+        self.metrics.connections.dec();
+        if entry.connections.is_empty() {
+            self.metrics.connected_users.dec();
+            if entry.offline.is_empty() {
+                shard.remove(&*connection.user_id);
+            }
+        }
+    }
+
+    /// Runs `f` with the user's state locked, so that what it reads and what it enqueues form one
+    /// step in that user's order. `f` must not block.
+    pub(crate) fn with_user<R>(&self, user_id: &str, f: impl FnOnce(&mut UserView<'_>) -> R) -> R {
+        let now = Instant::now();
+        let mut shard = self.shard(user_id);
+        let mut view = UserView {
+            entry: shard.get_mut(user_id),
+            new_entry: None,
+            registry: self,
+            now,
+        };
+        let result = f(&mut view);
+        if let Some(entry) = view.new_entry.take() {
+            shard.insert(Arc::from(user_id), entry);
+        }
+        result
+    }
+
+    /// Drops expired offline events everywhere, and users left with nothing.
+    pub(crate) fn sweep_offline(&self) {
+        let now = Instant::now();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            shard.retain(|_, entry| {
+                self.expire_offline(entry, now);
+                !entry.connections.is_empty() || !entry.offline.is_empty()
+            });
+        }
+    }
+
+    pub(crate) fn n_connections(&self) -> usize {
+        self.n_connections.load(Ordering::Acquire)
+    }
+
+    fn expire_offline(&self, entry: &mut UserEntry, now: Instant) {
+        while let Some(front) = entry.offline.front() {
+            if now.duration_since(front.queued_at) < self.limits.offline_ttl {
+                break;
+            }
+            let origin = front.origin;
+            entry.offline.pop_front();
+            self.metrics.deliveries(origin, Outcome::OfflineDropped, 1);
+        }
+    }
+}
+
+/// A user's state, locked, as a path sees it while planning and enqueueing one event.
+pub(crate) struct UserView<'a> {
+    entry: Option<&'a mut UserEntry>,
+    new_entry: Option<UserEntry>,
+    registry: &'a Registry,
+    now: Instant,
+}
+
+impl UserView<'_> {
+    /// The user's live connections, in registration order.
+    pub(crate) fn connections(&self) -> &[Arc<Connection>] {
+        self.entry.as_deref().map_or(&[], |e| &e.connections)
+    }
+
+    /// Keeps an event for the user's next connection. Returns whether it was kept; the oldest
+    /// event is evicted (and counted) when the queue is full.
+    pub(crate) fn queue_offline(
+        &mut self,
+        payload: Utf8Bytes,
+        origin: Origin,
+        accepted_at: Instant,
+    ) -> bool {
+        let registry = self.registry;
+        let max = registry.limits.offline_queue_len;
+        if max == 0 {
+            registry.metrics.deliveries(origin, Outcome::OfflineDropped, 1);
+            return false;
+        }
+        let entry = match self.entry.as_deref_mut() {
+            Some(entry) => entry,
+            None => self.new_entry.get_or_insert_with(UserEntry::default),
+        };
+        registry.expire_offline(entry, self.now);
+        if entry.offline.len() >= max
+            && let Some(evicted) = entry.offline.pop_front()
+        {
+            registry
+                .metrics
+                .deliveries(evicted.origin, Outcome::OfflineDropped, 1);
+        }
+        entry.offline.push_back(OfflineEvent {
+            payload,
+            origin,
+            accepted_at,
+            queued_at: self.now,
+        });
+        registry.metrics.deliveries(origin, Outcome::OfflineQueued, 1);
+        true
+    }
+}
+
+/// Locks a mutex, carrying on past poisoning: every critical section here leaves the data
+/// consistent before anything that could panic.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::{PathKind, Route};
+
+    const ORIGIN: Origin = Origin {
+        route: Route::Broadcast,
+        path: PathKind::Ssot,
+    };
+
+    fn registry(offline_queue_len: usize, send_queue_bytes: usize) -> Registry {
+        Registry::new(
+            RegistryLimits {
+                max_connections: 100,
+                max_connections_per_user: 2,
+                send_queue_bytes,
+                offline_queue_len,
+                offline_ttl: Duration::from_secs(300),
+            },
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn queued(connection: &Connection) -> Vec<String> {
+        let mut frames = Vec::new();
+        connection.queue.take(&mut frames);
+        frames.iter().map(|f| f.payload.as_str().to_owned()).collect()
+    }
+
+    fn offline(registry: &Registry, user: &str, payload: &str) -> bool {
+        registry.with_user(user, |view| {
+            view.queue_offline(Utf8Bytes::from(payload), ORIGIN, Instant::now())
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offline_queue_keeps_the_newest_events_and_replays_them_once() {
+        let registry = registry(3, 1 << 20);
+        for n in 1..=5 {
+            assert!(offline(&registry, "alice", &format!("e{n}")));
+        }
+        let first = registry.register("alice", |_| "hello".into()).unwrap();
+        assert_eq!(queued(&first), ["hello", "e3", "e4", "e5"]);
+        let second = registry.register("alice", |_| "hello".into()).unwrap();
+        assert_eq!(queued(&second), ["hello"], "offline events replay exactly once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offline_events_expire_after_the_ttl() {
+        let registry = registry(50, 1 << 20);
+        assert!(offline(&registry, "bob", "old"));
+        tokio::time::advance(Duration::from_secs(200)).await;
+        assert!(offline(&registry, "bob", "newer"));
+        tokio::time::advance(Duration::from_secs(101)).await;
+        let connection = registry.register("bob", |_| "hello".into()).unwrap();
+        assert_eq!(queued(&connection), ["hello", "newer"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweep_forgets_users_whose_events_all_expired() {
+        let registry = registry(50, 1 << 20);
+        assert!(offline(&registry, "carol", "x"));
+        tokio::time::advance(Duration::from_secs(301)).await;
+        registry.sweep_offline();
+        let n_users: usize = registry.shards.iter().map(|s| lock(s).len()).sum();
+        assert_eq!(n_users, 0);
+    }
+
+    #[test]
+    fn per_user_connection_limit_is_enforced_and_released() {
+        let registry = registry(0, 1 << 20);
+        let a = registry.register("dave", |_| "hi".into()).unwrap();
+        let _b = registry.register("dave", |_| "hi".into()).unwrap();
+        assert_eq!(
+            registry.register("dave", |_| "hi".into()).err(),
+            Some(RegisterError::TooManyForUser { limit: 2 })
+        );
+        registry.unregister(&a);
+        assert!(registry.register("dave", |_| "hi".into()).is_ok());
+    }
+
+    #[test]
+    fn send_queue_overflow_closes_as_slow_consumer() {
+        let queue = SendQueue::new(10);
+        assert_eq!(queue.push(Frame::control("123456".into())), Ok(()));
+        assert_eq!(
+            queue.push(Frame::control("123456".into())),
+            Err(PushError::Overflow)
+        );
+        assert_eq!(queue.closing(), Some(CloseReason::SlowConsumer));
+        assert_eq!(
+            queue.push(Frame::control("1".into())),
+            Err(PushError::Closed)
+        );
+    }
+
+    #[test]
+    fn an_oversized_frame_is_accepted_into_an_empty_queue() {
+        // A frame larger than the bound alone must still be deliverable, or a big event
+        // would close every connection it was sent to.
+        let queue = SendQueue::new(4);
+        assert_eq!(queue.push(Frame::control("123456".into())), Ok(()));
+        let mut frames = Vec::new();
+        assert_eq!(queue.take(&mut frames), None);
+        assert_eq!(frames.len(), 1);
+    }
+}

@@ -1,0 +1,58 @@
+//! The two HTTP listeners: the public one (`/ws` for clients, `/v1` for producers) and the admin
+//! one (`/metrics`, health, `/admin`). Routers are built by functions so tests can drive them.
+
+pub(crate) mod admin;
+pub(crate) mod api_error;
+pub(crate) mod producer;
+pub(crate) mod protocol;
+pub(crate) mod ws;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::routing::{any, get, post};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    pub(crate) config: Config,
+    pub(crate) auth: Authenticator,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Cancelled when shutdown begins; connections flush and close with 1001.
+    pub(crate) shutdown: CancellationToken,
+    /// Tracks every client connection task so shutdown can wait for them.
+    pub(crate) tracker: TaskTracker,
+    /// Set once both listeners serve.
+    pub(crate) ready: AtomicBool,
+}
+
+/// The public listener's routes.
+pub(crate) fn public_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ws", get(ws::handler))
+        .route("/v1/broadcast", post(producer::broadcast))
+        .fallback(api_error::not_found)
+        .method_not_allowed_fallback(api_error::method_not_allowed)
+        .with_state(state)
+}
+
+/// The admin listener's routes.
+pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(admin::metrics))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/admin", any(admin::admin))
+        .route("/admin/{*rest}", any(admin::admin))
+        .fallback(api_error::not_found)
+        .method_not_allowed_fallback(api_error::method_not_allowed)
+        .with_state(state)
+}

@@ -1,0 +1,406 @@
+//! Client connections on `GET /ws`: authentication before the upgrade, then one task per
+//! connection in which a reader and a writer run side by side.
+//!
+//! The writer owns the socket's sending half. It drains everything in the connection's
+//! [`SendQueue`](crate::registry::SendQueue), writes it as one batch and flushes once, under the
+//! write timeout, and it alone decides how the connection closes (the close codes of DESIGN §4.2).
+//! The reader answers `ping`/`heartbeat` through the same queue and enforces the idle timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::auth::{ClientIdentity, token_from_subprotocols};
+use crate::metrics::{AuthFailure, CloseReason, Outcome};
+use crate::registry::{Connection, ConnectionSlot, Frame, RegisterError};
+use crate::server::AppState;
+use crate::server::api_error::ApiError;
+use crate::server::protocol::{ClientMessage, ConnectionData, ServerMessage};
+
+/// How long the writer waits for the client to answer its close frame.
+const CLOSE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The close code and reason a connection ends with, for each reason the gateway closes it.
+fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
+    let (code, text) = match reason {
+        CloseReason::Shutdown => (1001, "server shutting down"),
+        CloseReason::SlowConsumer => (4001, "slow consumer: send queue overflow"),
+        CloseReason::WriteTimeout => (4001, "slow consumer: write timeout"),
+        CloseReason::TokenExpired => (1008, "token expired"),
+        CloseReason::FrameTooBig => (1009, "message too big"),
+        CloseReason::IdleTimeout => (1000, "idle timeout"),
+        CloseReason::TooManyConnections => (4002, "too many connections for this user"),
+        CloseReason::ProtocolError => (1002, "protocol error"),
+        // The peer is gone or the socket failed: there is no one to tell.
+        CloseReason::ClientClosed | CloseReason::WriteError => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(text),
+    })
+}
+
+/// `GET /ws`: authenticates, then upgrades. Failures are answered before any upgrade.
+pub(crate) async fn handler(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if state.shutdown.is_cancelled() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the gateway is shutting down",
+        )
+        .into_response();
+    }
+    let (identity, subprotocol) = match authenticate(&state, &params, &headers) {
+        Ok(found) => found,
+        Err(failure) => {
+            state.metrics.auth_failure(failure);
+            tracing::debug!(reason = failure.as_str(), "refused client connection");
+            return ApiError::unauthorized(failure).into_response();
+        }
+    };
+    let Some(slot) = state.registry.try_reserve() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "the gateway is at its connection limit",
+        )
+        .into_response();
+    };
+    let limits = &state.config.limits;
+    let mut upgrade = upgrade
+        .read_buffer_size(limits.ws_read_buffer_bytes)
+        .write_buffer_size(limits.ws_write_buffer_bytes)
+        .max_message_size(limits.max_client_message_bytes)
+        .max_frame_size(limits.max_client_message_bytes);
+    if let Some(protocol) = subprotocol {
+        upgrade.set_selected_protocol(protocol);
+    }
+    let thread_id = params.get("thread_id").cloned();
+    let tracker = state.tracker.clone();
+    upgrade
+        .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+        .on_upgrade(move |socket| {
+            tracker.track_future(serve_connection(state, socket, identity, thread_id, slot))
+        })
+}
+
+/// Finds and checks the client's credentials: `Authorization: Bearer`, `?token=`, the
+/// `jwt.<base64url>` subprotocol (returned to be echoed), or in dev mode `?user_id=`.
+fn authenticate(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(ClientIdentity, Option<HeaderValue>), AuthFailure> {
+    let from_header = match headers.get(AUTHORIZATION) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(crate::auth::bearer)
+                .ok_or(AuthFailure::Malformed)?
+                .to_owned(),
+        ),
+    };
+    let mut subprotocol = None;
+    let token = from_header
+        .or_else(|| params.get("token").cloned())
+        .or_else(|| {
+            let header = headers.get(SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
+            let (token, protocol) = token_from_subprotocols(header)?;
+            subprotocol = HeaderValue::from_str(protocol).ok();
+            Some(token)
+        });
+    match token {
+        Some(token) => Ok((state.auth.verify_client(&token)?, subprotocol)),
+        None => match params.get("user_id") {
+            Some(user_id) if state.auth.allows_anonymous() && !user_id.is_empty() => Ok((
+                ClientIdentity {
+                    user_id: user_id.clone(),
+                    expires_at: None,
+                },
+                None,
+            )),
+            _ => Err(AuthFailure::MissingToken),
+        },
+    }
+}
+
+/// Runs one upgraded connection to its end.
+async fn serve_connection(
+    state: Arc<AppState>,
+    mut socket: WebSocket,
+    identity: ClientIdentity,
+    thread_id: Option<String>,
+    _slot: ConnectionSlot,
+) {
+    let registered = state.registry.register(&identity.user_id, |connection| {
+        ServerMessage::ConnectionEstablished {
+            data: ConnectionData {
+                connection_id: &connection.wire_id(),
+                user_id: &identity.user_id,
+            },
+        }
+        .encode()
+    });
+    let connection = match registered {
+        Ok(connection) => connection,
+        Err(RegisterError::TooManyForUser { limit }) => {
+            tracing::info!(user_id = %identity.user_id, limit, "refused connection over the per-user limit");
+            let close = close_frame(CloseReason::TooManyConnections);
+            let _ = timeout(
+                state.config.limits.write_timeout,
+                socket.send(Message::Close(close)),
+            )
+            .await;
+            state
+                .metrics
+                .connection_closed(CloseReason::TooManyConnections);
+            return;
+        }
+    };
+    tracing::debug!(
+        connection_id = %connection.wire_id(),
+        user_id = %identity.user_id,
+        thread_id = thread_id.as_deref().unwrap_or(""),
+        "client connected"
+    );
+
+    let (sink, stream) = socket.split();
+    let expires_in = identity.remaining();
+    let writer = write_loop(&state, &connection, sink, expires_in);
+    let reader = read_loop(&state, &connection, stream);
+    tokio::pin!(writer, reader);
+    let reason = tokio::select! {
+        reason = &mut writer => {
+            // The writer sent its close frame; give the client a moment to answer it.
+            let _ = timeout(CLOSE_ACK_TIMEOUT, &mut reader).await;
+            reason
+        }
+        () = &mut reader => writer.await,
+    };
+
+    state.registry.unregister(&connection);
+    // Anything pushed between the writer's last look and unregistering was never written.
+    let mut left = Vec::new();
+    connection.queue.take(&mut left);
+    count_dropped(&state, &left, Outcome::DroppedClosed);
+    state.metrics.connection_closed(reason);
+    tracing::debug!(
+        connection_id = %connection.wire_id(),
+        reason = reason.as_str(),
+        "client disconnected"
+    );
+}
+
+/// Drains the send queue to the socket until the connection closes; returns why it closed.
+async fn write_loop(
+    state: &AppState,
+    connection: &Connection,
+    mut sink: SplitSink<WebSocket, Message>,
+    expires_in: Option<Duration>,
+) -> CloseReason {
+    let limits = &state.config.limits;
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + limits.heartbeat_interval,
+        limits.heartbeat_interval,
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Far enough away to never fire when the token has no expiry (dev mode).
+    let expiry = sleep_until(
+        Instant::now() + expires_in.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600)),
+    );
+    tokio::pin!(expiry);
+    let mut batch = Vec::new();
+    loop {
+        let closing = connection.queue.take(&mut batch);
+        match closing {
+            Some(reason @ (CloseReason::SlowConsumer | CloseReason::WriteTimeout)) => {
+                count_dropped(state, &batch, Outcome::DroppedSlowConsumer);
+                send_close(&mut sink, reason, limits.write_timeout).await;
+                return reason;
+            }
+            Some(reason @ (CloseReason::ClientClosed | CloseReason::WriteError)) => {
+                count_dropped(state, &batch, Outcome::DroppedClosed);
+                return reason;
+            }
+            _ => {}
+        }
+        if !batch.is_empty() {
+            if let Err(reason) = write_batch(state, &mut sink, &mut batch).await {
+                connection.queue.close(reason);
+                continue;
+            }
+            // Look again before sleeping: more may have arrived during the write.
+            if closing.is_none() {
+                continue;
+            }
+        }
+        if let Some(reason) = closing {
+            // Everything queued before the close was written; now say goodbye.
+            send_close(&mut sink, reason, limits.write_timeout).await;
+            return reason;
+        }
+        tokio::select! {
+            () = connection.queue.changed() => {}
+            _ = ping.tick() => {
+                let sent = timeout(limits.write_timeout, sink.send(Message::Ping(Default::default()))).await;
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => { connection.queue.close(CloseReason::WriteError); }
+                    Err(_) => { connection.queue.close(CloseReason::WriteTimeout); }
+                }
+            }
+            () = &mut expiry => { connection.queue.close(CloseReason::TokenExpired); }
+            () = state.shutdown.cancelled() => { connection.queue.close(CloseReason::Shutdown); }
+        }
+    }
+}
+
+/// Writes every frame of `batch` and flushes once, under the write timeout. Delivered frames
+/// are counted with their latency; on failure the whole batch is counted as lost.
+async fn write_batch(
+    state: &AppState,
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: &mut Vec<Frame>,
+) -> Result<(), CloseReason> {
+    let write = async {
+        for frame in batch.iter() {
+            sink.feed(Message::Text(frame.payload.clone())).await?;
+        }
+        sink.flush().await
+    };
+    let result = match timeout(state.config.limits.write_timeout, write).await {
+        Ok(Ok(())) => {
+            let now = Instant::now();
+            for frame in batch.iter() {
+                if let Some(origin) = frame.origin {
+                    state.metrics.deliveries(origin, Outcome::Delivered, 1);
+                    state
+                        .metrics
+                        .delivery_latency(origin)
+                        .observe(now.duration_since(frame.accepted_at).as_secs_f64());
+                }
+            }
+            Ok(())
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "websocket write failed");
+            count_dropped(state, batch, Outcome::WriteError);
+            Err(CloseReason::WriteError)
+        }
+        Err(_elapsed) => {
+            count_dropped(state, batch, Outcome::DroppedSlowConsumer);
+            Err(CloseReason::WriteTimeout)
+        }
+    };
+    batch.clear();
+    result
+}
+
+async fn send_close(
+    sink: &mut SplitSink<WebSocket, Message>,
+    reason: CloseReason,
+    write_timeout: Duration,
+) {
+    if let Some(frame) = close_frame(reason) {
+        let _ = timeout(write_timeout, sink.send(Message::Close(Some(frame)))).await;
+    }
+}
+
+fn count_dropped(state: &AppState, frames: &[Frame], outcome: Outcome) {
+    for frame in frames {
+        if let Some(origin) = frame.origin {
+            state.metrics.deliveries(origin, outcome, 1);
+        }
+    }
+}
+
+/// Reads client frames until the client goes away, answering protocol messages through the
+/// send queue and closing a client that stays silent past the idle timeout.
+async fn read_loop(state: &AppState, connection: &Connection, mut stream: SplitStream<WebSocket>) {
+    let idle_timeout = state.config.limits.idle_timeout;
+    loop {
+        let message = match timeout(idle_timeout, stream.next()).await {
+            Err(_elapsed) => {
+                connection.queue.close(CloseReason::IdleTimeout);
+                // Keep reading so the close handshake can complete.
+                continue;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                connection.queue.close(read_error_reason(error));
+                break;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        let reply = match message {
+            Message::Text(text) => match ClientMessage::parse(&text) {
+                ClientMessage::Ping => Some(
+                    ServerMessage::Pong {
+                        timestamp: unix_time(),
+                    }
+                    .encode(),
+                ),
+                ClientMessage::Heartbeat => Some(
+                    ServerMessage::HeartbeatAck {
+                        timestamp: unix_time(),
+                    }
+                    .encode(),
+                ),
+                ClientMessage::Invalid => Some(
+                    ServerMessage::Error {
+                        error_code: "JSON_PARSE_ERROR",
+                        message: "message is not valid JSON",
+                    }
+                    .encode(),
+                ),
+                ClientMessage::Other => None,
+            },
+            Message::Binary(_) => Some(
+                ServerMessage::Error {
+                    error_code: "BINARY_NOT_SUPPORTED",
+                    message: "send JSON text frames",
+                }
+                .encode(),
+            ),
+            // Pongs and pings only prove liveness; tungstenite answers pings itself.
+            Message::Ping(_) | Message::Pong(_) => None,
+            Message::Close(_) => break,
+        };
+        if let Some(reply) = reply {
+            // A refused reply means the connection is already closing; nothing more to do.
+            let _ = connection.queue.push(Frame::control(reply));
+        }
+    }
+    connection.queue.close(CloseReason::ClientClosed);
+}
+
+fn read_error_reason(error: axum::Error) -> CloseReason {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match error.into_inner().downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => CloseReason::FrameTooBig,
+        Some(WsError::Protocol(_) | WsError::Utf8(_)) => CloseReason::ProtocolError,
+        _ => CloseReason::ClientClosed,
+    }
+}
+
+fn unix_time() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

@@ -1,0 +1,1 @@
+//! Delivery: isolation, order, offline replay, slow consumers, shutdown.

@@ -1,0 +1,262 @@
+//! Spawns a gateway on `127.0.0.1:0` and talks to it the way clients and producers do.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use serde_json::Value;
+use switchyard::config::{Config, Overrides};
+use switchyard::{Listeners, run};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+pub const PRODUCER_TOKEN: &str = "producer-token-for-tests-0001";
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-000001";
+pub const JWT_SECRET: &str = "jwt-secret-for-tests-0123456789";
+
+/// How long a test waits for something that should happen at once.
+pub const PROMPTLY: Duration = Duration::from_secs(10);
+
+/// A running gateway.
+pub struct Gateway {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), switchyard::RunError>>,
+}
+
+/// Test configuration: named tokens and a JWT secret always; `dev` adds `?user_id=` access.
+pub fn config(dev: bool, env: &[(&str, &str)]) -> Config {
+    let mut vars: Vec<(String, String)> = vec![
+        ("SWITCHYARD_AUTH_JWT_SECRET".into(), JWT_SECRET.into()),
+        (
+            "SWITCHYARD_AUTH_PRODUCER_TOKENS".into(),
+            format!("{{ backend = \"{PRODUCER_TOKEN}\" }}"),
+        ),
+        (
+            "SWITCHYARD_AUTH_ADMIN_TOKENS".into(),
+            format!("{{ ops = \"{ADMIN_TOKEN}\" }}"),
+        ),
+        ("SWITCHYARD_SERVER_LISTEN".into(), "127.0.0.1:0".into()),
+        ("SWITCHYARD_SERVER_ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::load_from(
+        &Overrides {
+            dev,
+            ..Default::default()
+        },
+        vars,
+    )
+    .expect("test configuration is valid")
+}
+
+impl Gateway {
+    /// A dev-mode gateway with default limits.
+    pub async fn start() -> Gateway {
+        Gateway::start_with(config(true, &[])).await
+    }
+
+    pub async fn start_with(config: Config) -> Gateway {
+        let listeners = Listeners::bind(&config).await.expect("bind port 0");
+        let (public, admin) = listeners.local_addrs().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(config, listeners, shutdown.clone()));
+        Gateway {
+            public,
+            admin,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Begins shutdown and waits for the gateway to finish.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("gateway stops within its grace period")
+            .expect("gateway task did not panic")
+            .expect("gateway ran without error");
+    }
+
+    /// Begins shutdown without waiting.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws?{query}", self.public)
+    }
+
+    /// Connects as `user_id` (dev mode) and reads the `connection_established` greeting.
+    pub async fn connect(&self, user_id: &str) -> Client {
+        let mut client = Client::connect(&self.ws_url(&format!("user_id={user_id}"))).await;
+        let greeting = client.next_json().await;
+        assert_eq!(greeting["type"], "connection_established", "{greeting}");
+        assert_eq!(greeting["data"]["user_id"], user_id);
+        client
+    }
+
+    /// `POST /v1/broadcast` with the producer token.
+    pub async fn broadcast(&self, user_id: &str, event: Value) -> (StatusCode, HeaderMap, Value) {
+        let body = serde_json::json!({ "user_id": user_id, "event": event });
+        let (status, headers, body) = self
+            .post_json("/v1/broadcast", Some(PRODUCER_TOKEN), body.to_string())
+            .await;
+        (status, headers, parse_json(&body))
+    }
+
+    /// POSTs `body` as JSON to the public listener.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: String,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        if let Some(token) = token {
+            headers.push(("authorization", format!("Bearer {token}")));
+        }
+        http(self.public, Method::POST, path, &headers, body.into()).await
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let (status, _, body) = http(self.admin, Method::GET, "/metrics", &[], Bytes::new()).await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    /// The value of one sample in `/metrics`, by metric name and exact label set
+    /// (labels in alphabetical order, as the exposition writes them); 0 when absent.
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = self.metrics().await;
+        let prefix = if labels.is_empty() {
+            format!("switchyard_{name} ")
+        } else {
+            format!("switchyard_{name}{{{labels}}} ")
+        };
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+pub async fn http(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("http handshake");
+    tokio::spawn(connection);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = sender
+        .send_request(request.body(Full::new(body)).unwrap())
+        .await
+        .expect("http request");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, body)
+}
+
+pub fn parse_json(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// A real WebSocket client.
+pub struct Client {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the next frame from the server was.
+#[derive(Debug)]
+pub enum Received {
+    Json(Value),
+    Close(Option<u16>),
+    /// The stream ended without a close frame.
+    Ended,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client { socket }
+    }
+
+    /// The next text frame, JSON-decoded, or the close.
+    pub async fn next(&mut self) -> Received {
+        loop {
+            let message = tokio::time::timeout(PROMPTLY, self.socket.next())
+                .await
+                .expect("a frame arrives promptly");
+            match message {
+                None => return Received::Ended,
+                Some(Err(_)) => return Received::Ended,
+                Some(Ok(Message::Text(text))) => return Received::Json(parse_json(text.as_bytes())),
+                Some(Ok(Message::Close(frame))) => {
+                    return Received::Close(frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    pub async fn next_json(&mut self) -> Value {
+        match self.next().await {
+            Received::Json(value) => value,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Expects the server to close with `code`, skipping nothing: any text frame first fails.
+    pub async fn expect_close(&mut self, code: u16) {
+        match self.next().await {
+            Received::Close(Some(got)) => assert_eq!(got, code),
+            other => panic!("expected close {code}, got {other:?}"),
+        }
+    }
+
+    /// Asserts that no text frame arrives within `wait` (used after everything else was seen).
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_elapsed) => return,
+                Ok(Some(Ok(Message::Text(text)))) => panic!("unexpected frame: {text}"),
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+}

@@ -1,1 +1,353 @@
-//! Delivery: isolation, order, offline replay, slow consumers, shutdown.
+//! Delivery: isolation, per-user order, offline replay, slow consumers, shutdown.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{
+    Client, Gateway, PROMPTLY, Producer, Received, Rng, config, connect_with_small_receive_buffer,
+};
+
+/// Reads `n` event frames from a client, failing on a close or a stall.
+async fn read_events(client: &mut Client, n: usize) -> Vec<Value> {
+    let mut events = Vec::with_capacity(n);
+    while events.len() < n {
+        events.push(client.next_json().await);
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_events_reach_only_their_user_in_one_order_per_user() {
+    const N_USERS: usize = 100;
+    const CONNECTIONS_PER_USER: usize = 3;
+    const N_PRODUCERS: usize = 8;
+    const EVENTS_PER_PRODUCER: usize = 250;
+
+    let gateway = Gateway::start().await;
+    let users: Vec<String> = (0..N_USERS).map(|n| format!("user-{n:03}")).collect();
+    let mut clients = Vec::new();
+    for user in &users {
+        for _ in 0..CONNECTIONS_PER_USER {
+            clients.push((user.clone(), gateway.connect(user).await));
+        }
+    }
+
+    // Producers publish concurrently, each to users it picks at random.
+    let mut producers = Vec::new();
+    for producer_id in 0..N_PRODUCERS {
+        let users = users.clone();
+        let addr = gateway.public;
+        producers.push(tokio::spawn(async move {
+            let mut producer = Producer::connect(addr).await;
+            let mut rng = Rng::new(producer_id as u64 + 1);
+            let mut sent: Vec<(String, String)> = Vec::new();
+            for n in 0..EVENTS_PER_PRODUCER {
+                let user = &users[rng.below(users.len())];
+                let id = format!("p{producer_id}-{n}");
+                let (status, result) = producer
+                    .broadcast(
+                        user,
+                        json!({"type": "agent_thinking", "to": user, "id": id}),
+                    )
+                    .await;
+                assert_eq!(status, 200, "{result}");
+                assert_eq!(result["successful_sends"], CONNECTIONS_PER_USER, "{result}");
+                sent.push((user.clone(), id));
+            }
+            sent
+        }));
+    }
+    let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+    for producer in producers {
+        for (user, id) in producer.await.unwrap() {
+            expected.entry(user).or_default().push(id);
+        }
+    }
+
+    // Every connection reads exactly its user's events, concurrently.
+    let mut readers = Vec::new();
+    for (user, mut client) in clients {
+        let n = expected.get(&user).map_or(0, Vec::len);
+        readers.push(tokio::spawn(async move {
+            let events = read_events(&mut client, n).await;
+            client.expect_silence(Duration::from_millis(200)).await;
+            (user, events)
+        }));
+    }
+    let mut orders: HashMap<String, Vec<Vec<String>>> = HashMap::new();
+    for reader in readers {
+        let (user, events) = reader.await.unwrap();
+        let ids: Vec<String> = events
+            .iter()
+            .map(|event| {
+                assert_eq!(
+                    event["to"],
+                    user.as_str(),
+                    "a frame for another user: {event}"
+                );
+                event["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        orders.entry(user).or_default().push(ids);
+    }
+    for (user, connection_orders) in &orders {
+        let mut got = connection_orders[0].clone();
+        got.sort();
+        let mut want = expected.get(user).cloned().unwrap_or_default();
+        want.sort();
+        assert_eq!(got, want, "{user} received exactly its events, once each");
+        for other in &connection_orders[1..] {
+            assert_eq!(
+                other, &connection_orders[0],
+                "{user}'s connections saw one order"
+            );
+        }
+        // Each producer's events to one user keep the producer's order.
+        for producer_id in 0..N_PRODUCERS {
+            let prefix = format!("p{producer_id}-");
+            let seen: Vec<usize> = connection_orders[0]
+                .iter()
+                .filter_map(|id| id.strip_prefix(&prefix)?.parse().ok())
+                .collect();
+            assert!(seen.windows(2).all(|w| w[0] < w[1]), "{user}: {seen:?}");
+        }
+    }
+    let total = (N_PRODUCERS * EVENTS_PER_PRODUCER * CONNECTIONS_PER_USER) as f64;
+    assert_eq!(
+        gateway
+            .metric(
+                "deliveries_total",
+                r#"outcome="delivered",path="ssot",route="broadcast""#
+            )
+            .await,
+        total
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn offline_events_replay_once_in_order_marked_recovered_before_live_ones() {
+    let gateway = Gateway::start_with(config(
+        true,
+        &[("SWITCHYARD_LIMITS_OFFLINE_QUEUE_LEN", "5")],
+    ))
+    .await;
+    for seq in 1..=8 {
+        let (status, _, result) = gateway
+            .broadcast("olive", json!({"type": "agent_started", "seq": seq}))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(result["queued"], true, "{result}");
+        assert_eq!(result["successful_sends"], 0, "true counts: {result}");
+    }
+    let mut first = gateway.connect("olive").await;
+    // The bound kept the newest five, in order, each marked recovered.
+    for seq in 4..=8 {
+        let event = first.next_json().await;
+        assert_eq!(event["seq"], seq, "{event}");
+        assert_eq!(event["recovered"], true, "{event}");
+    }
+    let (_, _, result) = gateway
+        .broadcast("olive", json!({"type": "agent_completed", "seq": 9}))
+        .await;
+    assert_eq!(result["queued"], false);
+    let live = first.next_json().await;
+    assert_eq!(live["seq"], 9);
+    assert!(live.get("recovered").is_none(), "{live}");
+
+    // Exactly once: a second connection gets nothing of the replay.
+    let mut second = gateway.connect("olive").await;
+    second.expect_silence(Duration::from_millis(200)).await;
+    first.expect_silence(Duration::from_millis(1)).await;
+
+    let labels = |outcome| format!(r#"outcome="{outcome}",path="ssot",route="broadcast""#);
+    assert_eq!(
+        gateway
+            .metric("deliveries_total", &labels("offline_queued"))
+            .await,
+        8.0
+    );
+    assert_eq!(
+        gateway
+            .metric("deliveries_total", &labels("offline_dropped"))
+            .await,
+        3.0
+    );
+    assert_eq!(
+        gateway
+            .metric("deliveries_total", &labels("delivered"))
+            .await,
+        6.0
+    );
+    gateway.stop().await;
+}
+
+/// Events published while the user connects are neither lost, duplicated nor reordered: those
+/// that found no connection replay first, marked recovered, and the rest follow live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_during_a_stream_loses_and_duplicates_nothing() {
+    const N: u64 = 300;
+    let gateway = Gateway::start_with(config(
+        true,
+        &[("SWITCHYARD_LIMITS_OFFLINE_QUEUE_LEN", "1000")],
+    ))
+    .await;
+    let addr = gateway.public;
+    let (halfway_tx, halfway) = tokio::sync::oneshot::channel();
+    let publisher = tokio::spawn(async move {
+        let mut producer = Producer::connect(addr).await;
+        let mut halfway_tx = Some(halfway_tx);
+        for seq in 1..=N {
+            let (status, _) = producer
+                .broadcast("rita", json!({"type": "tool_executing", "seq": seq}))
+                .await;
+            assert_eq!(status, 200);
+            if seq == N / 3 {
+                halfway_tx.take().unwrap().send(()).unwrap();
+            }
+        }
+    });
+    // Connect while the stream is under way.
+    halfway.await.unwrap();
+    let mut client = gateway.connect("rita").await;
+    let events = read_events(&mut client, N as usize).await;
+    publisher.await.unwrap();
+    client.expect_silence(Duration::from_millis(200)).await;
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>());
+    let n_recovered = events.iter().take_while(|e| e["recovered"] == true).count();
+    assert!(
+        n_recovered >= (N / 3) as usize,
+        "{n_recovered} events replayed"
+    );
+    assert!(
+        events[n_recovered..]
+            .iter()
+            .all(|e| e.get("recovered").is_none()),
+        "recovered events all come before live ones"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_with_4001_and_slows_no_one() {
+    const N: usize = 400;
+    let gateway = Gateway::start_with(config(
+        true,
+        &[("SWITCHYARD_LIMITS_SEND_QUEUE_BYTES", "1048576")],
+    ))
+    .await;
+    let mut slow =
+        connect_with_small_receive_buffer(&gateway.ws_url("user_id=slow"), gateway.public).await;
+    let fast_users = ["fast-1", "fast-2", "fast-3"];
+    let mut fast_readers = Vec::new();
+    for user in fast_users {
+        let mut client = gateway.connect(user).await;
+        fast_readers.push(tokio::spawn(async move {
+            let events = read_events(&mut client, N).await;
+            let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+            assert_eq!(seqs, (0..N as u64).collect::<Vec<_>>(), "{user}");
+        }));
+    }
+    let padding = "x".repeat(32 * 1024);
+    let mut producer = Producer::connect(gateway.public).await;
+    let mut slow_accepted = Vec::new();
+    for seq in 0..N {
+        for user in fast_users {
+            let (status, result) = producer
+                .broadcast(
+                    user,
+                    json!({"type": "agent_thinking", "seq": seq, "pad": padding}),
+                )
+                .await;
+            assert_eq!(
+                (status.as_u16(), &result["successful_sends"]),
+                (200, &json!(1))
+            );
+        }
+        let (_, result) = producer
+            .broadcast(
+                "slow",
+                json!({"type": "agent_thinking", "seq": seq, "pad": padding}),
+            )
+            .await;
+        slow_accepted.push(result["successful_sends"] == 1);
+    }
+    // Every fast client got every event while the slow one was stuck.
+    for reader in fast_readers {
+        tokio::time::timeout(PROMPTLY, reader)
+            .await
+            .expect("fast clients are not held up")
+            .unwrap();
+    }
+    assert!(
+        !slow_accepted[N - 1],
+        "the slow consumer's queue overflowed and stopped accepting"
+    );
+    // Now the slow client reads: an in-order prefix of its events, then close code 4001.
+    let mut expected_seq = 0;
+    loop {
+        match slow.next().await {
+            Received::Json(event) if event["type"] == "connection_established" => {}
+            Received::Json(event) => {
+                assert_eq!(event["seq"], expected_seq, "no gap before the close");
+                expected_seq += 1;
+            }
+            Received::Close(code) => {
+                assert_eq!(code, Some(4001));
+                break;
+            }
+            Received::Ended => panic!("connection ended without a close frame"),
+        }
+    }
+    assert!(expected_seq < N as u64);
+    gateway
+        .metric_reaches("connections_closed_total", r#"reason="slow_consumer""#, 1.0)
+        .await;
+    let dropped = gateway
+        .metric(
+            "deliveries_total",
+            r#"outcome="dropped_slow_consumer",path="ssot",route="broadcast""#,
+        )
+        .await;
+    assert!(dropped >= 1.0, "drops are counted: {dropped}");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_queued_frames_then_closes_with_1001() {
+    const N: u64 = 200;
+    let gateway = Gateway::start_with(config(
+        true,
+        &[("SWITCHYARD_LIMITS_SEND_QUEUE_BYTES", "8388608")],
+    ))
+    .await;
+    // A client that does not read while the events pile up in its send queue.
+    let mut client =
+        connect_with_small_receive_buffer(&gateway.ws_url("user_id=sam"), gateway.public).await;
+    let padding = "y".repeat(8 * 1024);
+    let mut producer = Producer::connect(gateway.public).await;
+    for seq in 0..N {
+        let (status, result) = producer
+            .broadcast(
+                "sam",
+                json!({"type": "agent_completed", "seq": seq, "pad": padding}),
+            )
+            .await;
+        assert_eq!(
+            (status.as_u16(), &result["successful_sends"]),
+            (200, &json!(1))
+        );
+    }
+    drop(producer);
+    gateway.begin_shutdown();
+    let greeting = client.next_json().await;
+    assert_eq!(greeting["type"], "connection_established");
+    let events = read_events(&mut client, N as usize).await;
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (0..N).collect::<Vec<_>>());
+    client.expect_close(1001).await;
+    gateway.stop().await;
+}

@@ -44,7 +44,10 @@ pub fn config(dev: bool, env: &[(&str, &str)]) -> Config {
             format!("{{ ops = \"{ADMIN_TOKEN}\" }}"),
         ),
         ("SWITCHYARD_SERVER_LISTEN".into(), "127.0.0.1:0".into()),
-        ("SWITCHYARD_SERVER_ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
+        (
+            "SWITCHYARD_SERVER_ADMIN_LISTEN".into(),
+            "127.0.0.1:0".into(),
+        ),
     ];
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Config::load_from(
@@ -149,6 +152,25 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Waits until a sample reaches `want`, for counters the gateway records a little after the
+    /// client-visible event (a connection's close is counted once its handshake is over).
+    pub async fn metric_reaches(&self, name: &str, labels: &str, want: f64) {
+        let deadline = tokio::time::Instant::now() + PROMPTLY;
+        loop {
+            let got = self.metric(name, labels).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}{{{labels}}} is {got}, expected {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// One HTTP/1.1 request over a fresh connection.
 pub async fn http(
     addr: SocketAddr,
@@ -216,7 +238,9 @@ impl Client {
             match message {
                 None => return Received::Ended,
                 Some(Err(_)) => return Received::Ended,
-                Some(Ok(Message::Text(text))) => return Received::Json(parse_json(text.as_bytes())),
+                Some(Ok(Message::Text(text))) => {
+                    return Received::Json(parse_json(text.as_bytes()));
+                }
                 Some(Ok(Message::Close(frame))) => {
                     return Received::Close(frame.map(|f| u16::from(f.code)));
                 }
@@ -258,5 +282,73 @@ impl Client {
             .send(Message::Text(text.into()))
             .await
             .expect("send");
+    }
+}
+
+/// A producer holding one keep-alive HTTP/1.1 connection, for publishing many events quickly.
+pub struct Producer {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+}
+
+impl Producer {
+    pub async fn connect(addr: SocketAddr) -> Producer {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("http handshake");
+        tokio::spawn(connection);
+        Producer { sender, addr }
+    }
+
+    /// `POST /v1/broadcast`; returns the status and the JSON body.
+    pub async fn broadcast(&mut self, user_id: &str, event: Value) -> (StatusCode, Value) {
+        let body = serde_json::json!({ "user_id": user_id, "event": event }).to_string();
+        self.sender.ready().await.expect("connection ready");
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/broadcast")
+            .header("host", self.addr.to_string())
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {PRODUCER_TOKEN}"))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .expect("http request");
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, parse_json(&body))
+    }
+}
+
+/// A client whose socket receive buffer is tiny, so that it stops the server's writes as soon
+/// as it stops reading: a slow consumer on demand.
+pub async fn connect_with_small_receive_buffer(url: &str, addr: SocketAddr) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.expect("connect");
+    let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    Client { socket }
+}
+
+/// A small deterministic pseudo-random sequence (xorshift64*), so failures reproduce.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
     }
 }

@@ -1,6 +1,9 @@
 //! switchyard's integration tests: one binary, every test against a real gateway in-process on
 //! port 0 with real WebSocket and HTTP clients over loopback.
 
+// The harness's items are `pub` for the test modules of this one binary; nothing leaves it.
+#![allow(unreachable_pub, reason = "a test binary has no public API")]
+
 mod harness;
 
 mod auth;

@@ -114,8 +114,10 @@ impl Authenticator {
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECONDS;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|error| {
-            match error.kind() {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|error| match error
+                .kind()
+            {
                 ErrorKind::InvalidSignature => AuthFailure::BadSignature,
                 ErrorKind::ExpiredSignature => AuthFailure::Expired,
                 ErrorKind::InvalidAlgorithm
@@ -128,8 +130,7 @@ impl Authenticator {
                 | ErrorKind::InvalidIssuer
                 | ErrorKind::InvalidAudience => AuthFailure::InvalidClaims,
                 _ => AuthFailure::Malformed,
-            }
-        })?;
+            })?;
         if data.claims.sub.is_empty() {
             return Err(AuthFailure::InvalidClaims);
         }
@@ -141,13 +142,21 @@ impl Authenticator {
 
     /// The name of the producer whose token is in `authorization`.
     pub(crate) fn producer(&self, authorization: Option<&str>) -> Result<&str, AuthFailure> {
-        find_named(&self.producer_tokens, authorization, AuthFailure::UnknownProducerToken)
+        find_named(
+            &self.producer_tokens,
+            authorization,
+            AuthFailure::UnknownProducerToken,
+        )
     }
 
     /// The name of the admin whose token is in `authorization`.
     #[allow(dead_code, reason = "the admin API arrives with the flags issue")]
     pub(crate) fn admin(&self, authorization: Option<&str>) -> Result<&str, AuthFailure> {
-        find_named(&self.admin_tokens, authorization, AuthFailure::UnknownAdminToken)
+        find_named(
+            &self.admin_tokens,
+            authorization,
+            AuthFailure::UnknownAdminToken,
+        )
     }
 }
 

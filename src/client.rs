@@ -37,7 +37,9 @@ pub async fn listen(url: &str, mut out: impl AsyncWrite + Unpin) -> Result<Close
     while let Some(message) = socket.next().await {
         match message.map_err(ClientError::Read)? {
             Message::Text(text) => {
-                out.write_all(text.as_bytes()).await.map_err(ClientError::Output)?;
+                out.write_all(text.as_bytes())
+                    .await
+                    .map_err(ClientError::Output)?;
                 out.write_all(b"\n").await.map_err(ClientError::Output)?;
                 out.flush().await.map_err(ClientError::Output)?;
             }

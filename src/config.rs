@@ -106,7 +106,9 @@ pub enum ConfigError {
         key: &'static str,
         env: &'static str,
     },
-    #[error("--dev refuses to listen on non-loopback address {addr}: dev mode accepts unauthenticated clients")]
+    #[error(
+        "--dev refuses to listen on non-loopback address {addr}: dev mode accepts unauthenticated clients"
+    )]
     DevNonLoopback { addr: SocketAddr },
 }
 
@@ -182,15 +184,16 @@ impl Config {
             merge(&mut table, file);
         }
         apply_env(&mut table, env)?;
-        let raw: RawConfig = table
-            .try_into()
-            .map_err(|error: toml::de::Error| ConfigError::Parse {
-                origin: overrides
-                    .config_file
-                    .as_deref()
-                    .map_or_else(|| "merged".to_owned(), |p| p.display().to_string()),
-                message: error.message().to_owned(),
-            })?;
+        let raw: RawConfig =
+            table
+                .try_into()
+                .map_err(|error: toml::de::Error| ConfigError::Parse {
+                    origin: overrides
+                        .config_file
+                        .as_deref()
+                        .map_or_else(|| "merged".to_owned(), |p| p.display().to_string()),
+                    message: error.message().to_owned(),
+                })?;
         Config::from_raw(raw, overrides)
     }
 
@@ -207,12 +210,10 @@ impl Config {
             None
         } else {
             let path = PathBuf::from(&raw.auth.jwt_public_key_path);
-            Some(
-                std::fs::read(&path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?,
-            )
+            Some(std::fs::read(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?)
         };
         let limits = Limits::from_raw(raw.limits)?;
         let mut config = Config {
@@ -338,8 +339,9 @@ impl Limits {
         if limits.idle_timeout <= limits.heartbeat_interval {
             return Err(ConfigError::Invalid {
                 key: "limits.idle_timeout_ms",
-                message: "must be longer than limits.heartbeat_interval_ms, or every client looks idle"
-                    .to_owned(),
+                message:
+                    "must be longer than limits.heartbeat_interval_ms, or every client looks idle"
+                        .to_owned(),
             });
         }
         Ok(limits)
@@ -513,7 +515,10 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert!(matches!(error, ConfigError::DevNonLoopback { .. }), "{error}");
+        assert!(
+            matches!(error, ConfigError::DevNonLoopback { .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -542,7 +547,10 @@ mod tests {
                 dev: true,
                 ..Default::default()
             },
-            &[("SWITCHYARD_AUTH_PRODUCER_TOKENS", r#"{ backend = "short" }"#)],
+            &[(
+                "SWITCHYARD_AUTH_PRODUCER_TOKENS",
+                r#"{ backend = "short" }"#,
+            )],
         )
         .unwrap_err();
         assert!(error.to_string().contains("shorter than 16"), "{error}");

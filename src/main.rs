@@ -16,7 +16,11 @@ const EXIT_UNAVAILABLE: u8 = 69;
 const EXIT_SOFTWARE: u8 = 70;
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "WebSocket event gateway for a safe legacy → SSOT broadcast migration")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "WebSocket event gateway for a safe legacy → SSOT broadcast migration"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,7 +71,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: starting the async runtime: {error}");
@@ -128,9 +135,13 @@ async fn serve(overrides: Overrides) -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
-    println!("switchyard listening: clients and producers on http://{public}, admin on http://{admin}");
+    println!(
+        "switchyard listening: clients and producers on http://{public}, admin on http://{admin}"
+    );
     if config.dev {
-        println!("dev mode: clients may connect with ws://{public}/ws?user_id=NAME; tokens for this run:");
+        println!(
+            "dev mode: clients may connect with ws://{public}/ws?user_id=NAME; tokens for this run:"
+        );
         for (name, secret) in &config.auth.producer_tokens {
             println!("export PRODUCER_TOKEN={secret}   # producer {name:?}");
         }
@@ -187,7 +198,9 @@ async fn client(url: String, user_id: Option<String>, token: Option<String>) -> 
         Ok(closed) => {
             eprintln!(
                 "connection closed: code {} {}",
-                closed.code.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+                closed
+                    .code
+                    .map_or_else(|| "none".to_owned(), |c| c.to_string()),
                 closed.reason
             );
             ExitCode::SUCCESS

@@ -244,7 +244,8 @@ impl Metrics {
         .expect("valid metric");
         register(Box::new(latency_vec.clone()));
         let delivery_latency = Route::ALL.map(|route| {
-            PathKind::ALL.map(|path| latency_vec.with_label_values(&[route.as_str(), path.as_str()]))
+            PathKind::ALL
+                .map(|path| latency_vec.with_label_values(&[route.as_str(), path.as_str()]))
         });
 
         let duration_vec = HistogramVec::new(
@@ -324,8 +325,7 @@ impl Metrics {
 
     pub(crate) fn deliveries(&self, origin: Origin, outcome: Outcome, n: u64) {
         if n > 0 {
-            self.deliveries[origin.route.index()][origin.path.index()][outcome as usize]
-                .inc_by(n);
+            self.deliveries[origin.route.index()][origin.path.index()][outcome as usize].inc_by(n);
         }
     }
 

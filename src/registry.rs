@@ -257,15 +257,14 @@ impl Registry {
         let (key, entry) = match shard.get_key_value(user_id) {
             Some((key, _)) => {
                 let key = Arc::clone(key);
-                let entry = shard.get_mut(user_id).expect("looked up under the same lock");
+                let entry = shard
+                    .get_mut(user_id)
+                    .expect("looked up under the same lock");
                 (key, entry)
             }
             None => {
                 let key: Arc<str> = Arc::from(user_id);
-                (
-                    Arc::clone(&key),
-                    shard.entry(key).or_default(),
-                )
+                (Arc::clone(&key), shard.entry(key).or_default())
             }
         };
         if entry.connections.len() >= self.limits.max_connections_per_user {
@@ -398,7 +397,9 @@ impl UserView<'_> {
         let registry = self.registry;
         let max = registry.limits.offline_queue_len;
         if max == 0 {
-            registry.metrics.deliveries(origin, Outcome::OfflineDropped, 1);
+            registry
+                .metrics
+                .deliveries(origin, Outcome::OfflineDropped, 1);
             return false;
         }
         let entry = match self.entry.as_deref_mut() {
@@ -419,7 +420,9 @@ impl UserView<'_> {
             accepted_at,
             queued_at: self.now,
         });
-        registry.metrics.deliveries(origin, Outcome::OfflineQueued, 1);
+        registry
+            .metrics
+            .deliveries(origin, Outcome::OfflineQueued, 1);
         true
     }
 }
@@ -456,7 +459,10 @@ mod tests {
     fn queued(connection: &Connection) -> Vec<String> {
         let mut frames = Vec::new();
         connection.queue.take(&mut frames);
-        frames.iter().map(|f| f.payload.as_str().to_owned()).collect()
+        frames
+            .iter()
+            .map(|f| f.payload.as_str().to_owned())
+            .collect()
     }
 
     fn offline(registry: &Registry, user: &str, payload: &str) -> bool {
@@ -474,7 +480,11 @@ mod tests {
         let first = registry.register("alice", |_| "hello".into()).unwrap();
         assert_eq!(queued(&first), ["hello", "e3", "e4", "e5"]);
         let second = registry.register("alice", |_| "hello".into()).unwrap();
-        assert_eq!(queued(&second), ["hello"], "offline events replay exactly once");
+        assert_eq!(
+            queued(&second),
+            ["hello"],
+            "offline events replay exactly once"
+        );
     }
 
     #[tokio::test(start_paused = true)]

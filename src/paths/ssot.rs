@@ -20,7 +20,6 @@ use crate::registry::{Frame, Registry};
 /// and are never touched.
 pub(crate) const ROUTING_FIELDS: [&str; 3] = ["recipient_id", "target_user_id", "userId"];
 
-
 const MAX_USER_ID_CHARS: usize = 128;
 
 /// What the SSOT service reports for one call, with true counts.
@@ -41,9 +40,7 @@ pub(crate) enum SsotError {
     EmptyUserId,
     #[error("user_id is longer than {MAX_USER_ID_CHARS} characters")]
     UserIdTooLong,
-    #[error(
-        "user_id contains {0:?}; allowed are letters, digits and . _ : @ - |"
-    )]
+    #[error("user_id contains {0:?}; allowed are letters, digits and . _ : @ - |")]
     UserIdInvalidChar(char),
 }
 

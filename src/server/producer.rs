@@ -31,8 +31,13 @@ pub(crate) async fn broadcast(State(state): State<Arc<AppState>>, request: Reque
     let path = PathKind::Ssot;
     let result = async {
         let (body, body_len) = read_json(&state, request).await?;
-        let request = BroadcastRequest::from_json(body)
-            .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", error.to_string()))?;
+        let request = BroadcastRequest::from_json(body).map_err(|error| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                error.to_string(),
+            )
+        })?;
         check_event_size(&state, &request.event, body_len)?;
         let origin = Origin { route, path };
         let result = ssot::broadcast(
@@ -44,7 +49,11 @@ pub(crate) async fn broadcast(State(state): State<Arc<AppState>>, request: Reque
             accepted_at,
         )
         .map_err(|error| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_id", error.to_string())
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_user_id",
+                error.to_string(),
+            )
         })?;
         state.metrics.event(origin, Role::Primary);
         Ok::<BroadcastResult, ApiError>(result)
@@ -54,7 +63,9 @@ pub(crate) async fn broadcast(State(state): State<Arc<AppState>>, request: Reque
         Ok(result) => axum::Json(BroadcastResultBody::from(&result)).into_response(),
         Err(error) => error.into_response(),
     };
-    state.metrics.route_request(route, response.status().as_u16());
+    state
+        .metrics
+        .route_request(route, response.status().as_u16());
     response
         .headers_mut()
         .insert(PATH_HEADER, HeaderValue::from_static(path.as_str()));
@@ -98,11 +109,19 @@ async fn read_json(state: &AppState, request: Request) -> Result<(Value, usize),
         {
             too_large()
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("reading the body failed: {inner}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("reading the body failed: {inner}"),
+            )
         }
     })?;
     let value = serde_json::from_slice(&bytes).map_err(|error| {
-        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("body is not valid JSON: {error}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("body is not valid JSON: {error}"),
+        )
     })?;
     Ok((value, bytes.len()))
 }

@@ -13,10 +13,19 @@ use crate::paths::ssot::BroadcastResult;
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum ServerMessage<'a> {
-    ConnectionEstablished { data: ConnectionData<'a> },
-    Pong { timestamp: f64 },
-    HeartbeatAck { timestamp: f64 },
-    Error { error_code: &'a str, message: &'a str },
+    ConnectionEstablished {
+        data: ConnectionData<'a>,
+    },
+    Pong {
+        timestamp: f64,
+    },
+    HeartbeatAck {
+        timestamp: f64,
+    },
+    Error {
+        error_code: &'a str,
+        message: &'a str,
+    },
 }
 
 #[derive(Serialize)]

@@ -8,6 +8,7 @@ mod harness;
 
 mod auth;
 mod delivery;
+mod liveness;
 mod metrics_format;
 mod producer_api;
 mod readme;

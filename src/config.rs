@@ -64,6 +64,7 @@ pub struct Limits {
     pub max_client_message_bytes: usize,
     pub offline_queue_len: usize,
     pub offline_ttl: Duration,
+    pub offline_total_bytes: usize,
     pub heartbeat_interval: Duration,
     pub idle_timeout: Duration,
 }
@@ -158,6 +159,7 @@ struct RawLimits {
     max_client_message_bytes: usize,
     offline_queue_len: usize,
     offline_ttl_ms: u64,
+    offline_total_bytes: usize,
     heartbeat_interval_ms: u64,
     idle_timeout_ms: u64,
 }
@@ -333,6 +335,7 @@ impl Limits {
             )?,
             offline_queue_len: raw.offline_queue_len,
             offline_ttl: ms("limits.offline_ttl_ms", raw.offline_ttl_ms)?,
+            offline_total_bytes: raw.offline_total_bytes,
             heartbeat_interval: ms("limits.heartbeat_interval_ms", raw.heartbeat_interval_ms)?,
             idle_timeout: ms("limits.idle_timeout_ms", raw.idle_timeout_ms)?,
         };

@@ -89,6 +89,7 @@ pub async fn run(
             send_queue_bytes: limits.send_queue_bytes,
             offline_queue_len: limits.offline_queue_len,
             offline_ttl: limits.offline_ttl,
+            offline_total_bytes: limits.offline_total_bytes,
         },
         Arc::clone(&metrics),
     ));

@@ -113,6 +113,15 @@ impl SendQueue {
         Ok(())
     }
 
+    /// Appends a replayed offline event. The byte bound does not apply: the offline queue that
+    /// held the event is bounded itself, and a replay larger than the send queue must not close
+    /// the very connection it is meant for.
+    fn push_replay(&self, frame: Frame) {
+        let mut state = lock(&self.state);
+        state.bytes += frame.payload.len();
+        state.frames.push_back(frame);
+    }
+
     /// Marks the connection as closing; frames pushed afterwards are refused. Returns whether
     /// this call set the reason (the first reason wins).
     pub(crate) fn close(&self, reason: CloseReason) -> bool {
@@ -184,6 +193,9 @@ pub(crate) struct RegistryLimits {
     pub(crate) send_queue_bytes: usize,
     pub(crate) offline_queue_len: usize,
     pub(crate) offline_ttl: Duration,
+    /// All offline queues together, in payload bytes: a producer addressing endless distinct
+    /// user ids must not be able to grow memory without bound.
+    pub(crate) offline_total_bytes: usize,
 }
 
 /// Why a connection could not be registered.
@@ -201,6 +213,8 @@ pub(crate) struct Registry {
     metrics: Arc<Metrics>,
     next_connection_id: AtomicU64,
     n_connections: AtomicUsize,
+    /// Payload bytes held in every offline queue together.
+    offline_bytes: AtomicUsize,
 }
 
 /// A reserved place under the process-wide connection limit, released on drop.
@@ -223,6 +237,7 @@ impl Registry {
             metrics,
             next_connection_id: AtomicU64::new(1),
             n_connections: AtomicUsize::new(0),
+            offline_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -277,7 +292,6 @@ impl Registry {
         let connection = Arc::new(Connection {
             id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
             user_id: key,
-            // The replayed offline events must fit beside the live ones; never drop them here.
             queue: SendQueue::new(self.limits.send_queue_bytes),
         });
         let greeting = greeting(&connection);
@@ -287,16 +301,13 @@ impl Registry {
             .expect("a new queue accepts its first frame");
         self.expire_offline(entry, now);
         for event in entry.offline.drain(..) {
-            let frame = Frame {
+            self.offline_bytes
+                .fetch_sub(event.payload.len(), Ordering::Relaxed);
+            connection.queue.push_replay(Frame {
                 payload: event.payload,
                 origin: Some(event.origin),
                 accepted_at: event.accepted_at,
-            };
-            if let Err(error) = connection.queue.push(frame) {
-                // The replay is larger than the send queue: the connection closes as a slow
-                // consumer and the rest of the replay is lost, which is counted.
-                self.metrics.deliveries(event.origin, error.outcome(), 1);
-            }
+            });
         }
         if entry.connections.is_empty() {
             self.metrics.connected_users.inc();
@@ -360,13 +371,20 @@ impl Registry {
         self.n_connections.load(Ordering::Acquire)
     }
 
+    fn discard_offline(&self, event: Option<OfflineEvent>) {
+        if let Some(event) = event {
+            self.offline_bytes
+                .fetch_sub(event.payload.len(), Ordering::Relaxed);
+        }
+    }
+
     fn expire_offline(&self, entry: &mut UserEntry, now: Instant) {
         while let Some(front) = entry.offline.front() {
             if now.duration_since(front.queued_at) < self.limits.offline_ttl {
                 break;
             }
             let origin = front.origin;
-            entry.offline.pop_front();
+            self.discard_offline(entry.offline.pop_front());
             self.metrics.deliveries(origin, Outcome::OfflineDropped, 1);
         }
     }
@@ -413,6 +431,16 @@ impl UserView<'_> {
             registry
                 .metrics
                 .deliveries(evicted.origin, Outcome::OfflineDropped, 1);
+            registry.discard_offline(Some(evicted));
+        }
+        let len = payload.len();
+        let total = registry.offline_bytes.fetch_add(len, Ordering::Relaxed) + len;
+        if total > registry.limits.offline_total_bytes {
+            registry.offline_bytes.fetch_sub(len, Ordering::Relaxed);
+            registry
+                .metrics
+                .deliveries(origin, Outcome::OfflineDropped, 1);
+            return false;
         }
         entry.offline.push_back(OfflineEvent {
             payload,
@@ -451,6 +479,7 @@ mod tests {
                 send_queue_bytes,
                 offline_queue_len,
                 offline_ttl: Duration::from_secs(300),
+                offline_total_bytes: 20,
             },
             Arc::new(Metrics::new()),
         )
@@ -506,6 +535,27 @@ mod tests {
         registry.sweep_offline();
         let n_users: usize = registry.shards.iter().map(|s| lock(s).len()).sum();
         assert_eq!(n_users, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_offline_queues_together_are_bounded_in_bytes() {
+        let registry = registry(50, 1 << 20);
+        assert!(offline(&registry, "u1", "0123456789"));
+        assert!(offline(&registry, "u2", "0123456789"));
+        assert!(!offline(&registry, "u3", "x"), "over the 20-byte total");
+        // Replaying frees the room.
+        let connection = registry.register("u1", |_| "hello".into()).unwrap();
+        assert_eq!(queued(&connection), ["hello", "0123456789"]);
+        assert!(offline(&registry, "u3", "x"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replay_larger_than_the_send_queue_is_delivered_whole() {
+        let registry = registry(50, 8);
+        assert!(offline(&registry, "big", "0123456"));
+        assert!(offline(&registry, "big", "6543210"));
+        let connection = registry.register("big", |_| "hi".into()).unwrap();
+        assert_eq!(queued(&connection), ["hi", "0123456", "6543210"]);
     }
 
     #[test]

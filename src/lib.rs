@@ -5,7 +5,9 @@
 //! - [`config`]: process configuration, merged from defaults, file, environment and CLI.
 //! - `auth`: client JWTs and named producer/admin tokens.
 //! - `registry`: live connections per user, per-connection send queues, offline queues.
-//! - `paths`: the broadcast implementations (`paths::ssot` today).
+//! - `flags`: the validated, versioned flag snapshot, `flags.toml`, and the store that swaps it.
+//! - `routing`: the pure decision of which path serves an event; cohort hashing.
+//! - `paths`: the broadcast implementations: `paths::legacy` and `paths::ssot`.
 //! - `metrics`: every exported metric, on an owned registry.
 //! - `server`: the public listener (`/ws`, `/v1`) and the admin listener (`/metrics`, `/admin`).
 //! - [`client`]: a small WebSocket client for trying the gateway out.
@@ -16,9 +18,11 @@
 mod auth;
 pub mod client;
 pub mod config;
+mod flags;
 mod metrics;
 mod paths;
 mod registry;
+mod routing;
 mod server;
 
 use std::net::SocketAddr;
@@ -32,6 +36,7 @@ use tokio_util::task::TaskTracker;
 
 pub use crate::auth::AuthSetupError;
 pub use crate::config::Config;
+use crate::flags::store::{FlagStore, Trigger};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryLimits};
 use crate::server::AppState;
@@ -66,6 +71,8 @@ impl Listeners {
 pub enum RunError {
     #[error(transparent)]
     Auth(#[from] AuthSetupError),
+    #[error("{0}")]
+    Flags(String),
     #[error("serving {listener} listener: {source}")]
     Serve {
         listener: &'static str,
@@ -94,6 +101,10 @@ pub async fn run(
         Arc::clone(&metrics),
     ));
     let auth = auth::Authenticator::new(&config.auth, config.dev)?;
+    let flags = Arc::new(
+        FlagStore::open(&config.server.flags_path, Arc::clone(&metrics))
+            .map_err(|error| RunError::Flags(error.to_string()))?,
+    );
     let grace = config.server.shutdown_grace;
     let tracker = TaskTracker::new();
     let state = Arc::new(AppState {
@@ -101,12 +112,15 @@ pub async fn run(
         auth,
         registry: Arc::clone(&registry),
         metrics,
+        flags: Arc::clone(&flags),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         ready: Default::default(),
     });
 
     tracker.spawn(sweep_offline(Arc::clone(&registry), shutdown.clone()));
+    tracker.spawn(reload_on_file_change(Arc::clone(&flags), shutdown.clone()));
+    tracker.spawn(reload_on_sighup(Arc::clone(&flags), shutdown.clone()));
 
     // The admin listener outlives the public one so metrics stay scrapable while draining.
     let admin_stop = CancellationToken::new();
@@ -146,6 +160,87 @@ async fn sweep_offline(registry: Arc<Registry>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = interval.tick() => registry.sweep_offline(),
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Reloads the flags when their file changes on disk. The directory is watched, not the file,
+/// so editors that save by writing a new file and renaming it over the old one are seen too.
+/// Bursts of events are coalesced into one reload.
+async fn reload_on_file_change(flags: Arc<FlagStore>, shutdown: CancellationToken) {
+    use notify::Watcher as _;
+    let path = flags.path().to_owned();
+    let Some(file_name) = path.file_name().map(ToOwned::to_owned) else {
+        return;
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let (changed_tx, mut changed) = tokio::sync::mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        if event
+            .paths
+            .iter()
+            .any(|p| p.file_name() == Some(&file_name))
+        {
+            // A full channel already holds a pending reload.
+            let _ = changed_tx.try_send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch the flags file; reload with SIGHUP or the admin API");
+            return;
+        }
+    };
+    if let Err(error) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), %error, "cannot watch the flags directory; reload with SIGHUP or the admin API");
+        return;
+    }
+    loop {
+        tokio::select! {
+            received = changed.recv() => {
+                if received.is_none() {
+                    return;
+                }
+                // Let a burst of writes settle, then read once.
+                tokio::time::sleep(FILE_SETTLE).await;
+                while changed.try_recv().is_ok() {}
+                let flags = Arc::clone(&flags);
+                // Errors are logged and counted by the store; the old flags keep serving.
+                let _ = tokio::task::spawn_blocking(move || flags.reload(Trigger::File, "file")).await;
+            }
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// How long a burst of file events may go on before the file is read.
+const FILE_SETTLE: Duration = Duration::from_millis(50);
+
+/// Reloads the flags on SIGHUP.
+async fn reload_on_sighup(flags: Arc<FlagStore>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                let flags = Arc::clone(&flags);
+                let _ = tokio::task::spawn_blocking(move || flags.reload(Trigger::Sighup, "sighup")).await;
+            }
             () = shutdown.cancelled() => return,
         }
     }

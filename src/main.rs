@@ -153,7 +153,7 @@ async fn serve(overrides: Overrides) -> ExitCode {
     tokio::spawn(signal_shutdown(shutdown.clone()));
     match run(config, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(switchyard::RunError::Auth(error)) => {
+        Err(error @ (switchyard::RunError::Auth(_) | switchyard::RunError::Flags(_))) => {
             eprintln!("error: {error}");
             ExitCode::from(EXIT_CONFIG)
         }

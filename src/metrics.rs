@@ -5,10 +5,11 @@
 //! The hot-path series (per frame) are resolved once at start-up into arrays indexed by enum.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::flags::store::Trigger;
 use crate::paths::{Origin, PathKind, Route};
 
 const N_ROUTES: usize = Route::ALL.len();
@@ -166,6 +167,16 @@ pub(crate) struct Metrics {
     pub(crate) connected_users: IntGauge,
     connections_closed: [IntCounter; CloseReason::ALL.len()],
     auth_failures: [IntCounter; AuthFailure::ALL.len()],
+    flag_ssot_percent: [Gauge; N_ROUTES],
+    flag_shadow: [IntGauge; N_ROUTES],
+    flag_latched: [IntGauge; N_ROUTES],
+    pub(crate) kill_switch_engaged: IntGauge,
+    pub(crate) flags_version: IntGauge,
+    /// 1 while the live flags match the file; 0 after a write-back failed (read-only file).
+    pub(crate) flags_persisted: IntGauge,
+    pub(crate) flags_persist_failures: IntCounter,
+    flags_reloads: IntCounterVec,
+    rollbacks: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -297,7 +308,87 @@ impl Metrics {
         let auth_failures =
             AuthFailure::ALL.map(|reason| auth_vec.with_label_values(&[reason.as_str()]));
 
+        let per_route_gauge = |name: &str, help: &str| {
+            let vec = GaugeVec::new(Opts::new(name, help), &["route"]).expect("valid metric");
+            register(Box::new(vec.clone()));
+            Route::ALL.map(|route| vec.with_label_values(&[route.as_str()]))
+        };
+        let flag_ssot_percent = per_route_gauge(
+            "flag_ssot_percent",
+            "Share of users on the SSOT path per route, in percent, as the flags say.",
+        );
+        let per_route_int_gauge = |name: &str, help: &str| {
+            let vec = IntGaugeVec::new(Opts::new(name, help), &["route"]).expect("valid metric");
+            register(Box::new(vec.clone()));
+            Route::ALL.map(|route| vec.with_label_values(&[route.as_str()]))
+        };
+        let flag_shadow = per_route_int_gauge(
+            "flag_shadow",
+            "1 when the route mirrors events to the other path as a dry run.",
+        );
+        let flag_latched = per_route_int_gauge(
+            "flag_rollback_latched",
+            "1 while the route is held on legacy by a rollback latch.",
+        );
+        let int_gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("valid metric");
+            register(Box::new(gauge.clone()));
+            gauge
+        };
+        let kill_switch_engaged = int_gauge(
+            "kill_switch_engaged",
+            "1 while the kill switch sends every route to legacy.",
+        );
+        let flags_version = int_gauge("flags_version", "Version of the live flag snapshot.");
+        let flags_persisted = int_gauge(
+            "flags_persisted",
+            "1 while the live flags are what flags.toml says; 0 after a write-back failed.",
+        );
+        let flags_persist_failures = IntCounter::new(
+            "flags_persist_failures_total",
+            "Flag changes that stayed live but could not be written to flags.toml.",
+        )
+        .expect("valid metric");
+        register(Box::new(flags_persist_failures.clone()));
+        let flags_reloads = IntCounterVec::new(
+            Opts::new(
+                "flags_reloads_total",
+                "Flag file reloads by trigger and result (ok or error).",
+            ),
+            &["trigger", "result"],
+        )
+        .expect("valid metric");
+        register(Box::new(flags_reloads.clone()));
+        for trigger in Trigger::ALL {
+            for result in ["ok", "error"] {
+                flags_reloads.with_label_values(&[trigger.as_str(), result]);
+            }
+        }
+        let rollbacks = IntCounterVec::new(
+            Opts::new(
+                "rollbacks_total",
+                "Routes rolled back to legacy, by route and trigger (api or guard).",
+            ),
+            &["route", "trigger"],
+        )
+        .expect("valid metric");
+        register(Box::new(rollbacks.clone()));
+        for route in Route::ALL {
+            for trigger in [Trigger::Api, Trigger::Guard] {
+                rollbacks.with_label_values(&[route.as_str(), trigger.as_str()]);
+            }
+        }
+
         Metrics {
+            flag_ssot_percent,
+            flag_shadow,
+            flag_latched,
+            kill_switch_engaged,
+            flags_version,
+            flags_persisted,
+            flags_persist_failures,
+            flags_reloads,
+            rollbacks,
             registry,
             route_requests,
             events,
@@ -343,6 +434,30 @@ impl Metrics {
 
     pub(crate) fn auth_failure(&self, reason: AuthFailure) {
         self.auth_failures[reason as usize].inc();
+    }
+
+    pub(crate) fn flag_ssot_percent(&self, route: Route) -> &Gauge {
+        &self.flag_ssot_percent[route.index()]
+    }
+
+    pub(crate) fn flag_shadow(&self, route: Route) -> &IntGauge {
+        &self.flag_shadow[route.index()]
+    }
+
+    pub(crate) fn flag_latched(&self, route: Route) -> &IntGauge {
+        &self.flag_latched[route.index()]
+    }
+
+    pub(crate) fn flags_reload(&self, trigger: Trigger, ok: bool) {
+        self.flags_reloads
+            .with_label_values(&[trigger.as_str(), if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    pub(crate) fn rollback(&self, route: Route, trigger: Trigger) {
+        self.rollbacks
+            .with_label_values(&[route.as_str(), trigger.as_str()])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod api_error;
+pub(crate) mod body;
 pub(crate) mod producer;
 pub(crate) mod protocol;
 pub(crate) mod ws;
@@ -11,12 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, patch, post};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::flags::store::FlagStore;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -26,6 +28,7 @@ pub(crate) struct AppState {
     pub(crate) auth: Authenticator,
     pub(crate) registry: Arc<Registry>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) flags: Arc<FlagStore>,
     /// Cancelled when shutdown begins; connections flush and close with 1001.
     pub(crate) shutdown: CancellationToken,
     /// Tracks every client connection task so shutdown can wait for them.
@@ -39,6 +42,15 @@ pub(crate) fn public_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ws", get(ws::handler))
         .route("/v1/broadcast", post(producer::broadcast))
+        .route(
+            "/v1/legacy/router/broadcast",
+            post(producer::router_broadcast),
+        )
+        .route(
+            "/v1/legacy/scoped/broadcast",
+            post(producer::scoped_broadcast),
+        )
+        .route("/v1/legacy/user-event", post(producer::user_event))
         .fallback(api_error::not_found)
         .method_not_allowed_fallback(api_error::method_not_allowed)
         .with_state(state)
@@ -46,12 +58,24 @@ pub(crate) fn public_router(state: Arc<AppState>) -> Router {
 
 /// The admin listener's routes.
 pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
+    let admin_api = Router::new()
+        .route("/admin/flags", get(admin::get_flags).put(admin::put_flags))
+        .route("/admin/flags/routes/{route}", patch(admin::patch_route))
+        .route("/admin/flags/reload", post(admin::reload))
+        .route("/admin/rollback", post(admin::rollback))
+        .route("/admin/audit", get(admin::audit))
+        .route("/admin", any(admin::unknown))
+        .route("/admin/{*rest}", any(admin::unknown))
+        .method_not_allowed_fallback(api_error::method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            admin::require_admin,
+        ));
     Router::new()
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
-        .route("/admin", any(admin::admin))
-        .route("/admin/{*rest}", any(admin::admin))
+        .merge(admin_api)
         .fallback(api_error::not_found)
         .method_not_allowed_fallback(api_error::method_not_allowed)
         .with_state(state)

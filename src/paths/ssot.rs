@@ -5,15 +5,9 @@
 //! offline user to replay, marked `"recovered": true`, on the next connection. Unlike the Python
 //! service it reports true counts: zero connections is zero sends.
 
-use std::sync::Arc;
-
-use axum::extract::ws::Utf8Bytes;
 use serde_json::{Map, Value};
-use tokio::time::Instant;
 
-use crate::metrics::Metrics;
-use crate::paths::Origin;
-use crate::registry::{Frame, Registry};
+use crate::paths::{Call, Path, PathError, PathKind, Prepared, encode};
 
 /// Fields that say where an event goes; one naming another user is rewritten to the recipient.
 /// Provenance fields (`user_id`, `sender_id`, `creator_id`, `owner_id`) say who caused the event
@@ -81,63 +75,25 @@ pub(crate) fn rewrite_routing_fields(event: &mut Map<String, Value>, user_id: &s
     errors
 }
 
-/// Encodes a JSON object once, as the text every recipient's frame shares.
-pub(crate) fn encode(event: &Map<String, Value>) -> Utf8Bytes {
-    let text = serde_json::to_string(event).expect("a JSON map always serialises");
-    Utf8Bytes::from(text)
-}
+/// The SSOT service as a path.
+pub(crate) struct Ssot;
 
-/// Broadcasts `event` to every live connection of `user_id`, or queues it while the user is
-/// offline.
-pub(crate) fn broadcast(
-    registry: &Registry,
-    metrics: &Metrics,
-    origin: Origin,
-    user_id: &str,
-    mut event: Map<String, Value>,
-    accepted_at: Instant,
-) -> Result<BroadcastResult, SsotError> {
-    let user_id = validate_user_id(user_id)?;
-    let started = Instant::now();
-    let errors = rewrite_routing_fields(&mut event, user_id);
-    let event_type = event
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let payload = encode(&event);
-    let (connections_attempted, successful_sends, queued) = registry.with_user(user_id, |view| {
-        let connections = view.connections();
-        if connections.is_empty() {
-            event.insert("recovered".to_owned(), Value::Bool(true));
-            let queued = view.queue_offline(encode(&event), origin, accepted_at);
-            return (0, 0, queued);
-        }
-        let mut sent = 0;
-        for connection in connections.iter().map(Arc::as_ref) {
-            let frame = Frame {
-                payload: payload.clone(),
-                origin: Some(origin),
-                accepted_at,
-            };
-            match connection.queue.push(frame) {
-                Ok(()) => sent += 1,
-                Err(error) => metrics.deliveries(origin, error.outcome(), 1),
-            }
-        }
-        (connections.len(), sent, false)
-    });
-    metrics
-        .path_duration(origin)
-        .observe(started.elapsed().as_secs_f64());
-    Ok(BroadcastResult {
-        user_id: user_id.to_owned(),
-        connections_attempted,
-        successful_sends,
-        event_type,
-        queued,
-        errors,
-    })
+impl Path for Ssot {
+    fn kind(&self) -> PathKind {
+        PathKind::Ssot
+    }
+
+    fn prepare(&self, call: &Call<'_>) -> Result<Prepared, PathError> {
+        let user_id = validate_user_id(call.user_id)?;
+        let mut event = call.event.clone();
+        let errors = rewrite_routing_fields(&mut event, user_id);
+        Ok(Prepared {
+            user_id: user_id.to_owned(),
+            payload: encode(&event),
+            offline_event: Some(event),
+            errors,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,48 @@
 //! The admin listener: `GET /metrics`, `GET /healthz` and `GET /readyz`, unauthenticated;
-//! everything under `/admin` needs a named admin token.
+//! everything under `/admin` needs a named admin token, whose name is recorded as the actor of
+//! every change.
+//!
+//! | method and path                     | purpose                                              |
+//! |-------------------------------------|------------------------------------------------------|
+//! | `GET /admin/flags`                  | the live flags, with version, source and persistence |
+//! | `PATCH /admin/flags/routes/{route}` | change one route (`reason` required, `If-Match`)     |
+//! | `PUT /admin/flags`                  | replace the whole flag set                           |
+//! | `POST /admin/flags/reload`          | re-read `flags.toml`                                 |
+//! | `POST /admin/rollback`              | every (or the listed) route to legacy, latched       |
+//! | `GET /admin/audit`                  | the change history                                   |
 //!
 //! It is bound to its own address (loopback by default) so that metrics scraping and operator
 //! actions never share a port with client traffic.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::Value;
 
-use crate::server::AppState;
+use crate::flags::store::{ChangeError, ReloadOutcome, Trigger, unix_now};
+use crate::flags::{FlagSet, Latch, Percent};
+use crate::paths::Route;
 use crate::server::api_error::ApiError;
+use crate::server::protocol::{
+    AuditView, FlagsReplace, FlagsView, GuardView, KillSwitchView, LatchView, ReloadView,
+    RollbackRequest, RoutePatch, RouteView, admin_request, rfc3339,
+};
+use crate::server::{AppState, body};
+
+/// Admin request bodies are small documents.
+const MAX_ADMIN_BODY_BYTES: usize = 256 * 1024;
+
+/// The name of the admin token a request carried.
+#[derive(Debug, Clone)]
+pub(crate) struct Actor(pub(crate) String);
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -37,9 +66,13 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     "ready\n".into_response()
 }
 
-/// Everything under `/admin`: refuses callers without a known admin token before anything else,
-/// so that an unauthenticated caller cannot even learn which admin endpoints exist.
-pub(crate) async fn admin(State(state): State<Arc<AppState>>, request: Request) -> ApiError {
+/// Guards everything under `/admin`: refuses callers without a known admin token before
+/// anything else, so an unauthenticated caller cannot even learn which endpoints exist.
+pub(crate) async fn require_admin(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let authorization = request
         .headers()
         .get(AUTHORIZATION)
@@ -47,8 +80,323 @@ pub(crate) async fn admin(State(state): State<Arc<AppState>>, request: Request) 
     match state.auth.admin(authorization) {
         Err(failure) => {
             state.metrics.auth_failure(failure);
-            ApiError::unauthorized(failure)
+            ApiError::unauthorized(failure).into_response()
         }
-        Ok(_actor) => ApiError::not_found(),
+        Ok(actor) => {
+            let actor = Actor(actor.to_owned());
+            request.extensions_mut().insert(actor);
+            next.run(request).await
+        }
     }
+}
+
+/// `GET /admin/flags`.
+pub(crate) async fn get_flags(State(state): State<Arc<AppState>>) -> Response {
+    flags_response(&state, &state.flags.snapshot())
+}
+
+/// `PATCH /admin/flags/routes/{route}`.
+pub(crate) async fn patch_route(
+    State(state): State<Arc<AppState>>,
+    Extension(Actor(actor)): Extension<Actor>,
+    UrlPath(route_name): UrlPath<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let Some(route) = Route::from_name(&route_name) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_route",
+            format!(
+                "no route {route_name:?}; routes are {}",
+                Route::ALL.map(Route::as_str).join(", ")
+            ),
+        ));
+    };
+    let if_match = if_match(&headers)?;
+    let patch: RoutePatch = read_request(&headers, request).await?;
+    let reason = required_reason(patch.reason.as_deref())?;
+    change(&state, actor, reason, if_match, move |flags| {
+        let route_flags = flags.route_mut(route);
+        if let Some(percent) = patch.ssot_percent {
+            route_flags.ssot_percent = percent_field("ssot_percent", percent)?;
+        }
+        if let Some(shadow) = patch.shadow {
+            route_flags.shadow = shadow;
+        }
+        if let Some(percent) = patch.shadow_sample_percent {
+            route_flags.shadow_sample_percent = percent_field("shadow_sample_percent", percent)?;
+        }
+        if let Some(pins) = patch.pin_ssot {
+            route_flags.pin_ssot = pins.into_iter().collect();
+        }
+        if let Some(pins) = patch.pin_legacy {
+            route_flags.pin_legacy = pins.into_iter().collect();
+        }
+        if let Some(fields) = patch.ignore_fields {
+            route_flags.ignore_fields = fields;
+        }
+        if patch.clear_latch == Some(true) {
+            route_flags.latch = None;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `PUT /admin/flags`: the body's `flags` is a whole flag document in the shape of
+/// `flags.toml`, validated exactly as the file is; its `version` is ignored.
+pub(crate) async fn put_flags(
+    State(state): State<Arc<AppState>>,
+    Extension(Actor(actor)): Extension<Actor>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let if_match = if_match(&headers)?;
+    let replace: FlagsReplace = read_request(&headers, request).await?;
+    let reason = required_reason(replace.reason.as_deref())?;
+    let document = toml::Value::try_from(Value::Object(replace.flags))
+        .and_then(|value| toml::to_string(&value))
+        .map_err(|error| invalid(format!("flags cannot be written as TOML: {error}")))?;
+    let replacement =
+        FlagSet::parse(&document, "request body").map_err(|error| invalid(error.to_string()))?;
+    change(&state, actor, reason, if_match, move |flags| {
+        let version = flags.version;
+        *flags = replacement;
+        flags.version = version;
+        Ok(())
+    })
+    .await
+}
+
+/// `POST /admin/flags/reload`.
+pub(crate) async fn reload(
+    State(state): State<Arc<AppState>>,
+    Extension(Actor(actor)): Extension<Actor>,
+) -> Result<Response, ApiError> {
+    let store = Arc::clone(&state.flags);
+    let outcome = tokio::task::spawn_blocking(move || store.reload(Trigger::Api, &actor))
+        .await
+        .map_err(|_| internal())?;
+    match outcome {
+        Ok(ReloadOutcome::Applied { version }) => Ok(Json(ReloadView {
+            outcome: "applied",
+            version,
+        })
+        .into_response()),
+        Ok(ReloadOutcome::Unchanged { version }) => Ok(Json(ReloadView {
+            outcome: "unchanged",
+            version,
+        })
+        .into_response()),
+        Err(error) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_flags",
+            format!("{error}; the previous flags keep serving"),
+        )),
+    }
+}
+
+/// `POST /admin/rollback`: every route, or the listed ones, to legacy at once, latched until an
+/// operator clears the latch.
+pub(crate) async fn rollback(
+    State(state): State<Arc<AppState>>,
+    Extension(Actor(actor)): Extension<Actor>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let rollback: RollbackRequest = read_request(&headers, request).await?;
+    let reason = required_reason(rollback.reason.as_deref())?.to_owned();
+    let routes = match rollback.routes {
+        None => Route::ALL.to_vec(),
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                Route::from_name(name).ok_or_else(|| invalid(format!("unknown route {name:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let metrics = Arc::clone(&state.metrics);
+    let latch_actor = actor.clone();
+    let latch_reason = reason.clone();
+    let response = change(&state, actor, &reason, None, move |flags| {
+        let at = unix_now();
+        for route in routes {
+            flags.route_mut(route).latch = Some(Latch {
+                reason: latch_reason.clone(),
+                trigger: Trigger::Api.as_str().to_owned(),
+                actor: latch_actor.clone(),
+                at,
+            });
+            metrics.rollback(route, Trigger::Api);
+        }
+        Ok(())
+    })
+    .await?;
+    tracing::warn!(%reason, "operator rollback: routes latched to legacy");
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AuditQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /admin/audit?limit=N`: newest first.
+pub(crate) async fn audit(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let entries = state.flags.audit(query.limit.unwrap_or(100));
+    let views: Vec<AuditView<'_>> = entries
+        .iter()
+        .map(|entry| AuditView {
+            at: rfc3339(entry.at),
+            actor: &entry.actor,
+            trigger: entry.trigger.as_str(),
+            reason: &entry.reason,
+            old_version: entry.old_version,
+            version: entry.version,
+            changes: &entry.changes,
+        })
+        .collect();
+    Json(views).into_response()
+}
+
+/// Everything else under `/admin`, after authentication.
+pub(crate) async fn unknown() -> ApiError {
+    ApiError::not_found()
+}
+
+/// Runs one change off the async workers (it writes and fsyncs the file) and answers with the
+/// new flags.
+async fn change(
+    state: &Arc<AppState>,
+    actor: String,
+    reason: &str,
+    if_match: Option<u64>,
+    edit: impl FnOnce(&mut FlagSet) -> Result<(), ChangeError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let store = Arc::clone(&state.flags);
+    let reason = reason.to_owned();
+    let result = tokio::task::spawn_blocking(move || {
+        store.change(Trigger::Api, &actor, &reason, if_match, edit)
+    })
+    .await
+    .map_err(|_| internal())?;
+    match result {
+        Ok(flags) => Ok(flags_response(state, &flags)),
+        Err(ChangeError::Stale { current, expected }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_version",
+            format!("If-Match names version {expected}, but the flags are at version {current}"),
+        )),
+        Err(ChangeError::Invalid(message)) => Err(invalid(message)),
+    }
+}
+
+fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
+    let status = state.flags.status();
+    let routes: BTreeMap<&'static str, RouteView<'_>> = Route::ALL
+        .into_iter()
+        .map(|route| {
+            let r = flags.route(route);
+            let view = RouteView {
+                ssot_percent: r.ssot_percent.as_f64(),
+                shadow: r.shadow,
+                shadow_sample_percent: r.shadow_sample_percent.as_f64(),
+                pin_ssot: r.pin_ssot.iter().map(String::as_str).collect(),
+                pin_legacy: r.pin_legacy.iter().map(String::as_str).collect(),
+                ignore_fields: &r.ignore_fields,
+                latch: r.latch.as_ref().map(|latch| LatchView {
+                    reason: &latch.reason,
+                    trigger: &latch.trigger,
+                    actor: &latch.actor,
+                    at: rfc3339(latch.at),
+                }),
+            };
+            (route.as_str(), view)
+        })
+        .collect();
+    let guard = &flags.guard;
+    let view = FlagsView {
+        version: flags.version,
+        source: status.source.as_str(),
+        actor: &status.actor,
+        changed_at: rfc3339(status.changed_at),
+        persisted: status.persisted,
+        path: state.flags.path().display().to_string(),
+        salt: &flags.salt,
+        kill_switch: KillSwitchView {
+            engaged: flags.kill_switch.engaged,
+            reason: &flags.kill_switch.reason,
+        },
+        routes,
+        guard: GuardView {
+            enabled: guard.enabled,
+            min_delivery_ratio: guard.min_delivery_ratio,
+            max_mismatch_ratio: guard.max_mismatch_ratio,
+            window_seconds: guard.window_seconds,
+            min_events: guard.min_events,
+            consecutive_breaches: guard.consecutive_breaches,
+        },
+    };
+    let mut response = Json(view).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", flags.version)) {
+        response.headers_mut().insert(ETAG, etag);
+    }
+    response
+}
+
+/// `If-Match: "7"` (quotes and a weak `W/` prefix tolerated) as a version.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_if_match",
+                "If-Match must name a flags version, like \"7\"",
+            )
+        })
+}
+
+async fn read_request<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    request: Request,
+) -> Result<T, ApiError> {
+    let (value, _) = body::read_json(headers, request.into_body(), MAX_ADMIN_BODY_BYTES).await?;
+    admin_request(value).map_err(invalid)
+}
+
+fn required_reason(reason: Option<&str>) -> Result<&str, ApiError> {
+    match reason.map(str::trim) {
+        Some(reason) if !reason.is_empty() => Ok(reason),
+        _ => Err(invalid(
+            "`reason` is required: say why, for the audit log".to_owned(),
+        )),
+    }
+}
+
+fn percent_field(field: &str, value: f64) -> Result<Percent, ChangeError> {
+    Percent::from_f64(value).map_err(|message| ChangeError::Invalid(format!("{field}: {message}")))
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_flags", message)
+}
+
+fn internal() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the change task failed",
+    )
 }

@@ -2,128 +2,191 @@
 //!
 //! Every request is checked in the order of DESIGN §4.3 — token (401), content type (415), size
 //! (413), JSON syntax (400), shape (422) — before anything reaches the registry, so bad input
-//! never reaches a client. Every response names the path that served it.
+//! never reaches a client. Every response names the path that served it and the version of the
+//! flag snapshot that decided it.
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::config::random_token;
+use crate::flags::{FlagSet, Percent};
 use crate::metrics::Role;
-use crate::paths::ssot::{self, BroadcastResult};
-use crate::paths::{Origin, PathKind, Route};
-use crate::server::AppState;
+use crate::paths::legacy::{enrich_scoped, enrich_user_event};
+use crate::paths::ssot::BroadcastResult;
+use crate::paths::{self, Call, Delivery, Origin, PathKind, Route};
+use crate::routing::decide;
 use crate::server::api_error::ApiError;
-use crate::server::protocol::{BroadcastRequest, BroadcastResultBody};
+use crate::server::protocol::{BroadcastResultBody, RouteRequest, SentBody};
+use crate::server::{AppState, body};
 
 /// Names the path that served the call: `legacy` or `ssot`.
 pub(crate) const PATH_HEADER: HeaderName = HeaderName::from_static("x-switchyard-path");
 
-/// `POST /v1/broadcast`: the canonical SSOT route.
+/// Names the version of the flag snapshot that decided the call.
+pub(crate) const FLAGS_VERSION_HEADER: HeaderName =
+    HeaderName::from_static("x-switchyard-flags-version");
+
+/// `POST /v1/broadcast`: the canonical route, answered with a `BroadcastResult`.
 pub(crate) async fn broadcast(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    serve(&state, Route::Broadcast, request).await
+}
+
+/// `POST /v1/legacy/router/broadcast`: `WebSocketEventRouter.broadcast_to_user`.
+pub(crate) async fn router_broadcast(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Response {
+    serve(&state, Route::RouterBroadcast, request).await
+}
+
+/// `POST /v1/legacy/scoped/broadcast`: `UserScopedWebSocketEventRouter.broadcast_to_user`.
+pub(crate) async fn scoped_broadcast(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Response {
+    serve(&state, Route::ScopedBroadcast, request).await
+}
+
+/// `POST /v1/legacy/user-event`: `broadcast_user_event`.
+pub(crate) async fn user_event(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    serve(&state, Route::UserEvent, request).await
+}
+
+/// Serves one producer call on `route`: checks it, decides its path with one flag snapshot,
+/// runs the path, and answers in the route's contract.
+async fn serve(state: &AppState, route: Route, request: Request) -> Response {
     let accepted_at = Instant::now();
-    let route = Route::Broadcast;
-    let path = PathKind::Ssot;
+    // One snapshot decides this event, whatever changes while it is served.
+    let flags = state.flags.snapshot();
+    let mut path = default_path(&flags, route);
     let result = async {
-        let (body, body_len) = read_json(&state, request).await?;
-        let request = BroadcastRequest::from_json(body).map_err(|error| {
+        let (body, body_len) = read_json(state, request).await?;
+        let request = RouteRequest::from_json(route, body).map_err(|error| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
                 error.to_string(),
             )
         })?;
-        check_event_size(&state, &request.event, body_len)?;
+        check_event_size(state, &request.event, body_len)?;
+        let event = match request.context {
+            None => request.event,
+            Some(context) => {
+                // Generated once here, so both paths of a shadowed call see the same value.
+                let context = context.with_request_id(|| random_token("req_"));
+                match route {
+                    Route::UserEvent => enrich_user_event(&request.event, &context),
+                    _ => enrich_scoped(&request.event, &context),
+                }
+            }
+        };
+        let decision = decide(&flags, route, &request.user_id);
+        path = decision.primary;
         let origin = Origin { route, path };
-        let result = ssot::broadcast(
-            &state.registry,
-            &state.metrics,
-            origin,
-            &request.user_id,
-            request.event,
-            accepted_at,
-        )
-        .map_err(|error| {
-            ApiError::new(
+        state.metrics.event(origin, Role::Primary);
+        let started = Instant::now();
+        let prepared = paths::implementation(path).prepare(&Call {
+            user_id: &request.user_id,
+            event: &event,
+        });
+        let answer = match prepared {
+            Ok(prepared) => {
+                let errors = prepared.errors.clone();
+                let user_id = prepared.user_id.clone();
+                let delivery = paths::deliver(
+                    &state.registry,
+                    &state.metrics,
+                    origin,
+                    prepared,
+                    accepted_at,
+                );
+                Ok(answer(route, user_id, &event, errors, delivery))
+            }
+            Err(error) => Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_user_id",
                 error.to_string(),
-            )
-        })?;
-        state.metrics.event(origin, Role::Primary);
-        Ok::<BroadcastResult, ApiError>(result)
+            )),
+        };
+        state
+            .metrics
+            .path_duration(origin)
+            .observe(started.elapsed().as_secs_f64());
+        answer
     }
     .await;
     let mut response = match result {
-        Ok(result) => axum::Json(BroadcastResultBody::from(&result)).into_response(),
+        Ok(response) => response,
         Err(error) => error.into_response(),
     };
     state
         .metrics
         .route_request(route, response.status().as_u16());
-    response
-        .headers_mut()
-        .insert(PATH_HEADER, HeaderValue::from_static(path.as_str()));
+    let headers = response.headers_mut();
+    headers.insert(PATH_HEADER, HeaderValue::from_static(path.as_str()));
+    headers.insert(FLAGS_VERSION_HEADER, HeaderValue::from(flags.version));
     response
 }
 
+/// The answer in the route's contract: a `BroadcastResult` on the canonical route (built from
+/// the legacy count when the legacy path served it), `{"sent": n}` on the others.
+fn answer(
+    route: Route,
+    user_id: String,
+    event: &serde_json::Map<String, Value>,
+    errors: Vec<String>,
+    delivery: Delivery,
+) -> Response {
+    match route {
+        Route::Broadcast => {
+            let result = BroadcastResult {
+                user_id,
+                connections_attempted: delivery.connections_attempted,
+                successful_sends: delivery.successful_sends,
+                event_type: event
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                queued: delivery.queued,
+                errors,
+            };
+            axum::Json(BroadcastResultBody::from(&result)).into_response()
+        }
+        _ => axum::Json(SentBody {
+            sent: delivery.successful_sends,
+        })
+        .into_response(),
+    }
+}
+
+/// The path named on a response refused before its user was known: the one a user outside
+/// every pin and the canary would get.
+fn default_path(flags: &FlagSet, route: Route) -> PathKind {
+    let route_flags = flags.route(route);
+    if !flags.kill_switch.engaged
+        && route_flags.latch.is_none()
+        && route_flags.ssot_percent == Percent::HUNDRED
+    {
+        PathKind::Ssot
+    } else {
+        PathKind::Legacy
+    }
+}
+
 /// Authenticates the producer and reads the body as JSON, refusing it as early as possible.
-/// Returns the parsed body and its length in bytes.
+/// Authenticates the producer and reads the body as JSON, refusing it as early as possible.
 async fn read_json(state: &AppState, request: Request) -> Result<(Value, usize), ApiError> {
     let (parts, body) = request.into_parts();
     let producer = producer_name(state, &parts.headers)?;
     tracing::trace!(producer, "producer request");
-    if !is_json(&parts.headers) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Content-Type must be application/json",
-        ));
-    }
-    let limit = state.config.limits.max_body_bytes();
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body is larger than {limit} bytes"),
-        )
-    };
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let inner = error.into_inner();
-        if inner
-            .downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            too_large()
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("reading the body failed: {inner}"),
-            )
-        }
-    })?;
-    let value = serde_json::from_slice(&bytes).map_err(|error| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("body is not valid JSON: {error}"),
-        )
-    })?;
-    Ok((value, bytes.len()))
+    body::read_json(&parts.headers, body, state.config.limits.max_body_bytes()).await
 }
 
 fn producer_name<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str, ApiError> {
@@ -132,14 +195,6 @@ fn producer_name<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str
         state.metrics.auth_failure(failure);
         ApiError::unauthorized(failure)
     })
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Refuses an event whose encoding exceeds the configured maximum. Only events in a body

@@ -3,10 +3,14 @@
 //!
 //! Event payloads are not typed here: a path decides their bytes, and the gateway forwards them.
 
+use std::collections::BTreeMap;
+
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::paths::Route;
+use crate::paths::legacy::UserContext;
 use crate::paths::ssot::BroadcastResult;
 
 /// A frame the server sends on its own behalf (not an event).
@@ -125,35 +129,115 @@ pub(crate) enum RequestError {
     Unknown(String),
 }
 
-/// `{"user_id": "...", "event": {...}}`, the body of `POST /v1/broadcast`.
-#[derive(Debug)]
-pub(crate) struct BroadcastRequest {
-    pub(crate) user_id: String,
-    pub(crate) event: Map<String, Value>,
+/// `{"sent": n}`, the answer of the legacy-contract routes.
+#[derive(Serialize)]
+pub(crate) struct SentBody {
+    pub(crate) sent: usize,
 }
 
-impl BroadcastRequest {
+/// A producer call, any route: `{"user_id", "event"}` for the router and canonical routes,
+/// `{"user_context", "event"}` for the scoped and user-event routes.
+#[derive(Debug)]
+pub(crate) struct RouteRequest {
+    pub(crate) user_id: String,
+    pub(crate) event: Map<String, Value>,
+    /// The caller's context, on the routes that take one; `request_id` is `None` when absent.
+    pub(crate) context: Option<RawContext>,
+}
+
+/// `user_context` as sent; the route fills in a missing `request_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawContext {
+    pub(crate) user_id: String,
+    pub(crate) thread_id: Option<String>,
+    pub(crate) run_id: Option<String>,
+    pub(crate) request_id: Option<String>,
+}
+
+impl RawContext {
+    pub(crate) fn with_request_id(self, generate: impl FnOnce() -> String) -> UserContext {
+        UserContext {
+            user_id: self.user_id,
+            thread_id: self.thread_id,
+            run_id: self.run_id,
+            request_id: self.request_id.unwrap_or_else(generate),
+        }
+    }
+}
+
+impl RouteRequest {
     /// Checks a parsed body field by field, so the caller learns exactly what is wrong.
-    pub(crate) fn from_json(body: Value) -> Result<BroadcastRequest, RequestError> {
+    pub(crate) fn from_json(route: Route, body: Value) -> Result<RouteRequest, RequestError> {
         let Value::Object(mut body) = body else {
             return Err(RequestError::NotAnObject);
         };
-        let user_id = match body.remove("user_id") {
-            None => return Err(RequestError::Missing("user_id")),
-            Some(Value::String(user_id)) => user_id,
-            Some(_) => {
-                return Err(RequestError::WrongType {
-                    field: "user_id",
-                    expected: "a string",
-                });
+        let (user_id, context) = match route {
+            Route::RouterBroadcast | Route::Broadcast => (take_string(&mut body, "user_id")?, None),
+            Route::ScopedBroadcast | Route::UserEvent => {
+                let context = take_context(&mut body)?;
+                (context.user_id.clone(), Some(context))
             }
         };
         let event = take_event(&mut body)?;
         if let Some(unknown) = body.keys().next() {
             return Err(RequestError::Unknown(unknown.clone()));
         }
-        Ok(BroadcastRequest { user_id, event })
+        Ok(RouteRequest {
+            user_id,
+            event,
+            context,
+        })
     }
+}
+
+fn take_string(body: &mut Map<String, Value>, field: &'static str) -> Result<String, RequestError> {
+    match body.remove(field) {
+        None => Err(RequestError::Missing(field)),
+        Some(Value::String(value)) => Ok(value),
+        Some(_) => Err(RequestError::WrongType {
+            field,
+            expected: "a string",
+        }),
+    }
+}
+
+/// `user_context`: `user_id` required; `thread_id`, `run_id`, `request_id` optional strings.
+/// Other context fields legacy callers carry (connection ids, audit metadata) are ignored.
+fn take_context(body: &mut Map<String, Value>) -> Result<RawContext, RequestError> {
+    let mut context = match body.remove("user_context") {
+        None => return Err(RequestError::Missing("user_context")),
+        Some(Value::Object(context)) => context,
+        Some(_) => {
+            return Err(RequestError::WrongType {
+                field: "user_context",
+                expected: "a JSON object",
+            });
+        }
+    };
+    let user_id = match context.remove("user_id") {
+        None => return Err(RequestError::Missing("user_context.user_id")),
+        Some(Value::String(user_id)) => user_id,
+        Some(_) => {
+            return Err(RequestError::WrongType {
+                field: "user_context.user_id",
+                expected: "a string",
+            });
+        }
+    };
+    let mut optional = |field: &'static str, name: &str| match context.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(value)) => Ok(Some(value)),
+        Some(_) => Err(RequestError::WrongType {
+            field,
+            expected: "a string or null",
+        }),
+    };
+    Ok(RawContext {
+        user_id,
+        thread_id: optional("user_context.thread_id", "thread_id")?,
+        run_id: optional("user_context.run_id", "run_id")?,
+        request_id: optional("user_context.request_id", "request_id")?,
+    })
 }
 
 /// The `event` field: a JSON object with a string `type`.
@@ -178,6 +262,144 @@ fn take_event(body: &mut Map<String, Value>) -> Result<Map<String, Value>, Reque
     }
 }
 
+// ---- Admin API ----------------------------------------------------------------------------
+
+/// `GET /admin/flags` and the answer to every flag change.
+#[derive(Serialize)]
+pub(crate) struct FlagsView<'a> {
+    pub(crate) version: u64,
+    /// What made the last change: startup, file, sighup, api or guard.
+    pub(crate) source: &'a str,
+    pub(crate) actor: &'a str,
+    pub(crate) changed_at: String,
+    /// Whether `flags.toml` holds the live flags.
+    pub(crate) persisted: bool,
+    pub(crate) path: String,
+    pub(crate) salt: &'a str,
+    pub(crate) kill_switch: KillSwitchView<'a>,
+    pub(crate) routes: BTreeMap<&'static str, RouteView<'a>>,
+    pub(crate) guard: GuardView,
+}
+
+#[derive(Serialize)]
+pub(crate) struct KillSwitchView<'a> {
+    pub(crate) engaged: bool,
+    pub(crate) reason: &'a str,
+}
+
+#[derive(Serialize)]
+pub(crate) struct RouteView<'a> {
+    pub(crate) ssot_percent: f64,
+    pub(crate) shadow: bool,
+    pub(crate) shadow_sample_percent: f64,
+    pub(crate) pin_ssot: Vec<&'a str>,
+    pub(crate) pin_legacy: Vec<&'a str>,
+    pub(crate) ignore_fields: &'a [String],
+    /// Present while the route is held on legacy by a rollback.
+    pub(crate) latch: Option<LatchView<'a>>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct LatchView<'a> {
+    pub(crate) reason: &'a str,
+    pub(crate) trigger: &'a str,
+    pub(crate) actor: &'a str,
+    pub(crate) at: String,
+}
+
+#[derive(Serialize)]
+pub(crate) struct GuardView {
+    pub(crate) enabled: bool,
+    pub(crate) min_delivery_ratio: f64,
+    pub(crate) max_mismatch_ratio: f64,
+    pub(crate) window_seconds: u64,
+    pub(crate) min_events: u64,
+    pub(crate) consecutive_breaches: u32,
+}
+
+/// `PATCH /admin/flags/routes/{route}`: the settings to change, and why.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RoutePatch {
+    pub(crate) reason: Option<String>,
+    pub(crate) ssot_percent: Option<f64>,
+    pub(crate) shadow: Option<bool>,
+    pub(crate) shadow_sample_percent: Option<f64>,
+    pub(crate) pin_ssot: Option<Vec<String>>,
+    pub(crate) pin_legacy: Option<Vec<String>>,
+    pub(crate) ignore_fields: Option<Vec<String>>,
+    /// Clears the route's rollback latch.
+    pub(crate) clear_latch: Option<bool>,
+}
+
+/// `PUT /admin/flags`: a whole flag document, in the shape of `flags.toml` as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FlagsReplace {
+    pub(crate) reason: Option<String>,
+    pub(crate) flags: Map<String, Value>,
+}
+
+/// `POST /admin/rollback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RollbackRequest {
+    pub(crate) reason: Option<String>,
+    /// Route names; all routes when absent.
+    pub(crate) routes: Option<Vec<String>>,
+}
+
+/// `POST /admin/flags/reload`'s answer.
+#[derive(Serialize)]
+pub(crate) struct ReloadView {
+    /// `applied` or `unchanged`.
+    pub(crate) outcome: &'static str,
+    pub(crate) version: u64,
+}
+
+/// One `GET /admin/audit` entry.
+#[derive(Serialize)]
+pub(crate) struct AuditView<'a> {
+    pub(crate) at: String,
+    pub(crate) actor: &'a str,
+    pub(crate) trigger: &'a str,
+    pub(crate) reason: &'a str,
+    pub(crate) old_version: u64,
+    pub(crate) version: u64,
+    pub(crate) changes: &'a [String],
+}
+
+/// Parses a request body into one of the admin request types, as a 422 on a bad shape.
+pub(crate) fn admin_request<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, String> {
+    serde_json::from_value(body).map_err(|error| error.to_string())
+}
+
+/// Unix seconds as an RFC 3339 UTC timestamp.
+pub(crate) fn rfc3339(unix_seconds: u64) -> String {
+    // Days to a civil date: Howard Hinnant's algorithm.
+    let days = (unix_seconds / 86_400) as i64 + 719_468;
+    let seconds = unix_seconds % 86_400;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        seconds / 3600,
+        seconds % 3600 / 60,
+        seconds % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,7 +421,7 @@ mod tests {
     }
 
     fn check_request(body: Value, expected: Result<(), RequestError>) {
-        let result = BroadcastRequest::from_json(body.clone()).map(|_| ());
+        let result = RouteRequest::from_json(Route::Broadcast, body.clone()).map(|_| ());
         assert_eq!(result, expected, "{body}");
     }
 
@@ -241,6 +463,59 @@ mod tests {
             json!({"user_id": "a", "event": {"type": "t"}, "extra": 1}),
             Err(RequestError::Unknown("extra".to_owned())),
         );
+    }
+
+    fn check_context(body: Value, expected: Result<RawContext, RequestError>) {
+        let result = RouteRequest::from_json(Route::ScopedBroadcast, body.clone())
+            .map(|request| request.context.unwrap());
+        assert_eq!(result, expected, "{body}");
+    }
+
+    #[test]
+    fn user_context_requests_are_checked_field_by_field() {
+        let event = json!({"type": "t"});
+        check_context(
+            json!({"user_context": {"user_id": "u", "thread_id": "t", "run_id": null, "extra": 1}, "event": event}),
+            Ok(RawContext {
+                user_id: "u".into(),
+                thread_id: Some("t".into()),
+                run_id: None,
+                request_id: None,
+            }),
+        );
+        check_context(
+            json!({"event": event}),
+            Err(RequestError::Missing("user_context")),
+        );
+        check_context(
+            json!({"user_context": "u", "event": event}),
+            Err(RequestError::WrongType {
+                field: "user_context",
+                expected: "a JSON object",
+            }),
+        );
+        check_context(
+            json!({"user_context": {}, "event": event}),
+            Err(RequestError::Missing("user_context.user_id")),
+        );
+        check_context(
+            json!({"user_context": {"user_id": "u", "request_id": 5}, "event": event}),
+            Err(RequestError::WrongType {
+                field: "user_context.request_id",
+                expected: "a string or null",
+            }),
+        );
+        check_context(
+            json!({"user_context": {"user_id": "u"}, "user_id": "u", "event": event}),
+            Err(RequestError::Unknown("user_id".into())),
+        );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_332_225), "2026-11-22T07:23:45Z");
     }
 
     #[test]

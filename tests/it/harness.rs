@@ -1,6 +1,8 @@
 //! Spawns a gateway on `127.0.0.1:0` and talks to it the way clients and producers do.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,13 +29,32 @@ pub const PROMPTLY: Duration = Duration::from_secs(10);
 pub struct Gateway {
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    pub flags_path: PathBuf,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), switchyard::RunError>>,
 }
 
+/// A fresh directory for one gateway's flags file, removed when the gateway stops.
+pub fn scratch_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-it-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Test configuration: named tokens and a JWT secret always; `dev` adds `?user_id=` access.
+/// The flags file is a fresh one in a scratch directory unless `env` names another.
 pub fn config(dev: bool, env: &[(&str, &str)]) -> Config {
+    let flags_path = scratch_dir().join("flags.toml");
     let mut vars: Vec<(String, String)> = vec![
+        (
+            "SWITCHYARD_SERVER_FLAGS_PATH".into(),
+            flags_path.display().to_string(),
+        ),
         ("SWITCHYARD_AUTH_JWT_SECRET".into(), JWT_SECRET.into()),
         (
             "SWITCHYARD_AUTH_PRODUCER_TOKENS".into(),
@@ -67,6 +88,7 @@ impl Gateway {
     }
 
     pub async fn start_with(config: Config) -> Gateway {
+        let flags_path = config.server.flags_path.clone();
         let listeners = Listeners::bind(&config).await.expect("bind port 0");
         let (public, admin) = listeners.local_addrs().unwrap();
         let shutdown = CancellationToken::new();
@@ -74,6 +96,7 @@ impl Gateway {
         Gateway {
             public,
             admin,
+            flags_path,
             shutdown,
             task,
         }
@@ -87,6 +110,11 @@ impl Gateway {
             .expect("gateway stops within its grace period")
             .expect("gateway task did not panic")
             .expect("gateway ran without error");
+        if let Some(dir) = self.flags_path.parent()
+            && dir.starts_with(std::env::temp_dir())
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     /// Begins shutdown without waiting.

@@ -1,0 +1,670 @@
+//! Routing flags: the validated, versioned [`FlagSet`] and its file format, `flags.toml`.
+//!
+//! Parsing goes through raw `deny_unknown_fields` types that keep each value's position, so every
+//! error names the file, the line and the key. A [`FlagSet`] is immutable; changes build a new one
+//! and [`store::FlagStore`] swaps it in atomically. Writing a flag set back renders TOML that
+//! parses to the same set, which is checked on every write.
+
+pub(crate) mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::paths::Route;
+
+/// A share of users in basis points (0..=10000), written as a percentage with two decimals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Percent(u16);
+
+impl Percent {
+    pub(crate) const ZERO: Percent = Percent(0);
+    pub(crate) const HUNDRED: Percent = Percent(10_000);
+
+    /// Accepts 0 to 100 with at most two decimals.
+    pub(crate) fn from_f64(value: f64) -> Result<Percent, String> {
+        if !value.is_finite() || !(0.0..=100.0).contains(&value) {
+            return Err(format!("{value} is outside 0..=100"));
+        }
+        let basis_points = (value * 100.0).round();
+        if ((value * 100.0) - basis_points).abs() > 1e-6 {
+            return Err(format!("{value} has more than two decimals"));
+        }
+        Ok(Percent(basis_points as u16))
+    }
+
+    pub(crate) fn basis_points(self) -> u32 {
+        u32::from(self.0)
+    }
+
+    pub(crate) fn as_f64(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+}
+
+/// A route held on legacy by a rollback until an operator clears it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Latch {
+    pub(crate) reason: String,
+    /// What set it: `api` (an operator's rollback) or `guard`.
+    pub(crate) trigger: String,
+    pub(crate) actor: String,
+    /// Unix seconds.
+    pub(crate) at: u64,
+}
+
+/// One route's flags.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RouteFlags {
+    pub(crate) ssot_percent: Percent,
+    pub(crate) shadow: bool,
+    pub(crate) shadow_sample_percent: Percent,
+    pub(crate) pin_ssot: BTreeSet<String>,
+    pub(crate) pin_legacy: BTreeSet<String>,
+    /// Top-level field names or JSON pointers the shadow comparison ignores.
+    pub(crate) ignore_fields: Vec<String>,
+    pub(crate) latch: Option<Latch>,
+}
+
+impl RouteFlags {
+    fn default_for(route: Route) -> RouteFlags {
+        RouteFlags {
+            // The canonical route is SSOT already; the legacy contracts start on legacy.
+            ssot_percent: match route {
+                Route::Broadcast => Percent::HUNDRED,
+                _ => Percent::ZERO,
+            },
+            shadow: false,
+            shadow_sample_percent: Percent::HUNDRED,
+            pin_ssot: BTreeSet::new(),
+            pin_legacy: BTreeSet::new(),
+            ignore_fields: Vec::new(),
+            latch: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KillSwitch {
+    pub(crate) engaged: bool,
+    pub(crate) reason: String,
+}
+
+/// The automatic rollback guard's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GuardFlags {
+    pub(crate) enabled: bool,
+    pub(crate) min_delivery_ratio: f64,
+    pub(crate) max_mismatch_ratio: f64,
+    pub(crate) window_seconds: u64,
+    pub(crate) min_events: u64,
+    pub(crate) consecutive_breaches: u32,
+}
+
+impl Default for GuardFlags {
+    fn default() -> Self {
+        GuardFlags {
+            enabled: true,
+            min_delivery_ratio: 0.995,
+            max_mismatch_ratio: 0.01,
+            window_seconds: 60,
+            min_events: 200,
+            consecutive_breaches: 2,
+        }
+    }
+}
+
+/// One validated, versioned snapshot of every flag. Every event is decided with exactly one.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FlagSet {
+    /// Bumped on every applied change.
+    pub(crate) version: u64,
+    /// Cohort hashing salt; changing it reshuffles every cohort.
+    pub(crate) salt: String,
+    pub(crate) kill_switch: KillSwitch,
+    routes: [RouteFlags; Route::ALL.len()],
+    pub(crate) guard: GuardFlags,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FlagsError {
+    #[error("flags file {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{origin}:{line}: {key}: {message}")]
+    Invalid {
+        origin: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("{origin}:{line}: {message}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        message: String,
+    },
+}
+
+impl FlagSet {
+    /// The flags used when no file exists yet: nothing on SSOT but the canonical route.
+    pub(crate) fn defaults() -> FlagSet {
+        FlagSet {
+            version: 0,
+            salt: "switchyard".to_owned(),
+            kill_switch: KillSwitch {
+                engaged: false,
+                reason: String::new(),
+            },
+            routes: Route::ALL.map(RouteFlags::default_for),
+            guard: GuardFlags::default(),
+        }
+    }
+
+    pub(crate) fn route(&self, route: Route) -> &RouteFlags {
+        &self.routes[route.index()]
+    }
+
+    pub(crate) fn route_mut(&mut self, route: Route) -> &mut RouteFlags {
+        &mut self.routes[route.index()]
+    }
+
+    /// Whether two sets say the same thing, whatever their versions.
+    pub(crate) fn same_settings(&self, other: &FlagSet) -> bool {
+        let mut other = other.clone();
+        other.version = self.version;
+        *self == other
+    }
+
+    /// Parses and validates a flags document; `origin` names it in errors (a path, usually).
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<FlagSet, FlagsError> {
+        let raw: RawFlags = toml::from_str(text).map_err(|error| {
+            let line = error.span().map_or(1, |span| line_of(text, &span));
+            FlagsError::Syntax {
+                origin: origin.to_owned(),
+                line,
+                message: error.message().trim().to_owned(),
+            }
+        })?;
+        let invalid = |span: Range<usize>, key: String, message: String| FlagsError::Invalid {
+            origin: origin.to_owned(),
+            line: line_of(text, &span),
+            key,
+            message,
+        };
+        let mut flags = FlagSet::defaults();
+        flags.version = raw.version.unwrap_or(0);
+        if let Some(rollout) = raw.rollout {
+            let salt = rollout.salt;
+            if salt.get_ref().trim().is_empty() {
+                return Err(invalid(
+                    salt.span(),
+                    "rollout.salt".into(),
+                    "must not be empty".into(),
+                ));
+            }
+            flags.salt = salt.into_inner();
+        }
+        if let Some(kill_switch) = raw.kill_switch {
+            flags.kill_switch = KillSwitch {
+                engaged: kill_switch.engaged.unwrap_or(false),
+                reason: kill_switch.reason.unwrap_or_default(),
+            };
+        }
+        for (name, raw_route) in raw.routes {
+            let Some(route) = Route::from_name(name.get_ref()) else {
+                return Err(invalid(
+                    name.span(),
+                    format!("routes.{}", name.get_ref()),
+                    format!(
+                        "unknown route; known routes are {}",
+                        Route::ALL.map(Route::as_str).join(", ")
+                    ),
+                ));
+            };
+            let key = |field: &str| format!("routes.{}.{field}", route.as_str());
+            let route_flags = flags.route_mut(route);
+            if let Some(percent) = raw_route.ssot_percent {
+                route_flags.ssot_percent = Percent::from_f64(*percent.get_ref())
+                    .map_err(|m| invalid(percent.span(), key("ssot_percent"), m))?;
+            }
+            if let Some(shadow) = raw_route.shadow {
+                route_flags.shadow = shadow;
+            }
+            if let Some(percent) = raw_route.shadow_sample_percent {
+                route_flags.shadow_sample_percent = Percent::from_f64(*percent.get_ref())
+                    .map_err(|m| invalid(percent.span(), key("shadow_sample_percent"), m))?;
+            }
+            for (field, list, target) in [
+                ("pin_ssot", raw_route.pin_ssot, &mut route_flags.pin_ssot),
+                (
+                    "pin_legacy",
+                    raw_route.pin_legacy,
+                    &mut route_flags.pin_legacy,
+                ),
+            ] {
+                let Some(list) = list else { continue };
+                let span = list.span();
+                for user_id in list.into_inner() {
+                    if user_id.trim().is_empty() || user_id.trim() != user_id {
+                        return Err(invalid(
+                            span,
+                            key(field),
+                            format!("{user_id:?} is not a user id (empty or padded)"),
+                        ));
+                    }
+                    target.insert(user_id);
+                }
+            }
+            if let Some(both) = route_flags
+                .pin_ssot
+                .intersection(&route_flags.pin_legacy)
+                .next()
+            {
+                return Err(invalid(
+                    0..0,
+                    key("pin_ssot"),
+                    format!("{both:?} is pinned to both ssot and legacy"),
+                ));
+            }
+            if let Some(fields) = raw_route.ignore_fields {
+                let span = fields.span();
+                for field in fields.into_inner() {
+                    if field.is_empty() || (field.contains('/') && !field.starts_with('/')) {
+                        return Err(invalid(
+                            span,
+                            key("ignore_fields"),
+                            format!(
+                                "{field:?} is neither a top-level field name nor a JSON pointer"
+                            ),
+                        ));
+                    }
+                    route_flags.ignore_fields.push(field);
+                }
+            }
+            route_flags.latch = raw_route.latch.map(|latch| Latch {
+                reason: latch.reason,
+                trigger: latch.trigger,
+                actor: latch.actor,
+                at: latch.at,
+            });
+        }
+        if let Some(guard) = raw.guard {
+            let g = &mut flags.guard;
+            if let Some(enabled) = guard.enabled {
+                g.enabled = enabled;
+            }
+            for (field, value, target) in [
+                (
+                    "min_delivery_ratio",
+                    guard.min_delivery_ratio,
+                    &mut g.min_delivery_ratio,
+                ),
+                (
+                    "max_mismatch_ratio",
+                    guard.max_mismatch_ratio,
+                    &mut g.max_mismatch_ratio,
+                ),
+            ] {
+                let Some(value) = value else { continue };
+                if !(0.0..=1.0).contains(value.get_ref()) {
+                    return Err(invalid(
+                        value.span(),
+                        format!("guard.{field}"),
+                        format!("{} is outside 0..=1", value.get_ref()),
+                    ));
+                }
+                *target = value.into_inner();
+            }
+            if let Some(value) = guard.window_seconds {
+                if !(1..=3600).contains(value.get_ref()) {
+                    return Err(invalid(
+                        value.span(),
+                        "guard.window_seconds".into(),
+                        format!("{} is outside 1..=3600", value.get_ref()),
+                    ));
+                }
+                g.window_seconds = value.into_inner();
+            }
+            if let Some(value) = guard.min_events {
+                if *value.get_ref() < 1 {
+                    return Err(invalid(
+                        value.span(),
+                        "guard.min_events".into(),
+                        "must be at least 1".into(),
+                    ));
+                }
+                g.min_events = value.into_inner();
+            }
+            if let Some(value) = guard.consecutive_breaches {
+                if !(1..=100).contains(value.get_ref()) {
+                    return Err(invalid(
+                        value.span(),
+                        "guard.consecutive_breaches".into(),
+                        format!("{} is outside 1..=100", value.get_ref()),
+                    ));
+                }
+                g.consecutive_breaches = value.into_inner();
+            }
+        }
+        Ok(flags)
+    }
+
+    /// Renders the set as a `flags.toml` document that parses back to the same set.
+    pub(crate) fn to_toml(&self) -> String {
+        let s = |text: &str| toml::Value::String(text.to_owned()).to_string();
+        let list = |items: &mut dyn Iterator<Item = &String>| {
+            let items: Vec<String> = items.map(|i| s(i)).collect();
+            format!("[{}]", items.join(", "))
+        };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# switchyard routing flags. `version` is managed: it is bumped on every applied change,\n\
+             # and changes made through the admin API or by the guard are written back here."
+        );
+        let _ = writeln!(out, "version = {}\n", self.version);
+        let _ = writeln!(out, "[rollout]\nsalt = {}\n", s(&self.salt));
+        let _ = writeln!(
+            out,
+            "[kill_switch]\nengaged = {}\nreason = {}\n",
+            self.kill_switch.engaged,
+            s(&self.kill_switch.reason)
+        );
+        for route in Route::ALL {
+            let r = self.route(route);
+            let _ = writeln!(out, "[routes.{}]", route.as_str());
+            let _ = writeln!(out, "ssot_percent = {:.2}", r.ssot_percent.as_f64());
+            let _ = writeln!(out, "shadow = {}", r.shadow);
+            let _ = writeln!(
+                out,
+                "shadow_sample_percent = {:.2}",
+                r.shadow_sample_percent.as_f64()
+            );
+            let _ = writeln!(out, "pin_ssot = {}", list(&mut r.pin_ssot.iter()));
+            let _ = writeln!(out, "pin_legacy = {}", list(&mut r.pin_legacy.iter()));
+            let _ = writeln!(out, "ignore_fields = {}", list(&mut r.ignore_fields.iter()));
+            if let Some(latch) = &r.latch {
+                let _ = writeln!(
+                    out,
+                    "\n[routes.{}.latch]   # rolled back to legacy until an operator clears it\n\
+                     reason = {}\ntrigger = {}\nactor = {}\nat = {}",
+                    route.as_str(),
+                    s(&latch.reason),
+                    s(&latch.trigger),
+                    s(&latch.actor),
+                    latch.at
+                );
+            }
+            out.push('\n');
+        }
+        let g = &self.guard;
+        let _ = writeln!(
+            out,
+            "[guard]\nenabled = {}\nmin_delivery_ratio = {:?}\nmax_mismatch_ratio = {:?}\n\
+             window_seconds = {}\nmin_events = {}\nconsecutive_breaches = {}",
+            g.enabled,
+            g.min_delivery_ratio,
+            g.max_mismatch_ratio,
+            g.window_seconds,
+            g.min_events,
+            g.consecutive_breaches
+        );
+        out
+    }
+
+    /// What changed from `self` to `new`, one readable line per setting ("key: old → new").
+    pub(crate) fn diff(&self, new: &FlagSet) -> Vec<String> {
+        let old_lines = settings_lines(self);
+        let new_lines = settings_lines(new);
+        let mut changes = Vec::new();
+        for (key, new_value) in &new_lines {
+            match old_lines.get(key) {
+                Some(old_value) if old_value == new_value => {}
+                Some(old_value) => changes.push(format!("{key}: {old_value} → {new_value}")),
+                None => changes.push(format!("{key}: (none) → {new_value}")),
+            }
+        }
+        for (key, old_value) in &old_lines {
+            if !new_lines.contains_key(key) {
+                changes.push(format!("{key}: {old_value} → (none)"));
+            }
+        }
+        changes
+    }
+}
+
+/// Every setting as `key = value` pairs, from the rendered document (so the diff speaks the
+/// file's language).
+fn settings_lines(flags: &FlagSet) -> BTreeMap<String, String> {
+    let mut lines = BTreeMap::new();
+    let mut section = String::new();
+    for line in flags.to_toml().lines() {
+        let line = line.split("   #").next().unwrap_or("").trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        if let Some((key, value)) = line.split_once(" = ") {
+            if key == "version" {
+                continue;
+            }
+            let full = if section.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{section}.{key}")
+            };
+            lines.insert(full, value.to_owned());
+        }
+    }
+    lines
+}
+
+fn line_of(text: &str, span: &Range<usize>) -> usize {
+    let end = span.start.min(text.len());
+    text[..end].matches('\n').count() + 1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlags {
+    version: Option<u64>,
+    rollout: Option<RawRollout>,
+    kill_switch: Option<RawKillSwitch>,
+    #[serde(default)]
+    routes: BTreeMap<Spanned<String>, RawRoute>,
+    guard: Option<RawGuard>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    salt: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKillSwitch {
+    engaged: Option<bool>,
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    ssot_percent: Option<Spanned<f64>>,
+    shadow: Option<bool>,
+    shadow_sample_percent: Option<Spanned<f64>>,
+    pin_ssot: Option<Spanned<Vec<String>>>,
+    pin_legacy: Option<Spanned<Vec<String>>>,
+    ignore_fields: Option<Spanned<Vec<String>>>,
+    latch: Option<RawLatch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLatch {
+    reason: String,
+    trigger: String,
+    actor: String,
+    at: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuard {
+    enabled: Option<bool>,
+    min_delivery_ratio: Option<Spanned<f64>>,
+    max_mismatch_ratio: Option<Spanned<f64>>,
+    window_seconds: Option<Spanned<u64>>,
+    min_events: Option<Spanned<u64>>,
+    consecutive_breaches: Option<Spanned<u32>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+version = 7
+
+[rollout]
+salt = "switchyard"
+
+[kill_switch]
+engaged = false
+reason = ""
+
+[routes.router_broadcast]
+ssot_percent = 10.0
+shadow = true
+shadow_sample_percent = 100.0
+pin_ssot = ["internal-tester-1"]
+pin_legacy = []
+ignore_fields = ["timestamp"]
+
+[routes.scoped_broadcast]
+ssot_percent = 25
+
+[guard]
+enabled = true
+min_delivery_ratio = 0.995
+max_mismatch_ratio = 0.01
+window_seconds = 60
+min_events = 200
+consecutive_breaches = 2
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let flags = FlagSet::parse(EXAMPLE, "flags.toml").unwrap();
+        assert_eq!(flags.version, 7);
+        let router = flags.route(Route::RouterBroadcast);
+        assert_eq!(router.ssot_percent.basis_points(), 1000);
+        assert!(router.shadow);
+        assert!(router.pin_ssot.contains("internal-tester-1"));
+        assert_eq!(router.ignore_fields, ["timestamp"]);
+        assert_eq!(
+            flags
+                .route(Route::ScopedBroadcast)
+                .ssot_percent
+                .basis_points(),
+            2500
+        );
+        assert_eq!(flags.route(Route::Broadcast).ssot_percent, Percent::HUNDRED);
+        assert_eq!(flags.route(Route::UserEvent).ssot_percent, Percent::ZERO);
+    }
+
+    #[test]
+    fn rendering_parses_back_to_the_same_set() {
+        let mut flags = FlagSet::parse(EXAMPLE, "flags.toml").unwrap();
+        flags.route_mut(Route::UserEvent).latch = Some(Latch {
+            reason: "delivery \"fell\"\nbelow 99.5%".into(),
+            trigger: "guard".into(),
+            actor: "guard".into(),
+            at: 1_800_000_000,
+        });
+        flags.kill_switch.reason = "it's fine".into();
+        let text = flags.to_toml();
+        assert_eq!(FlagSet::parse(&text, "rendered").unwrap(), flags, "{text}");
+    }
+
+    fn check_error(document: &str, line: usize, needle: &str) {
+        let error = FlagSet::parse(document, "flags.toml").unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!("flags.toml:{line}:")),
+            "{text:?} should name line {line}"
+        );
+        assert!(text.contains(needle), "{text:?} should mention {needle:?}");
+    }
+
+    #[test]
+    fn invalid_documents_name_file_line_and_key() {
+        check_error(
+            "version = 1\n[routes.router_broadcast]\nssot_percent = 150\n",
+            3,
+            "routes.router_broadcast.ssot_percent",
+        );
+        check_error(
+            "[routes.router_broadcast]\nssot_percent = 10.005\n",
+            2,
+            "two decimals",
+        );
+        check_error(
+            "[routes.router_broadcast]\nshadow = true\nbanana = 1\n",
+            3,
+            "banana",
+        );
+        check_error("\n[routes.nope]\nshadow = true\n", 2, "routes.nope");
+        check_error("[routes.user_event]\nshadow = \"yes\"\n", 2, "bool");
+        check_error("[routes.user_event\nshadow = true\n", 1, "");
+        check_error(
+            "[guard]\nmin_delivery_ratio = 1.5\n",
+            2,
+            "guard.min_delivery_ratio",
+        );
+        check_error("[rollout]\nsalt = \"\"\n", 2, "rollout.salt");
+        check_error(
+            "[routes.broadcast]\npin_ssot = [\"a\"]\npin_legacy = [\"a\"]\n",
+            1,
+            "both",
+        );
+        check_error(
+            "[routes.broadcast]\nignore_fields = [\"a/b\"]\n",
+            2,
+            "ignore_fields",
+        );
+        check_error("colour = 1\n", 1, "colour");
+    }
+
+    #[test]
+    fn diff_names_each_changed_setting() {
+        let old = FlagSet::defaults();
+        let mut new = old.clone();
+        new.route_mut(Route::RouterBroadcast).ssot_percent = Percent::from_f64(5.0).unwrap();
+        new.kill_switch.engaged = true;
+        assert_eq!(
+            old.diff(&new),
+            [
+                "kill_switch.engaged: false → true",
+                "routes.router_broadcast.ssot_percent: 0.00 → 5.00"
+            ]
+        );
+    }
+
+    #[test]
+    fn percent_accepts_two_decimals_only() {
+        assert_eq!(Percent::from_f64(0.01).unwrap().basis_points(), 1);
+        assert_eq!(Percent::from_f64(99.99).unwrap().basis_points(), 9999);
+        assert!(Percent::from_f64(-0.01).is_err());
+        assert!(Percent::from_f64(100.01).is_err());
+        assert!(Percent::from_f64(f64::NAN).is_err());
+        assert!(Percent::from_f64(1.234).is_err());
+    }
+}

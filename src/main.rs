@@ -60,6 +60,93 @@ enum Command {
     },
     /// Print the embedded default configuration.
     Defaults,
+    /// Check, show or change the routing flags.
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCommand,
+    },
+    /// Show where a user lands on every route: cohort bucket, path and why.
+    Cohort {
+        user_id: String,
+        /// The flags file to decide with.
+        #[arg(long, default_value = "flags.toml")]
+        flags: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum FlagsCommand {
+    /// Validate a flags file (for CI on flag changes); exits non-zero with the error.
+    Check { file: PathBuf },
+    /// Show the live flags of a running gateway.
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Change one route's flags on a running gateway.
+    Set {
+        /// router_broadcast, scoped_broadcast, user_event or broadcast.
+        route: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        ssot_percent: Option<f64>,
+        #[arg(long)]
+        shadow: Option<bool>,
+        #[arg(long)]
+        shadow_sample_percent: Option<f64>,
+        /// Comma-separated user ids always on SSOT (replaces the list).
+        #[arg(long, value_delimiter = ',')]
+        pin_ssot: Option<Vec<String>>,
+        /// Comma-separated user ids always on legacy (replaces the list).
+        #[arg(long, value_delimiter = ',')]
+        pin_legacy: Option<Vec<String>>,
+        /// Clear the route's rollback latch.
+        #[arg(long)]
+        clear_latch: bool,
+        /// Apply only if the live flags are still at this version.
+        #[arg(long)]
+        if_match: Option<u64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Roll every route (or the given ones) back to legacy, latched until cleared.
+    Rollback {
+        #[arg(long)]
+        reason: String,
+        /// A route to roll back; repeat for several. All routes when absent.
+        #[arg(long = "route")]
+        routes: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make a running gateway re-read its flags file.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show the change history of a running gateway.
+    Audit {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The gateway's admin listener.
+    #[arg(
+        long,
+        env = "SWITCHYARD_ADMIN_URL",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    admin_url: String,
+    /// An admin token (as printed by `serve --dev`).
+    #[arg(long, env = "ADMIN_TOKEN")]
+    token: String,
 }
 
 fn main() -> ExitCode {
@@ -106,6 +193,123 @@ fn main() -> ExitCode {
         Command::Defaults => {
             print!("{}", switchyard::config::DEFAULTS_TOML);
             ExitCode::SUCCESS
+        }
+        Command::Cohort { user_id, flags } => {
+            report(switchyard::cli::cohort_report(&flags, &user_id))
+        }
+        Command::Flags { command } => runtime.block_on(flags(command)),
+    }
+}
+
+fn report(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn flags(command: FlagsCommand) -> ExitCode {
+    use hyper::Method;
+    use serde_json::{Value, json};
+    let (admin, method, path, body, if_match) = match command {
+        FlagsCommand::Check { file } => return report(switchyard::cli::check_flags_file(&file)),
+        FlagsCommand::Show { admin } => (admin, Method::GET, "/admin/flags".to_owned(), None, None),
+        FlagsCommand::Set {
+            route,
+            reason,
+            ssot_percent,
+            shadow,
+            shadow_sample_percent,
+            pin_ssot,
+            pin_legacy,
+            clear_latch,
+            if_match,
+            admin,
+        } => {
+            let mut patch = serde_json::Map::new();
+            patch.insert("reason".into(), json!(reason));
+            let fields: [(&str, Option<Value>); 6] = [
+                ("ssot_percent", ssot_percent.map(Value::from)),
+                ("shadow", shadow.map(Value::from)),
+                (
+                    "shadow_sample_percent",
+                    shadow_sample_percent.map(Value::from),
+                ),
+                ("pin_ssot", pin_ssot.map(Value::from)),
+                ("pin_legacy", pin_legacy.map(Value::from)),
+                ("clear_latch", clear_latch.then_some(Value::Bool(true))),
+            ];
+            for (key, value) in fields {
+                if let Some(value) = value {
+                    patch.insert(key.into(), value);
+                }
+            }
+            (
+                admin,
+                Method::PATCH,
+                format!("/admin/flags/routes/{route}"),
+                Some(Value::Object(patch)),
+                if_match,
+            )
+        }
+        FlagsCommand::Rollback {
+            reason,
+            routes,
+            admin,
+        } => {
+            let mut body = json!({ "reason": reason });
+            if !routes.is_empty() {
+                body["routes"] = json!(routes);
+            }
+            (
+                admin,
+                Method::POST,
+                "/admin/rollback".to_owned(),
+                Some(body),
+                None,
+            )
+        }
+        FlagsCommand::Reload { admin } => (
+            admin,
+            Method::POST,
+            "/admin/flags/reload".to_owned(),
+            None,
+            None,
+        ),
+        FlagsCommand::Audit { limit, admin } => (
+            admin,
+            Method::GET,
+            format!("/admin/audit?limit={limit}"),
+            None,
+            None,
+        ),
+    };
+    let call = switchyard::cli::AdminCall {
+        base_url: &admin.admin_url,
+        token: &admin.token,
+        method,
+        path,
+        body,
+        if_match,
+    };
+    match switchyard::cli::admin_request(call).await {
+        Ok((status, text)) if (200..300).contains(&status) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, text)) => {
+            eprintln!("error: HTTP {status}\n{text}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_UNAVAILABLE)
         }
     }
 }

@@ -113,8 +113,6 @@ pub(crate) enum PathError {
 
 /// A broadcast implementation.
 pub(crate) trait Path: Sync {
-    fn kind(&self) -> PathKind;
-
     /// Works out what this path would do with `call`. Pure: no registry, no metrics, no clock.
     fn prepare(&self, call: &Call<'_>) -> Result<Prepared, PathError>;
 }

@@ -9,16 +9,12 @@
 
 use serde_json::{Map, Value};
 
-use crate::paths::{Call, Path, PathError, PathKind, Prepared, encode};
+use crate::paths::{Call, Path, PathError, Prepared, encode};
 
 /// The legacy router: the event unchanged to every live connection of exactly `user_id`.
 pub(crate) struct Legacy;
 
 impl Path for Legacy {
-    fn kind(&self) -> PathKind {
-        PathKind::Legacy
-    }
-
     fn prepare(&self, call: &Call<'_>) -> Result<Prepared, PathError> {
         Ok(Prepared {
             user_id: call.user_id.to_owned(),

@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::paths::{Call, Path, PathError, PathKind, Prepared, encode};
+use crate::paths::{Call, Path, PathError, Prepared, encode};
 
 /// Fields that say where an event goes; one naming another user is rewritten to the recipient.
 /// Provenance fields (`user_id`, `sender_id`, `creator_id`, `owner_id`) say who caused the event
@@ -79,10 +79,6 @@ pub(crate) fn rewrite_routing_fields(event: &mut Map<String, Value>, user_id: &s
 pub(crate) struct Ssot;
 
 impl Path for Ssot {
-    fn kind(&self) -> PathKind {
-        PathKind::Ssot
-    }
-
     fn prepare(&self, call: &Call<'_>) -> Result<Prepared, PathError> {
         let user_id = validate_user_id(call.user_id)?;
         let mut event = call.event.clone();

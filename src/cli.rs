@@ -1,0 +1,153 @@
+//! The operator commands besides `serve`: checking a flags file, reading and changing the live
+//! flags through the admin API, and showing where a user lands.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use crate::flags::FlagSet;
+use crate::paths::Route;
+use crate::routing::{cohort_bucket, decide};
+
+/// Validates a flags file; `Ok` carries a one-line summary, `Err` the error naming file, line
+/// and key.
+pub fn check_flags_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("flags file {}: {error}", path.display()))?;
+    let flags = FlagSet::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    let routes: Vec<String> = Route::ALL
+        .into_iter()
+        .map(|route| {
+            let r = flags.route(route);
+            format!(
+                "{} {:.2}%{}{}",
+                route.as_str(),
+                r.ssot_percent.as_f64(),
+                if r.shadow { " shadow" } else { "" },
+                if r.latch.is_some() { " LATCHED" } else { "" }
+            )
+        })
+        .collect();
+    Ok(format!(
+        "{}: ok (version {}{}); ssot share: {}",
+        path.display(),
+        flags.version,
+        if flags.kill_switch.engaged {
+            ", KILL SWITCH ENGAGED"
+        } else {
+            ""
+        },
+        routes.join(", ")
+    ))
+}
+
+/// Where `user_id` lands on every route under the flags in `flags_path` (the defaults when the
+/// file does not exist).
+pub fn cohort_report(flags_path: &Path, user_id: &str) -> Result<String, String> {
+    let flags = match std::fs::read_to_string(flags_path) {
+        Ok(text) => {
+            FlagSet::parse(&text, &flags_path.display().to_string()).map_err(|e| e.to_string())?
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => FlagSet::defaults(),
+        Err(error) => return Err(format!("flags file {}: {error}", flags_path.display())),
+    };
+    let bucket = cohort_bucket(&flags.salt, user_id.trim());
+    let mut report = format!(
+        "user {user_id:?}: bucket {bucket} of 10000 (salt {:?}, flags version {})\n",
+        flags.salt, flags.version
+    );
+    for route in Route::ALL {
+        let decision = decide(&flags, route, user_id);
+        report.push_str(&format!(
+            "  {:<17} {:<6} ({}; ssot_percent {:.2}){}\n",
+            route.as_str(),
+            decision.primary.as_str(),
+            decision.reason.as_str(),
+            flags.route(route).ssot_percent.as_f64(),
+            decision
+                .shadow
+                .map_or(String::new(), |s| format!(", shadowed by {}", s.as_str()))
+        ));
+    }
+    Ok(report)
+}
+
+/// A call to the admin API: method, path and optional JSON body, with the admin token.
+pub struct AdminCall<'a> {
+    /// `http://host:port` of the admin listener.
+    pub base_url: &'a str,
+    pub token: &'a str,
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+    pub if_match: Option<u64>,
+}
+
+/// Performs an admin call; returns the status and the pretty-printed JSON answer.
+pub async fn admin_request(call: AdminCall<'_>) -> Result<(u16, String), String> {
+    let authority = call
+        .base_url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{}: only http:// admin URLs are supported", call.base_url))?
+        .trim_end_matches('/');
+    let stream = TcpStream::connect(authority)
+        .await
+        .map_err(|error| format!("connecting to {authority}: {error}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|error| format!("HTTP handshake with {authority}: {error}"))?;
+    tokio::spawn(connection);
+    let mut request = Request::builder()
+        .method(call.method)
+        .uri(&call.path)
+        .header("host", authority)
+        .header("authorization", format!("Bearer {}", call.token));
+    if let Some(version) = call.if_match {
+        request = request.header("if-match", format!("\"{version}\""));
+    }
+    let body = match call.body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Bytes::from(body.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let request = request
+        .body(Full::new(body))
+        .map_err(|error| format!("building the request: {error}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| format!("calling {}: {error}", call.path))?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| format!("reading the answer: {error}"))?
+        .to_bytes();
+    let text = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(value) => serde_json::to_string_pretty(&value).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    Ok((status, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cohort_report_names_every_route() {
+        let report = cohort_report(Path::new("/nonexistent/flags.toml"), "alice").unwrap();
+        for route in Route::ALL {
+            assert!(report.contains(route.as_str()), "{report}");
+        }
+        assert!(report.contains(&format!("bucket {}", cohort_bucket("switchyard", "alice"))));
+    }
+}

@@ -112,9 +112,68 @@ impl Gateway {
             .expect("gateway ran without error");
         if let Some(dir) = self.flags_path.parent()
             && dir.starts_with(std::env::temp_dir())
+            && dir != std::env::temp_dir()
         {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+
+    /// Stops the gateway but keeps its flags file, for a restart on the same file.
+    pub async fn stop_keeping_flags(mut self) -> PathBuf {
+        let flags_path = std::mem::take(&mut self.flags_path);
+        self.stop().await;
+        flags_path
+    }
+
+    /// An admin API call with the admin token; returns status, headers and the JSON answer
+    /// (`Value::Null` for an empty body).
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<u64>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut headers = vec![("authorization", format!("Bearer {ADMIN_TOKEN}"))];
+        if body.is_some() {
+            headers.push(("content-type", "application/json".to_owned()));
+        }
+        if let Some(version) = if_match {
+            headers.push(("if-match", format!("\"{version}\"")));
+        }
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        let (status, headers, body) = http(self.admin, method, path, &headers, body).await;
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            parse_json(&body)
+        };
+        (status, headers, value)
+    }
+
+    /// `PATCH /admin/flags/routes/{route}`, asserting success; returns the new flags version.
+    pub async fn set_route(&self, route: &str, mut patch: Value) -> u64 {
+        patch["reason"] = "test".into();
+        let (status, _, flags) = self
+            .admin(
+                Method::PATCH,
+                &format!("/admin/flags/routes/{route}"),
+                Some(patch),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{flags}");
+        flags["version"].as_u64().unwrap()
+    }
+
+    /// Publishes on any route with the producer token: `user` is the `user_id` or, on the
+    /// routes that take a context, the context's `user_id`.
+    pub async fn publish(&self, route: &str, user: &str, event: Value) -> Published {
+        let (path, body) = route_request(route, user, event);
+        let (status, headers, body) = self
+            .post_json(path, Some(PRODUCER_TOKEN), body.to_string())
+            .await;
+        Published::new(status, &headers, &body)
     }
 
     /// Begins shutdown without waiting.
@@ -196,6 +255,72 @@ impl Gateway {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// The endpoint and body of a call on `route` ("router_broadcast", "scoped_broadcast",
+/// "user_event" or "broadcast").
+pub fn route_request(route: &str, user: &str, event: Value) -> (&'static str, Value) {
+    match route {
+        "router_broadcast" => (
+            "/v1/legacy/router/broadcast",
+            serde_json::json!({"user_id": user, "event": event}),
+        ),
+        "scoped_broadcast" => (
+            "/v1/legacy/scoped/broadcast",
+            serde_json::json!({"user_context": {"user_id": user, "thread_id": "thread-1", "run_id": "run-1"}, "event": event}),
+        ),
+        "user_event" => (
+            "/v1/legacy/user-event",
+            serde_json::json!({"event": event, "user_context": {"user_id": user, "thread_id": "thread-1", "run_id": "run-1"}}),
+        ),
+        "broadcast" => (
+            "/v1/broadcast",
+            serde_json::json!({"user_id": user, "event": event}),
+        ),
+        other => panic!("no route {other}"),
+    }
+}
+
+/// The routes, by name.
+pub const ROUTES: [&str; 4] = ["router_broadcast", "scoped_broadcast", "user_event", "broadcast"];
+
+/// A producer call's answer.
+#[derive(Debug)]
+pub struct Published {
+    pub status: StatusCode,
+    /// `X-Switchyard-Path`.
+    pub path: String,
+    /// `X-Switchyard-Flags-Version`.
+    pub flags_version: u64,
+    pub body: Value,
+}
+
+impl Published {
+    fn new(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Published {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .unwrap_or_else(|| panic!("every producer response carries {name}"))
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        Published {
+            status,
+            path: header("x-switchyard-path"),
+            flags_version: header("x-switchyard-flags-version").parse().unwrap(),
+            body: parse_json(body),
+        }
+    }
+
+    /// The count of sends the route reported: `sent`, or `successful_sends` on `broadcast`.
+    pub fn sent(&self) -> u64 {
+        self.body
+            .get("sent")
+            .or_else(|| self.body.get("successful_sends"))
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("no count in {}", self.body))
     }
 }
 
@@ -332,11 +457,18 @@ impl Producer {
 
     /// `POST /v1/broadcast`; returns the status and the JSON body.
     pub async fn broadcast(&mut self, user_id: &str, event: Value) -> (StatusCode, Value) {
-        let body = serde_json::json!({ "user_id": user_id, "event": event }).to_string();
+        let published = self.publish("broadcast", user_id, event).await;
+        (published.status, published.body)
+    }
+
+    /// Publishes on any route (see [`route_request`]).
+    pub async fn publish(&mut self, route: &str, user: &str, event: Value) -> Published {
+        let (path, body) = route_request(route, user, event);
+        let body = body.to_string();
         self.sender.ready().await.expect("connection ready");
         let request = Request::builder()
             .method(Method::POST)
-            .uri("/v1/broadcast")
+            .uri(path)
             .header("host", self.addr.to_string())
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {PRODUCER_TOKEN}"))
@@ -348,8 +480,9 @@ impl Producer {
             .await
             .expect("http request");
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, parse_json(&body))
+        Published::new(status, &headers, &body)
     }
 }
 

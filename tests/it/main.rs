@@ -6,8 +6,12 @@
 
 mod harness;
 
+mod admin_api;
 mod auth;
+mod cli;
+mod conformance;
 mod delivery;
+mod flip;
 mod liveness;
 mod metrics_format;
 mod producer_api;

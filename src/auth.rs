@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::config::AuthConfig;
 use crate::metrics::AuthFailure;
@@ -39,15 +39,12 @@ pub(crate) struct ClientIdentity {
 impl ClientIdentity {
     /// How long until the token expires, from now.
     pub(crate) fn remaining(&self) -> Option<Duration> {
-        let expires_at = self.expires_at?;
-        Some(Duration::from_secs(expires_at.saturating_sub(unix_now())))
+        let expires_at = Duration::from_secs(self.expires_at?);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Some(expires_at.saturating_sub(now))
     }
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-    exp: u64,
 }
 
 /// Checks client JWTs and named tokens.
@@ -99,6 +96,9 @@ impl Authenticator {
             ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
                 AuthFailure::WrongAlgorithm
             }
+            // `alg: none` and other algorithms the library does not know fail as bad JSON;
+            // a readable header with an `alg` is an algorithm we refuse, not garbage.
+            _ if header_names_an_algorithm(token) => AuthFailure::WrongAlgorithm,
             _ => AuthFailure::Malformed,
         })?;
         let (key, algorithm) = match header.alg {
@@ -114,10 +114,10 @@ impl Authenticator {
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECONDS;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|error| match error
-                .kind()
-            {
+        // Claims are read as a plain map so that a missing or mistyped claim reaches the
+        // library's claim validation (invalid_claims) instead of failing as bad JSON.
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation).map_err(
+            |error| match error.kind() {
                 ErrorKind::InvalidSignature => AuthFailure::BadSignature,
                 ErrorKind::ExpiredSignature => AuthFailure::Expired,
                 ErrorKind::InvalidAlgorithm
@@ -130,14 +130,17 @@ impl Authenticator {
                 | ErrorKind::InvalidIssuer
                 | ErrorKind::InvalidAudience => AuthFailure::InvalidClaims,
                 _ => AuthFailure::Malformed,
-            })?;
-        if data.claims.sub.is_empty() {
-            return Err(AuthFailure::InvalidClaims);
+            },
+        )?;
+        let sub = data.claims.get("sub").and_then(Value::as_str);
+        let exp = data.claims.get("exp").and_then(Value::as_u64);
+        match (sub, exp) {
+            (Some(sub), Some(exp)) if !sub.is_empty() => Ok(ClientIdentity {
+                user_id: sub.to_owned(),
+                expires_at: Some(exp),
+            }),
+            _ => Err(AuthFailure::InvalidClaims),
         }
-        Ok(ClientIdentity {
-            user_id: data.claims.sub,
-            expires_at: Some(data.claims.exp),
-        })
     }
 
     /// The name of the producer whose token is in `authorization`.
@@ -199,17 +202,23 @@ fn find_named<'a>(
     found.ok_or(unknown)
 }
 
+/// Whether the token's first segment is a JSON object with a string `alg`.
+fn header_names_an_algorithm(token: &str) -> bool {
+    let Some(encoded) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
+        .is_some_and(|header| header.get("alg").is_some_and(Value::is_string))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

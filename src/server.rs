@@ -20,6 +20,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::flags::store::FlagStore;
 use crate::metrics::Metrics;
+use crate::paths::Route;
 use crate::registry::Registry;
 
 /// What every handler shares.
@@ -41,18 +42,24 @@ pub(crate) struct AppState {
 pub(crate) fn public_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ws", get(ws::handler))
-        .route("/v1/broadcast", post(producer::broadcast))
         .route(
-            "/v1/legacy/router/broadcast",
+            producer::endpoint(Route::Broadcast),
+            post(producer::broadcast),
+        )
+        .route(
+            producer::endpoint(Route::RouterBroadcast),
             post(producer::router_broadcast),
         )
         .route(
-            "/v1/legacy/scoped/broadcast",
+            producer::endpoint(Route::ScopedBroadcast),
             post(producer::scoped_broadcast),
         )
-        .route("/v1/legacy/user-event", post(producer::user_event))
-        .fallback(api_error::not_found)
-        .method_not_allowed_fallback(api_error::method_not_allowed)
+        .route(
+            producer::endpoint(Route::UserEvent),
+            post(producer::user_event),
+        )
+        .fallback(producer::not_found)
+        .method_not_allowed_fallback(producer::method_not_allowed)
         .with_state(state)
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -56,6 +56,41 @@ pub(crate) async fn scoped_broadcast(
 /// `POST /v1/legacy/user-event`: `broadcast_user_event`.
 pub(crate) async fn user_event(State(state): State<Arc<AppState>>, request: Request) -> Response {
     serve(&state, Route::UserEvent, request).await
+}
+
+/// The public listener's 404: carries the path and flags headers like every producer answer.
+pub(crate) async fn not_found(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
+    with_route_headers(&state, &uri, ApiError::not_found().into_response())
+}
+
+/// The public listener's 405, with the path and flags headers.
+pub(crate) async fn method_not_allowed(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
+    with_route_headers(&state, &uri, ApiError::method_not_allowed().into_response())
+}
+
+/// Adds the path and flags-version headers to a response no route handler produced: the path
+/// is the one a user outside the canary would get on the route the URI names, or `legacy` for
+/// a URI that names no route (nothing new serves it).
+fn with_route_headers(state: &AppState, uri: &Uri, mut response: Response) -> Response {
+    let flags = state.flags.snapshot();
+    let route = Route::ALL
+        .into_iter()
+        .find(|route| endpoint(*route) == uri.path());
+    let path = route.map_or(PathKind::Legacy, |route| default_path(&flags, route));
+    let headers = response.headers_mut();
+    headers.insert(PATH_HEADER, HeaderValue::from_static(path.as_str()));
+    headers.insert(FLAGS_VERSION_HEADER, HeaderValue::from(flags.version));
+    response
+}
+
+/// The producer endpoint of each route.
+pub(crate) fn endpoint(route: Route) -> &'static str {
+    match route {
+        Route::Broadcast => "/v1/broadcast",
+        Route::RouterBroadcast => "/v1/legacy/router/broadcast",
+        Route::ScopedBroadcast => "/v1/legacy/scoped/broadcast",
+        Route::UserEvent => "/v1/legacy/user-event",
+    }
 }
 
 /// Serves one producer call on `route`: checks it, decides its path with one flag snapshot,

@@ -283,7 +283,12 @@ pub fn route_request(route: &str, user: &str, event: Value) -> (&'static str, Va
 }
 
 /// The routes, by name.
-pub const ROUTES: [&str; 4] = ["router_broadcast", "scoped_broadcast", "user_event", "broadcast"];
+pub const ROUTES: [&str; 4] = [
+    "router_broadcast",
+    "scoped_broadcast",
+    "user_event",
+    "broadcast",
+];
 
 /// A producer call's answer.
 #[derive(Debug)]

@@ -65,6 +65,7 @@ pub struct Limits {
     pub offline_queue_len: usize,
     pub offline_ttl: Duration,
     pub offline_total_bytes: usize,
+    pub shadow_queue_len: usize,
     pub heartbeat_interval: Duration,
     pub idle_timeout: Duration,
 }
@@ -160,6 +161,7 @@ struct RawLimits {
     offline_queue_len: usize,
     offline_ttl_ms: u64,
     offline_total_bytes: usize,
+    shadow_queue_len: usize,
     heartbeat_interval_ms: u64,
     idle_timeout_ms: u64,
 }
@@ -336,6 +338,7 @@ impl Limits {
             offline_queue_len: raw.offline_queue_len,
             offline_ttl: ms("limits.offline_ttl_ms", raw.offline_ttl_ms)?,
             offline_total_bytes: raw.offline_total_bytes,
+            shadow_queue_len: size("limits.shadow_queue_len", raw.shadow_queue_len)?,
             heartbeat_interval: ms("limits.heartbeat_interval_ms", raw.heartbeat_interval_ms)?,
             idle_timeout: ms("limits.idle_timeout_ms", raw.idle_timeout_ms)?,
         };

@@ -7,7 +7,8 @@
 //! - `registry`: live connections per user, per-connection send queues, offline queues.
 //! - `flags`: the validated, versioned flag snapshot, `flags.toml`, and the store that swaps it.
 //! - `routing`: the pure decision of which path serves an event; cohort hashing.
-//! - `paths`: the broadcast implementations: `paths::legacy` and `paths::ssot`.
+//! - `paths`: the broadcast implementations: `paths::legacy` and `paths::ssot`; plans.
+//! - `shadow`: comparing the shadow path's plan with the primary's, off the hot path.
 //! - `metrics`: every exported metric, on an owned registry.
 //! - `server`: the public listener (`/ws`, `/v1`) and the admin listener (`/metrics`, `/admin`).
 //! - [`client`]: a small WebSocket client for trying the gateway out.
@@ -26,6 +27,7 @@ mod paths;
 mod registry;
 mod routing;
 mod server;
+mod shadow;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +44,7 @@ use crate::flags::store::{FlagStore, Trigger};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryLimits};
 use crate::server::AppState;
+use crate::shadow::Shadow;
 
 /// How often expired offline events are swept away.
 const OFFLINE_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -108,6 +111,7 @@ pub async fn run(
             .map_err(|error| RunError::Flags(error.to_string()))?,
     );
     let grace = config.server.shutdown_grace;
+    let (shadow, comparisons) = Shadow::new(config.limits.shadow_queue_len, Arc::clone(&metrics));
     let tracker = TaskTracker::new();
     let state = Arc::new(AppState {
         config,
@@ -115,12 +119,14 @@ pub async fn run(
         registry: Arc::clone(&registry),
         metrics,
         flags: Arc::clone(&flags),
+        shadow: Arc::clone(&shadow),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         ready: Default::default(),
     });
 
     tracker.spawn(sweep_offline(Arc::clone(&registry), shutdown.clone()));
+    tracker.spawn(shadow.run(comparisons, shutdown.clone()));
     tracker.spawn(reload_on_file_change(Arc::clone(&flags), shutdown.clone()));
     tracker.spawn(reload_on_sighup(Arc::clone(&flags), shutdown.clone()));
 

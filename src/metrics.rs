@@ -11,6 +11,7 @@ use prometheus::{
 
 use crate::flags::store::Trigger;
 use crate::paths::{Origin, PathKind, Route};
+use crate::shadow::{ComparisonResult, MismatchKind};
 
 const N_ROUTES: usize = Route::ALL.len();
 const N_PATHS: usize = PathKind::ALL.len();
@@ -145,12 +146,15 @@ impl AuthFailure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
     Primary,
+    /// Planned as a dry run and compared, never delivered.
+    Shadow,
 }
 
 impl Role {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Primary => "primary",
+            Role::Shadow => "shadow",
         }
     }
 }
@@ -177,6 +181,8 @@ pub(crate) struct Metrics {
     pub(crate) flags_persist_failures: IntCounter,
     flags_reloads: IntCounterVec,
     rollbacks: IntCounterVec,
+    shadow_comparisons: [[IntCounter; ComparisonResult::ALL.len()]; N_ROUTES],
+    shadow_mismatches: [[IntCounter; MismatchKind::ALL.len()]; N_ROUTES],
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -219,7 +225,9 @@ impl Metrics {
         register(Box::new(events.clone()));
         for route in Route::ALL {
             for path in PathKind::ALL {
-                events.with_label_values(&[route.as_str(), path.as_str(), Role::Primary.as_str()]);
+                for role in [Role::Primary, Role::Shadow] {
+                    events.with_label_values(&[route.as_str(), path.as_str(), role.as_str()]);
+                }
             }
         }
 
@@ -379,7 +387,36 @@ impl Metrics {
             }
         }
 
+        let comparisons_vec = IntCounterVec::new(
+            Opts::new(
+                "shadow_comparisons_total",
+                "Shadow comparisons per route: match, mismatch, or skipped (comparison queue full).",
+            ),
+            &["route", "result"],
+        )
+        .expect("valid metric");
+        register(Box::new(comparisons_vec.clone()));
+        let shadow_comparisons = Route::ALL.map(|route| {
+            ComparisonResult::ALL
+                .map(|result| comparisons_vec.with_label_values(&[route.as_str(), result.as_str()]))
+        });
+        let mismatches_vec = IntCounterVec::new(
+            Opts::new(
+                "shadow_mismatches_total",
+                "Shadow mismatches per route and kind (a comparison may have several kinds).",
+            ),
+            &["route", "kind"],
+        )
+        .expect("valid metric");
+        register(Box::new(mismatches_vec.clone()));
+        let shadow_mismatches = Route::ALL.map(|route| {
+            MismatchKind::ALL
+                .map(|kind| mismatches_vec.with_label_values(&[route.as_str(), kind.as_str()]))
+        });
+
         Metrics {
+            shadow_comparisons,
+            shadow_mismatches,
             flag_ssot_percent,
             flag_shadow,
             flag_latched,
@@ -452,6 +489,14 @@ impl Metrics {
         self.flags_reloads
             .with_label_values(&[trigger.as_str(), if ok { "ok" } else { "error" }])
             .inc();
+    }
+
+    pub(crate) fn shadow_comparison(&self, route: Route, result: ComparisonResult) {
+        self.shadow_comparisons[route.index()][result as usize].inc();
+    }
+
+    pub(crate) fn shadow_mismatch(&self, route: Route, kind: MismatchKind) {
+        self.shadow_mismatches[route.index()][kind as usize].inc();
     }
 
     pub(crate) fn rollback(&self, route: Route, trigger: Trigger) {

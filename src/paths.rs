@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::registry::{Frame, Registry};
+use crate::registry::{Connection, Frame, Registry, UserView};
 
 /// A caller-facing broadcast contract. Each has its own producer endpoint and, later, its own flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -135,56 +135,229 @@ pub(crate) struct Delivery {
     pub(crate) queued: bool,
 }
 
-/// Carries out a prepared event: under the user's lock, the payload onto every live
+impl Delivery {
+    /// Nothing delivered.
+    pub(crate) const NONE: Delivery = Delivery {
+        connections_attempted: 0,
+        successful_sends: 0,
+        queued: false,
+    };
+}
+
+/// Where a plan would send an event.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Recipient {
+    /// A live connection, with the user it belongs to.
+    Connection { id: u64, user_id: Arc<str> },
+    /// The user's offline queue (SSOT, for a user with no connection).
+    OfflineQueue { user_id: String },
+}
+
+impl Recipient {
+    pub(crate) fn user_id(&self) -> &str {
+        match self {
+            Recipient::Connection { user_id, .. } => user_id,
+            Recipient::OfflineQueue { user_id } => user_id,
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Recipient::Connection { id, user_id } => format!("connection {id:x} of {user_id:?}"),
+            Recipient::OfflineQueue { user_id } => format!("offline queue of {user_id:?}"),
+        }
+    }
+}
+
+/// What one path would do with one event, against the registry as it was at that moment.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) path: PathKind,
+    /// The plan, or why the path refused the event.
+    pub(crate) result: Result<PlanBody, String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PlanBody {
+    pub(crate) recipients: Vec<Recipient>,
+    /// The exact payload every recipient would get.
+    pub(crate) payload: Utf8Bytes,
+    /// The count the path would report to the caller.
+    pub(crate) reported: usize,
+}
+
+/// What serving one event did.
+pub(crate) struct Served {
+    /// The primary path's preparation: the user it delivered to and the problems it corrected,
+    /// or why it refused the event.
+    pub(crate) primary: Result<(String, Vec<String>), PathError>,
+    pub(crate) delivery: Delivery,
+    /// The primary's and the shadow's plans, when a shadow path was given.
+    pub(crate) plans: Option<(Plan, Plan)>,
+}
+
+/// Serves one event: the primary path's plan is carried out; the shadow path's plan, if any, is
+/// computed against the same registry state under the same lock and only returned.
+pub(crate) fn serve(
+    registry: &Registry,
+    metrics: &Metrics,
+    origin: Origin,
+    primary: &dyn Path,
+    shadow: Option<(PathKind, &dyn Path)>,
+    call: &Call<'_>,
+    accepted_at: Instant,
+) -> Served {
+    let prepared = primary.prepare(call);
+    let Some((shadow_kind, shadow_path)) = shadow else {
+        return match prepared {
+            Ok(prepared) => {
+                let answer = (prepared.user_id.clone(), prepared.errors.clone());
+                let delivery = registry.with_user(&answer.0, |view| {
+                    deliver(view, metrics, origin, prepared, accepted_at)
+                });
+                Served {
+                    primary: Ok(answer),
+                    delivery,
+                    plans: None,
+                }
+            }
+            Err(error) => Served {
+                primary: Err(error),
+                delivery: Delivery::NONE,
+                plans: None,
+            },
+        };
+    };
+    let shadow_prepared = shadow_path.prepare(call);
+    let primary_key = prepared.as_ref().ok().map(|p| p.user_id.clone());
+    let shadow_key = shadow_prepared.as_ref().ok().map(|p| p.user_id.clone());
+    let Some(lock_key) = primary_key.clone().or_else(|| shadow_key.clone()) else {
+        // Both refused: nothing to plan against, and nothing differs but the reasons.
+        let plan = |path, result: &Result<Prepared, PathError>| Plan {
+            path,
+            result: Err(result
+                .as_ref()
+                .err()
+                .map_or_else(String::new, ToString::to_string)),
+        };
+        let plans = (
+            plan(origin.path, &prepared),
+            plan(shadow_kind, &shadow_prepared),
+        );
+        return Served {
+            primary: prepared.map(|p| (p.user_id, p.errors)),
+            delivery: Delivery::NONE,
+            plans: Some(plans),
+        };
+    };
+    let peek_key = match (&primary_key, &shadow_key) {
+        (Some(_), Some(shadow_key)) => Some(shadow_key.as_str()),
+        _ => None,
+    };
+    registry.with_user_and_peek(&lock_key, peek_key, |view, peeked| {
+        let live = connection_recipients(view.connections());
+        let shadow_live = peeked.unwrap_or_else(|| live.clone());
+        let primary_plan = plan(origin.path, &prepared, live);
+        let shadow_plan = plan(shadow_kind, &shadow_prepared, shadow_live);
+        let (primary, delivery) = match prepared {
+            Ok(prepared) => {
+                let answer = (prepared.user_id.clone(), prepared.errors.clone());
+                (
+                    Ok(answer),
+                    deliver(view, metrics, origin, prepared, accepted_at),
+                )
+            }
+            Err(error) => (Err(error), Delivery::NONE),
+        };
+        Served {
+            primary,
+            delivery,
+            plans: Some((primary_plan, shadow_plan)),
+        }
+    })
+}
+
+/// The recipients a set of live connections makes.
+pub(crate) fn connection_recipients(connections: &[Arc<Connection>]) -> Vec<Recipient> {
+    connections
+        .iter()
+        .map(|c| Recipient::Connection {
+            id: c.id,
+            user_id: Arc::clone(&c.user_id),
+        })
+        .collect()
+}
+
+/// A path's plan given the live connections of the user it prepared for.
+fn plan(path: PathKind, prepared: &Result<Prepared, PathError>, live: Vec<Recipient>) -> Plan {
+    let result = match prepared {
+        Err(error) => Err(error.to_string()),
+        Ok(prepared) => {
+            let reported = live.len();
+            let recipients = if live.is_empty() && prepared.offline_event.is_some() {
+                vec![Recipient::OfflineQueue {
+                    user_id: prepared.user_id.clone(),
+                }]
+            } else {
+                live
+            };
+            Ok(PlanBody {
+                recipients,
+                payload: prepared.payload.clone(),
+                reported,
+            })
+        }
+    };
+    Plan { path, result }
+}
+
+/// Carries out a prepared event on the user's locked view: the payload onto every live
 /// connection's send queue, or into the offline queue when there is none and the path keeps
 /// events for offline users.
-pub(crate) fn deliver(
-    registry: &Registry,
+fn deliver(
+    view: &mut UserView<'_>,
     metrics: &Metrics,
     origin: Origin,
     prepared: Prepared,
     accepted_at: Instant,
 ) -> Delivery {
     let Prepared {
-        user_id,
         payload,
         offline_event,
         ..
     } = prepared;
-    registry.with_user(&user_id, |view| {
-        let connections = view.connections();
-        if connections.is_empty() {
-            let queued = match offline_event {
-                Some(mut event) => {
-                    event.insert("recovered".to_owned(), Value::Bool(true));
-                    view.queue_offline(encode(&event), origin, accepted_at)
-                }
-                None => false,
-            };
-            return Delivery {
-                connections_attempted: 0,
-                successful_sends: 0,
-                queued,
-            };
-        }
-        let mut successful_sends = 0;
-        for connection in connections.iter().map(Arc::as_ref) {
-            let frame = Frame {
-                payload: payload.clone(),
-                origin: Some(origin),
-                accepted_at,
-            };
-            match connection.queue.push(frame) {
-                Ok(()) => successful_sends += 1,
-                Err(error) => metrics.deliveries(origin, error.outcome(), 1),
+    let connections = view.connections();
+    if connections.is_empty() {
+        let queued = match offline_event {
+            Some(mut event) => {
+                event.insert("recovered".to_owned(), Value::Bool(true));
+                view.queue_offline(encode(&event), origin, accepted_at)
             }
+            None => false,
+        };
+        return Delivery {
+            connections_attempted: 0,
+            successful_sends: 0,
+            queued,
+        };
+    }
+    let mut successful_sends = 0;
+    for connection in connections.iter().map(Arc::as_ref) {
+        let frame = Frame {
+            payload: payload.clone(),
+            origin: Some(origin),
+            accepted_at,
+        };
+        match connection.queue.push(frame) {
+            Ok(()) => successful_sends += 1,
+            Err(error) => metrics.deliveries(origin, error.outcome(), 1),
         }
-        Delivery {
-            connections_attempted: connections.len(),
-            successful_sends,
-            queued: false,
-        }
-    })
+    }
+    Delivery {
+        connections_attempted: connections.len(),
+        successful_sends,
+        queued: false,
+    }
 }
 
 /// Encodes a JSON object once, as the text every recipient's frame shares.

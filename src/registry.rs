@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::metrics::{CloseReason, Metrics, Outcome};
-use crate::paths::Origin;
+use crate::paths::{Origin, Recipient, connection_recipients};
 
 const N_SHARDS: usize = 64;
 
@@ -254,9 +254,12 @@ impl Registry {
             })
     }
 
+    fn shard_index(&self, user_id: &str) -> usize {
+        (self.hasher.hash_one(user_id) as usize) % self.shards.len()
+    }
+
     fn shard(&self, user_id: &str) -> MutexGuard<'_, HashMap<Arc<str>, UserEntry>> {
-        let index = (self.hasher.hash_one(user_id) as usize) % self.shards.len();
-        lock(&self.shards[index])
+        lock(&self.shards[self.shard_index(user_id)])
     }
 
     /// Registers a connection for `user_id`. Under the user's lock, its send queue first gets the
@@ -340,16 +343,61 @@ impl Registry {
     /// Runs `f` with the user's state locked, so that what it reads and what it enqueues form one
     /// step in that user's order. `f` must not block.
     pub(crate) fn with_user<R>(&self, user_id: &str, f: impl FnOnce(&mut UserView<'_>) -> R) -> R {
-        let now = Instant::now();
         let mut shard = self.shard(user_id);
+        self.view_in(&mut shard, user_id, f)
+    }
+
+    /// As [`Registry::with_user`], and with the live connections of `peek` read at the same
+    /// moment, both users' shards held together: the shadow path's view of the same instant.
+    /// Shards are always locked in index order, so two callers can never wait on each other.
+    pub(crate) fn with_user_and_peek<R>(
+        &self,
+        user_id: &str,
+        peek: Option<&str>,
+        f: impl FnOnce(&mut UserView<'_>, Option<Vec<Recipient>>) -> R,
+    ) -> R {
+        let Some(peek) = peek.filter(|peek| *peek != user_id) else {
+            return self.with_user(user_id, |view| f(view, None));
+        };
+        let snapshot = |shard: &HashMap<Arc<str>, UserEntry>| {
+            shard
+                .get(peek)
+                .map_or_else(Vec::new, |entry| connection_recipients(&entry.connections))
+        };
+        let (mine, theirs) = (self.shard_index(user_id), self.shard_index(peek));
+        if mine == theirs {
+            let mut shard = lock(&self.shards[mine]);
+            let peeked = snapshot(&shard);
+            return self.view_in(&mut shard, user_id, |view| f(view, Some(peeked)));
+        }
+        let (first, second) = (mine.min(theirs), mine.max(theirs));
+        let first_guard = lock(&self.shards[first]);
+        let second_guard = lock(&self.shards[second]);
+        let (mut my_shard, their_shard) = if mine == first {
+            (first_guard, second_guard)
+        } else {
+            (second_guard, first_guard)
+        };
+        let peeked = snapshot(&their_shard);
+        self.view_in(&mut my_shard, user_id, |view| f(view, Some(peeked)))
+    }
+
+    fn view_in<R>(
+        &self,
+        shard: &mut HashMap<Arc<str>, UserEntry>,
+        user_id: &str,
+        f: impl FnOnce(&mut UserView<'_>) -> R,
+    ) -> R {
         let mut view = UserView {
             entry: shard.get_mut(user_id),
             new_entry: None,
             registry: self,
-            now,
+            now: Instant::now(),
         };
         let result = f(&mut view);
-        if let Some(entry) = view.new_entry.take() {
+        let new_entry = view.new_entry.take();
+        drop(view);
+        if let Some(entry) = new_entry {
             shard.insert(Arc::from(user_id), entry);
         }
         result

@@ -22,6 +22,7 @@ use crate::flags::store::FlagStore;
 use crate::metrics::Metrics;
 use crate::paths::Route;
 use crate::registry::Registry;
+use crate::shadow::Shadow;
 
 /// What every handler shares.
 pub(crate) struct AppState {
@@ -30,6 +31,7 @@ pub(crate) struct AppState {
     pub(crate) registry: Arc<Registry>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) flags: Arc<FlagStore>,
+    pub(crate) shadow: Arc<Shadow>,
     /// Cancelled when shutdown begins; connections flush and close with 1001.
     pub(crate) shutdown: CancellationToken,
     /// Tracks every client connection task so shutdown can wait for them.
@@ -71,6 +73,7 @@ pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
         .route("/admin/flags/reload", post(admin::reload))
         .route("/admin/rollback", post(admin::rollback))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/shadow/mismatches", get(admin::shadow_mismatches))
         .route("/admin", any(admin::unknown))
         .route("/admin/{*rest}", any(admin::unknown))
         .method_not_allowed_fallback(api_error::method_not_allowed)

@@ -10,6 +10,7 @@
 //! | `POST /admin/flags/reload`          | re-read `flags.toml`                                 |
 //! | `POST /admin/rollback`              | every (or the listed) route to legacy, latched       |
 //! | `GET /admin/audit`                  | the change history                                   |
+//! | `GET /admin/shadow/mismatches`      | recent shadow mismatches with their diffs            |
 //!
 //! It is bound to its own address (loopback by default) so that metrics scraping and operator
 //! actions never share a port with client traffic.
@@ -32,8 +33,8 @@ use crate::flags::{FlagSet, Latch, Percent};
 use crate::paths::Route;
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
-    AuditView, FlagsReplace, FlagsView, GuardView, KillSwitchView, LatchView, ReloadView,
-    RollbackRequest, RoutePatch, RouteView, admin_request, rfc3339,
+    AuditView, DiffView, FlagsReplace, FlagsView, GuardView, KillSwitchView, LatchView,
+    MismatchView, ReloadView, RollbackRequest, RoutePatch, RouteView, admin_request, rfc3339,
 };
 use crate::server::{AppState, body};
 
@@ -261,6 +262,52 @@ pub(crate) async fn audit(
         })
         .collect();
     Json(views).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct MismatchQuery {
+    route: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /admin/shadow/mismatches?route=&limit=`: recent shadow mismatches, newest first.
+pub(crate) async fn shadow_mismatches(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<MismatchQuery>,
+) -> Result<Response, ApiError> {
+    let route = match query.route.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(Route::from_name(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_route",
+                format!("no route {name:?}"),
+            )
+        })?),
+    };
+    let samples = state.shadow.samples(route, query.limit.unwrap_or(50));
+    let views: Vec<MismatchView<'_>> = samples
+        .iter()
+        .map(|sample| MismatchView {
+            at: rfc3339(sample.at),
+            route: sample.route.as_str(),
+            user_id: &sample.user_id,
+            flags_version: sample.flags_version,
+            primary_path: sample.primary_path.as_str(),
+            shadow_path: sample.shadow_path.as_str(),
+            kinds: sample.kinds.iter().map(|k| k.as_str()).collect(),
+            diff: sample
+                .diff
+                .iter()
+                .map(|d| DiffView {
+                    pointer: &d.pointer,
+                    primary: &d.primary,
+                    shadow: &d.shadow,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(views).into_response())
 }
 
 /// Everything else under `/admin`, after authentication.

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::random_token;
+use crate::flags::store::unix_now;
 use crate::flags::{FlagSet, Percent};
 use crate::metrics::Role;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
@@ -24,6 +25,7 @@ use crate::routing::decide;
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{BroadcastResultBody, RouteRequest, SentBody};
 use crate::server::{AppState, body};
+use crate::shadow::Comparison;
 
 /// Names the path that served the call: `legacy` or `ssot`.
 pub(crate) const PATH_HEADER: HeaderName = HeaderName::from_static("x-switchyard-path");
@@ -125,35 +127,48 @@ async fn serve(state: &AppState, route: Route, request: Request) -> Response {
         path = decision.primary;
         let origin = Origin { route, path };
         state.metrics.event(origin, Role::Primary);
-        let started = Instant::now();
-        let prepared = paths::implementation(path).prepare(&Call {
-            user_id: &request.user_id,
-            event: &event,
+        let shadow = decision.shadow.map(|kind| {
+            state
+                .metrics
+                .event(Origin { route, path: kind }, Role::Shadow);
+            (kind, paths::implementation(kind))
         });
-        let answer = match prepared {
-            Ok(prepared) => {
-                let errors = prepared.errors.clone();
-                let user_id = prepared.user_id.clone();
-                let delivery = paths::deliver(
-                    &state.registry,
-                    &state.metrics,
-                    origin,
-                    prepared,
-                    accepted_at,
-                );
-                Ok(answer(route, user_id, &event, errors, delivery))
-            }
+        let started = Instant::now();
+        let served = paths::serve(
+            &state.registry,
+            &state.metrics,
+            origin,
+            paths::implementation(path),
+            shadow,
+            &Call {
+                user_id: &request.user_id,
+                event: &event,
+            },
+            accepted_at,
+        );
+        state
+            .metrics
+            .path_duration(origin)
+            .observe(started.elapsed().as_secs_f64());
+        if let Some((primary, shadow)) = served.plans {
+            state.shadow.submit(Comparison {
+                route,
+                target: request.user_id.clone(),
+                flags_version: flags.version,
+                ignore_fields: flags.route(route).ignore_fields.clone(),
+                primary,
+                shadow,
+                at: unix_now(),
+            });
+        }
+        match served.primary {
+            Ok((user_id, errors)) => Ok(answer(route, user_id, &event, errors, served.delivery)),
             Err(error) => Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_user_id",
                 error.to_string(),
             )),
-        };
-        state
-            .metrics
-            .path_duration(origin)
-            .observe(started.elapsed().as_secs_f64());
-        answer
+        }
     }
     .await;
     let mut response = match result {

@@ -369,6 +369,27 @@ pub(crate) struct AuditView<'a> {
     pub(crate) changes: &'a [String],
 }
 
+/// One `GET /admin/shadow/mismatches` sample.
+#[derive(Serialize)]
+pub(crate) struct MismatchView<'a> {
+    pub(crate) at: String,
+    pub(crate) route: &'static str,
+    pub(crate) user_id: &'a str,
+    pub(crate) flags_version: u64,
+    pub(crate) primary_path: &'static str,
+    pub(crate) shadow_path: &'static str,
+    pub(crate) kinds: Vec<&'static str>,
+    pub(crate) diff: Vec<DiffView<'a>>,
+}
+
+/// One difference: a JSON pointer (or `recipients`, `count`, `error`) and both sides.
+#[derive(Serialize)]
+pub(crate) struct DiffView<'a> {
+    pub(crate) pointer: &'a str,
+    pub(crate) primary: &'a str,
+    pub(crate) shadow: &'a str,
+}
+
 /// Parses a request body into one of the admin request types, as a 422 on a bad shape.
 pub(crate) fn admin_request<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, String> {
     serde_json::from_value(body).map_err(|error| error.to_string())

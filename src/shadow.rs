@@ -1,0 +1,451 @@
+//! Shadow comparison: what the other path *would* have done with an event, compared with what
+//! the primary did, off the hot path.
+//!
+//! Both plans are computed under the same user lock at the same moment (see
+//! `paths::serve`); this module only receives them, through a bounded queue, and compares them
+//! in its own task. When the queue is full the comparison is skipped and counted: shadow work
+//! can never delay, fail or change a delivery. Nothing here sends anything to anyone.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::paths::{PathKind, Plan, Recipient, Route};
+use crate::registry::lock;
+
+/// How many mismatch samples are kept for `GET /admin/shadow/mismatches`.
+const SAMPLES_KEPT: usize = 256;
+
+/// Values in a diff are cut to this many characters.
+const DIFF_VALUE_CHARS: usize = 200;
+
+/// At most this many diff entries are kept per sample.
+const DIFF_ENTRIES_KEPT: usize = 20;
+
+/// How the shadow plan differed from the primary's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum MismatchKind {
+    /// The shadow would have missed a recipient the primary reached.
+    RecipientsMissing,
+    /// The shadow would have reached a recipient the primary did not.
+    RecipientsExtra,
+    /// A plan reaches a connection of another user than the event's target: the worst kind.
+    CrossUser,
+    Payload,
+    Count,
+    /// One path rejected what the other accepted.
+    Error,
+}
+
+impl MismatchKind {
+    pub(crate) const ALL: [MismatchKind; 6] = [
+        MismatchKind::RecipientsMissing,
+        MismatchKind::RecipientsExtra,
+        MismatchKind::CrossUser,
+        MismatchKind::Payload,
+        MismatchKind::Count,
+        MismatchKind::Error,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            MismatchKind::RecipientsMissing => "recipients_missing",
+            MismatchKind::RecipientsExtra => "recipients_extra",
+            MismatchKind::CrossUser => "cross_user",
+            MismatchKind::Payload => "payload",
+            MismatchKind::Count => "count",
+            MismatchKind::Error => "error",
+        }
+    }
+}
+
+/// The result of one comparison, for `shadow_comparisons_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ComparisonResult {
+    Match,
+    Mismatch,
+    /// Not compared: the comparison queue was full.
+    Skipped,
+}
+
+impl ComparisonResult {
+    pub(crate) const ALL: [ComparisonResult; 3] = [
+        ComparisonResult::Match,
+        ComparisonResult::Mismatch,
+        ComparisonResult::Skipped,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ComparisonResult::Match => "match",
+            ComparisonResult::Mismatch => "mismatch",
+            ComparisonResult::Skipped => "skipped",
+        }
+    }
+}
+
+/// One event's two plans, waiting to be compared.
+pub(crate) struct Comparison {
+    pub(crate) route: Route,
+    /// The user the caller named (the route's target).
+    pub(crate) target: String,
+    pub(crate) flags_version: u64,
+    /// The route's `ignore_fields` from the snapshot that decided the event.
+    pub(crate) ignore_fields: Vec<String>,
+    pub(crate) primary: Plan,
+    pub(crate) shadow: Plan,
+    /// Unix seconds.
+    pub(crate) at: u64,
+}
+
+/// One difference, readable: where, what the primary had, what the shadow had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DiffEntry {
+    /// A JSON pointer into the payload, or `recipients`, `count`, `error`.
+    pub(crate) pointer: String,
+    pub(crate) primary: String,
+    pub(crate) shadow: String,
+}
+
+/// A kept mismatch, for `GET /admin/shadow/mismatches`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MismatchSample {
+    pub(crate) at: u64,
+    pub(crate) route: Route,
+    pub(crate) user_id: String,
+    pub(crate) flags_version: u64,
+    pub(crate) primary_path: PathKind,
+    pub(crate) shadow_path: PathKind,
+    pub(crate) kinds: Vec<MismatchKind>,
+    pub(crate) diff: Vec<DiffEntry>,
+}
+
+/// The comparator: a bounded queue in, metrics and samples out.
+pub(crate) struct Shadow {
+    queue: mpsc::Sender<Comparison>,
+    metrics: Arc<Metrics>,
+    samples: Mutex<VecDeque<MismatchSample>>,
+}
+
+impl Shadow {
+    /// A comparator whose queue holds `capacity` comparisons; the receiver goes to [`Shadow::run`].
+    pub(crate) fn new(
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Shadow>, mpsc::Receiver<Comparison>) {
+        let (queue, receiver) = mpsc::channel(capacity.max(1));
+        let shadow = Shadow {
+            queue,
+            metrics,
+            samples: Mutex::new(VecDeque::new()),
+        };
+        (Arc::new(shadow), receiver)
+    }
+
+    /// Hands a comparison to the comparator without waiting; a full queue skips it.
+    pub(crate) fn submit(&self, comparison: Comparison) {
+        let route = comparison.route;
+        if self.queue.try_send(comparison).is_err() {
+            self.metrics
+                .shadow_comparison(route, ComparisonResult::Skipped);
+        }
+    }
+
+    /// Compares queued plans until shutdown.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        mut receiver: mpsc::Receiver<Comparison>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                comparison = receiver.recv() => match comparison {
+                    Some(comparison) => self.record(&comparison),
+                    None => return,
+                },
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Compares one event's plans and records the outcome.
+    pub(crate) fn record(&self, comparison: &Comparison) {
+        let (kinds, diff) = compare(comparison);
+        let route = comparison.route;
+        if kinds.is_empty() {
+            self.metrics
+                .shadow_comparison(route, ComparisonResult::Match);
+            return;
+        }
+        self.metrics
+            .shadow_comparison(route, ComparisonResult::Mismatch);
+        for kind in &kinds {
+            self.metrics.shadow_mismatch(route, *kind);
+        }
+        if kinds.contains(&MismatchKind::CrossUser) {
+            tracing::warn!(
+                route = route.as_str(),
+                user_id = %comparison.target,
+                primary = comparison.primary.path.as_str(),
+                shadow = comparison.shadow.path.as_str(),
+                flags_version = comparison.flags_version,
+                diff = ?diff,
+                "shadow comparison found a cross-user recipient"
+            );
+        }
+        let sample = MismatchSample {
+            at: comparison.at,
+            route,
+            user_id: comparison.target.clone(),
+            flags_version: comparison.flags_version,
+            primary_path: comparison.primary.path,
+            shadow_path: comparison.shadow.path,
+            kinds,
+            diff,
+        };
+        let mut samples = lock(&self.samples);
+        if samples.len() == SAMPLES_KEPT {
+            samples.pop_front();
+        }
+        samples.push_back(sample);
+    }
+
+    /// The newest mismatch samples, newest first, optionally for one route.
+    pub(crate) fn samples(&self, route: Option<Route>, limit: usize) -> Vec<MismatchSample> {
+        lock(&self.samples)
+            .iter()
+            .rev()
+            .filter(|sample| route.is_none_or(|route| sample.route == route))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Compares two plans: the kinds of mismatch (empty for a match) and a readable diff.
+pub(crate) fn compare(comparison: &Comparison) -> (Vec<MismatchKind>, Vec<DiffEntry>) {
+    let mut kinds = BTreeSet::new();
+    let mut diff = Vec::new();
+    let target = comparison.target.trim();
+    for plan in [&comparison.primary, &comparison.shadow] {
+        let Ok(body) = &plan.result else { continue };
+        for recipient in &body.recipients {
+            if recipient.user_id().trim() != target {
+                kinds.insert(MismatchKind::CrossUser);
+                diff.push(DiffEntry {
+                    pointer: "recipients".to_owned(),
+                    primary: format!("target {target:?}"),
+                    shadow: format!(
+                        "{} plan reaches {} of user {:?}",
+                        plan.path.as_str(),
+                        recipient.describe(),
+                        recipient.user_id()
+                    ),
+                });
+            }
+        }
+    }
+    match (&comparison.primary.result, &comparison.shadow.result) {
+        (Ok(primary), Ok(shadow)) => {
+            let primary_recipients: BTreeSet<&Recipient> = primary.recipients.iter().collect();
+            let shadow_recipients: BTreeSet<&Recipient> = shadow.recipients.iter().collect();
+            let missing: Vec<String> = primary_recipients
+                .difference(&shadow_recipients)
+                .map(|r| r.describe())
+                .collect();
+            let extra: Vec<String> = shadow_recipients
+                .difference(&primary_recipients)
+                .map(|r| r.describe())
+                .collect();
+            if !missing.is_empty() {
+                kinds.insert(MismatchKind::RecipientsMissing);
+                diff.push(DiffEntry {
+                    pointer: "recipients".to_owned(),
+                    primary: missing.join(", "),
+                    shadow: "(would miss)".to_owned(),
+                });
+            }
+            if !extra.is_empty() {
+                kinds.insert(MismatchKind::RecipientsExtra);
+                diff.push(DiffEntry {
+                    pointer: "recipients".to_owned(),
+                    primary: "(not reached)".to_owned(),
+                    shadow: extra.join(", "),
+                });
+            }
+            if primary.reported != shadow.reported {
+                kinds.insert(MismatchKind::Count);
+                diff.push(DiffEntry {
+                    pointer: "count".to_owned(),
+                    primary: primary.reported.to_string(),
+                    shadow: shadow.reported.to_string(),
+                });
+            }
+            let payload_diff =
+                payload_diff(&primary.payload, &shadow.payload, &comparison.ignore_fields);
+            if !payload_diff.is_empty() {
+                kinds.insert(MismatchKind::Payload);
+                diff.extend(payload_diff);
+            }
+        }
+        (Err(primary), Err(shadow)) => {
+            if primary != shadow {
+                // Both refused, for different reasons: the same outcome for the caller's event.
+                tracing::debug!(primary, shadow, "both paths rejected the event");
+            }
+        }
+        (primary, shadow) => {
+            kinds.insert(MismatchKind::Error);
+            let describe = |result: &Result<_, String>| match result {
+                Ok(_) => "accepted".to_owned(),
+                Err(error) => format!("rejected: {error}"),
+            };
+            diff.push(DiffEntry {
+                pointer: "error".to_owned(),
+                primary: describe(primary),
+                shadow: describe(shadow),
+            });
+        }
+    }
+    diff.truncate(DIFF_ENTRIES_KEPT);
+    (kinds.into_iter().collect(), diff)
+}
+
+/// The structural difference of two JSON payloads, skipping `ignore_fields` (top-level names or
+/// JSON pointers; a pointer also covers everything below it).
+pub(crate) fn payload_diff(
+    primary: &str,
+    shadow: &str,
+    ignore_fields: &[String],
+) -> Vec<DiffEntry> {
+    let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+    let ignored: Vec<String> = ignore_fields
+        .iter()
+        .map(|field| {
+            if field.starts_with('/') {
+                field.clone()
+            } else {
+                format!("/{}", escape_pointer(field))
+            }
+        })
+        .collect();
+    let mut diff = Vec::new();
+    walk(
+        String::new(),
+        Some(&parse(primary)),
+        Some(&parse(shadow)),
+        &ignored,
+        &mut diff,
+    );
+    diff
+}
+
+fn walk(
+    pointer: String,
+    primary: Option<&Value>,
+    shadow: Option<&Value>,
+    ignored: &[String],
+    diff: &mut Vec<DiffEntry>,
+) {
+    if ignored
+        .iter()
+        .any(|i| pointer == *i || pointer.starts_with(&format!("{i}/")))
+    {
+        return;
+    }
+    match (primary, shadow) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                walk(
+                    format!("{pointer}/{}", escape_pointer(key)),
+                    a.get(key),
+                    b.get(key),
+                    ignored,
+                    diff,
+                );
+            }
+        }
+        (Some(Value::Array(a)), Some(Value::Array(b))) => {
+            for index in 0..a.len().max(b.len()) {
+                walk(
+                    format!("{pointer}/{index}"),
+                    a.get(index),
+                    b.get(index),
+                    ignored,
+                    diff,
+                );
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => diff.push(DiffEntry {
+            pointer: if pointer.is_empty() {
+                "/".to_owned()
+            } else {
+                pointer
+            },
+            primary: show(a),
+            shadow: show(b),
+        }),
+    }
+}
+
+fn show(value: Option<&Value>) -> String {
+    match value {
+        None => "(absent)".to_owned(),
+        Some(value) => {
+            let text = value.to_string();
+            if text.chars().count() > DIFF_VALUE_CHARS {
+                let cut: String = text.chars().take(DIFF_VALUE_CHARS).collect();
+                format!("{cut}…")
+            } else {
+                text
+            }
+        }
+    }
+}
+
+fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_diff_is_structural_and_honours_ignore_fields() {
+        let primary =
+            r#"{"type":"x","recipient_id":"mallory","data":{"a":1,"b":[1,2]},"timestamp":1}"#;
+        let shadow =
+            r#"{"type":"x","recipient_id":"alice","data":{"a":1,"b":[1,3]},"timestamp":2}"#;
+        let diff = payload_diff(primary, shadow, &["timestamp".to_owned()]);
+        let pointers: Vec<&str> = diff.iter().map(|d| d.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/data/b/1", "/recipient_id"]);
+        assert_eq!(diff[1].primary, "\"mallory\"");
+        assert_eq!(diff[1].shadow, "\"alice\"");
+        let ignored = payload_diff(
+            primary,
+            shadow,
+            &[
+                "timestamp".to_owned(),
+                "recipient_id".to_owned(),
+                "/data/b".to_owned(),
+            ],
+        );
+        assert!(ignored.is_empty(), "{ignored:?}");
+        let extra_key = payload_diff(r#"{"a":1}"#, r#"{"a":1,"b":2}"#, &[]);
+        assert_eq!(extra_key[0].primary, "(absent)");
+    }
+
+    #[test]
+    fn long_values_are_truncated() {
+        let long = "x".repeat(1000);
+        let diff = payload_diff(&format!(r#"{{"a":"{long}"}}"#), r#"{"a":"y"}"#, &[]);
+        assert!(diff[0].primary.chars().count() <= DIFF_VALUE_CHARS + 1);
+    }
+}

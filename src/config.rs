@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The embedded defaults, also printed by `switchyard config defaults`.
+/// The embedded defaults, also printed by `switchyard defaults`.
 pub const DEFAULTS_TOML: &str = include_str!("config/defaults.toml");
 
 const ENV_PREFIX: &str = "SWITCHYARD_";

@@ -138,11 +138,7 @@ enum FlagsCommand {
 #[derive(clap::Args)]
 struct AdminArgs {
     /// The gateway's admin listener.
-    #[arg(
-        long,
-        env = "SWITCHYARD_ADMIN_URL",
-        default_value = "http://127.0.0.1:9090"
-    )]
+    #[arg(long, env = "ADMIN_URL", default_value = "http://127.0.0.1:9090")]
     admin_url: String,
     /// An admin token (as printed by `serve --dev`).
     #[arg(long, env = "ADMIN_TOKEN")]

@@ -365,3 +365,165 @@ pub(crate) fn encode(event: &Map<String, Value>) -> Utf8Bytes {
     let text = serde_json::to_string(event).expect("a JSON map always serialises");
     Utf8Bytes::from(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::registry::RegistryLimits;
+    use crate::shadow::{Comparison, MismatchKind, Shadow, compare};
+
+    /// A candidate path that is wrong in the worst way: it sends every event to "bob".
+    struct SendsToBob;
+
+    impl Path for SendsToBob {
+        fn prepare(&self, call: &Call<'_>) -> Result<Prepared, PathError> {
+            Ok(Prepared {
+                user_id: "bob".to_owned(),
+                payload: encode(call.event),
+                offline_event: None,
+                errors: Vec::new(),
+            })
+        }
+    }
+
+    const ORIGIN: Origin = Origin {
+        route: Route::RouterBroadcast,
+        path: PathKind::Legacy,
+    };
+
+    fn registry(metrics: &Arc<Metrics>) -> Registry {
+        Registry::new(
+            RegistryLimits {
+                max_connections: 10,
+                max_connections_per_user: 4,
+                send_queue_bytes: 1 << 20,
+                offline_queue_len: 10,
+                offline_ttl: Duration::from_secs(60),
+                offline_total_bytes: 1 << 20,
+            },
+            Arc::clone(metrics),
+        )
+    }
+
+    fn queued(connection: &Connection) -> Vec<String> {
+        let mut frames = Vec::new();
+        connection.queue.take(&mut frames);
+        frames
+            .iter()
+            .map(|f| f.payload.as_str().to_owned())
+            .collect()
+    }
+
+    fn comparison(served: Served) -> Comparison {
+        let (primary, shadow) = served.plans.expect("a shadow was given");
+        Comparison {
+            route: ORIGIN.route,
+            target: "alice".to_owned(),
+            flags_version: 1,
+            ignore_fields: Vec::new(),
+            primary,
+            shadow,
+            at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wrong_candidate_path_is_caught_as_cross_user_and_delivers_nothing() {
+        let metrics = Arc::new(Metrics::new());
+        let registry = registry(&metrics);
+        let alice = registry.register("alice", |_| "hello".into()).unwrap();
+        let bob = registry.register("bob", |_| "hello".into()).unwrap();
+        assert_eq!(queued(&alice), ["hello"]);
+        assert_eq!(queued(&bob), ["hello"]);
+
+        let event = json!({"type": "agent_started"});
+        let event = event.as_object().unwrap();
+        let call = Call {
+            user_id: "alice",
+            event,
+        };
+        let served = serve(
+            &registry,
+            &metrics,
+            ORIGIN,
+            &legacy::Legacy,
+            Some((PathKind::Ssot, &SendsToBob)),
+            &call,
+            Instant::now(),
+        );
+        assert_eq!(served.delivery.successful_sends, 1);
+        assert_eq!(queued(&alice), [r#"{"type":"agent_started"}"#]);
+        assert!(
+            queued(&bob).is_empty(),
+            "the shadow plan is never carried out"
+        );
+        let (kinds, diff) = compare(&comparison(served));
+        assert!(kinds.contains(&MismatchKind::CrossUser), "{kinds:?}");
+        assert!(
+            kinds.contains(&MismatchKind::RecipientsMissing),
+            "{kinds:?}"
+        );
+        assert!(kinds.contains(&MismatchKind::RecipientsExtra), "{kinds:?}");
+        assert!(
+            diff.iter().any(|d| d.shadow.contains("\"bob\"")),
+            "the diff names the foreign user: {diff:?}"
+        );
+
+        // As the primary it would deliver to bob, which is why it is only ever a candidate:
+        // the comparison still flags it.
+        let served = serve(
+            &registry,
+            &metrics,
+            ORIGIN,
+            &SendsToBob,
+            Some((PathKind::Legacy, &legacy::Legacy)),
+            &call,
+            Instant::now(),
+        );
+        assert_eq!(queued(&bob).len(), 1);
+        let (kinds, _) = compare(&comparison(served));
+        assert!(kinds.contains(&MismatchKind::CrossUser), "{kinds:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_comparator_skips_comparisons_and_delays_no_delivery() {
+        let metrics = Arc::new(Metrics::new());
+        let registry = registry(&metrics);
+        let alice = registry.register("alice", |_| "hello".into()).unwrap();
+        queued(&alice);
+        // Nothing ever reads the comparison queue: the comparator is stalled.
+        let (shadow, _stalled_receiver) = Shadow::new(2, Arc::clone(&metrics));
+        for seq in 0..10 {
+            let event = json!({"type": "agent_thinking", "seq": seq});
+            let served = serve(
+                &registry,
+                &metrics,
+                ORIGIN,
+                &legacy::Legacy,
+                Some((PathKind::Ssot, &ssot::Ssot)),
+                &Call {
+                    user_id: "alice",
+                    event: event.as_object().unwrap(),
+                },
+                Instant::now(),
+            );
+            assert_eq!(served.delivery.successful_sends, 1);
+            shadow.submit(comparison(served));
+        }
+        assert_eq!(queued(&alice).len(), 10, "every event was delivered");
+        let text = metrics.render();
+        let skipped = text
+            .lines()
+            .find(|l| {
+                l.starts_with("switchyard_shadow_comparisons_total")
+                    && l.contains("route=\"router_broadcast\"")
+                    && l.contains("result=\"skipped\"")
+            })
+            .unwrap();
+        assert!(skipped.ends_with(" 8"), "{skipped}");
+    }
+}

@@ -16,3 +16,4 @@ mod liveness;
 mod metrics_format;
 mod producer_api;
 mod readme;
+mod shadow;

@@ -1,1 +1,375 @@
-//! (tests to come)
+//! The README's walkthrough works as written: its run, client and publish commands, taken from the
+//! README itself, start the real binary, connect the built-in client and deliver the published
+//! event to it. Also the README's claims about refusing to start, its metric names, and that its
+//! test command is the one CI runs.
+//!
+//! Commands are found by the HTML comment `<!-- readme-test: NAME -->` right before their fenced
+//! block, so rewording the prose around them cannot silently unhook this test.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
+
+use crate::harness::{PROMPTLY, http, parse_json};
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
+/// The address the README's commands use: the default `server.listen`.
+const README_ADDR: &str = "127.0.0.1:8080";
+/// How long the gateway may take to stop after SIGTERM (its default grace period is 10 s).
+const SHUTDOWN: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
+    let readme = read_readme();
+    let run_args = cargo_run_args(&readme_block(&readme, "run"));
+    let client_args = cargo_run_args(&readme_block(&readme, "client"));
+    let publish = readme_block(&readme, "publish");
+    assert_eq!(run_args, ["serve", "--dev"], "the README's run command");
+    assert!(
+        !client_args.iter().any(|arg| arg == "--url"),
+        "the README's client command uses the default URL: {client_args:?}"
+    );
+    let client_user = value_after(&client_args, "--user-id");
+    let body = publish_body(&publish);
+    assert_eq!(
+        body["user_id"], client_user,
+        "the README publishes to the user its client connects as"
+    );
+
+    // The gateway, on port 0 instead of the README's 8080.
+    let mut gateway = switchyard()
+        .args(&run_args)
+        .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
+        .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start switchyard serve");
+    let mut gateway_out = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let (mut addresses, mut producer_token) = (None, None);
+    while addresses.is_none() || producer_token.is_none() {
+        let line = next_line(&mut gateway_out, "gateway").await;
+        if line.starts_with("switchyard listening:") {
+            addresses = Some(parse_listening(&line));
+        } else if let Some(rest) = line.strip_prefix("export PRODUCER_TOKEN=") {
+            let token = rest.split_whitespace().next();
+            producer_token = Some(token.expect("a token after PRODUCER_TOKEN=").to_owned());
+        }
+    }
+    let ((public, admin), producer_token) = (addresses.unwrap(), producer_token.unwrap());
+
+    // The README's client, pointed at the bound address.
+    let mut client = switchyard()
+        .args(&client_args)
+        .args(["--url", &format!("ws://{public}/ws")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard client");
+    let mut client_out = BufReader::new(client.stdout.take().unwrap()).lines();
+    let greeting = parse_json(next_line(&mut client_out, "client").await.as_bytes());
+    assert_eq!(greeting["type"], "connection_established", "{greeting}");
+    assert_eq!(greeting["data"]["user_id"], client_user, "{greeting}");
+
+    // The README's curl command, verbatim but for the address.
+    assert!(
+        publish.contains(README_ADDR),
+        "the publish command targets {README_ADDR}: {publish}"
+    );
+    let publish = publish.replace(README_ADDR, &public.to_string());
+    let curl = tokio::time::timeout(
+        PROMPTLY,
+        Command::new("sh")
+            .args(["-c", &publish])
+            .env("PRODUCER_TOKEN", &producer_token)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("curl finishes promptly")
+    .expect("run sh -c <publish command>");
+    assert!(curl.status.success(), "publish command failed: {curl:?}");
+    let result = parse_json(&curl.stdout);
+    assert_eq!(result["successful_sends"], 1, "{result}");
+    assert_eq!(result["user_id"], client_user, "{result}");
+
+    let frame = parse_json(next_line(&mut client_out, "client").await.as_bytes());
+    assert_eq!(
+        frame, body["event"],
+        "the client prints the published event"
+    );
+
+    // Every metric the README names is one the gateway exports.
+    let (status, _, metrics) = http(admin, Method::GET, "/metrics", &[], Bytes::new()).await;
+    assert_eq!(status.as_u16(), 200);
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    let unknown: Vec<String> = metric_names_in(&readme)
+        .into_iter()
+        .filter(|name| !is_exported(&metrics, name))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "the README names metrics /metrics does not export: {unknown:?}"
+    );
+
+    // SIGTERM: the gateway closes the client with 1001 and exits 0; the client exits 0 too.
+    let pid = gateway.id().expect("gateway still running").to_string();
+    // The shell's own `kill`, so the test needs no procps.
+    let kill = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(kill.success(), "kill -TERM {pid}: {kill}");
+    let gateway_status = tokio::time::timeout(SHUTDOWN, gateway.wait())
+        .await
+        .expect("the gateway exits after SIGTERM")
+        .unwrap();
+    assert_eq!(gateway_status.code(), Some(0), "gateway: {gateway_status}");
+    let mut client_err = String::new();
+    client
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut client_err)
+        .await
+        .unwrap();
+    let client_status = tokio::time::timeout(PROMPTLY, client.wait())
+        .await
+        .expect("the client exits once the gateway closes it")
+        .unwrap();
+    assert!(
+        client_status.success(),
+        "client: {client_status}, {client_err}"
+    );
+    assert!(
+        client_err.contains("code 1001"),
+        "client stderr: {client_err}"
+    );
+    assert_eq!(
+        tokio::time::timeout(PROMPTLY, client_out.next_line())
+            .await
+            .expect("client output ends")
+            .unwrap(),
+        None,
+        "the client prints nothing after the event"
+    );
+}
+
+#[tokio::test]
+async fn serve_without_dev_or_secrets_exits_64_naming_the_missing_key() {
+    let readme = read_readme();
+    let run_args = cargo_run_args(&readme_block(&readme, "run"));
+    let args: Vec<&String> = run_args.iter().filter(|arg| *arg != "--dev").collect();
+    assert_eq!(args, ["serve"]);
+    let output = exit_output(
+        switchyard()
+            .args(args)
+            .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
+            .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0"),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(stderr.contains("auth.jwt_secret"), "stderr: {stderr}");
+    assert!(output.stdout.is_empty(), "nothing served: {output:?}");
+}
+
+#[tokio::test]
+async fn dev_mode_refuses_a_non_loopback_address() {
+    let output = exit_output(
+        switchyard()
+            .args(["serve", "--dev", "--listen", "0.0.0.0:0"])
+            .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0"),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(stderr.contains("0.0.0.0:0"), "stderr: {stderr}");
+    assert!(output.stdout.is_empty(), "nothing served: {output:?}");
+}
+
+#[tokio::test]
+async fn readme_test_command_is_what_ci_runs() {
+    let readme = read_readme();
+    let test_command = readme_block(&readme, "test");
+    assert_eq!(
+        test_command.lines().count(),
+        1,
+        "one test command: {test_command}"
+    );
+    let ci = std::fs::read_to_string(Path::new(MANIFEST_DIR).join(".ci/run")).expect(".ci/run");
+    let commands: Vec<&str> = ci
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter(|line| !line.starts_with("set ") && !line.starts_with("cd "))
+        .map(|line| line.strip_prefix("exec ").unwrap_or(line))
+        .collect();
+    assert_eq!(
+        commands,
+        [test_command.as_str()],
+        ".ci/run runs exactly the README's test command"
+    );
+    let script = test_command.split_whitespace().next().expect("a command");
+    let mode = std::fs::metadata(Path::new(MANIFEST_DIR).join(script))
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
+        .permissions();
+    assert!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o111 != 0,
+        "{script} is executable"
+    );
+}
+
+fn read_readme() -> String {
+    let path = Path::new(MANIFEST_DIR).join("README.md");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The contents of the fenced block right after `<!-- readme-test: NAME -->`.
+fn readme_block(readme: &str, name: &str) -> String {
+    let marker = format!("<!-- readme-test: {name} -->");
+    let mut found = readme.match_indices(&marker);
+    let (at, _) = found
+        .next()
+        .unwrap_or_else(|| panic!("README.md has no {marker}"));
+    assert!(found.next().is_none(), "README.md has {marker} twice");
+    let mut lines = readme[at + marker.len()..]
+        .lines()
+        .skip(1)
+        .skip_while(|line| line.trim().is_empty());
+    let fence = lines.next().unwrap_or_default();
+    assert!(
+        fence.starts_with("```"),
+        "a fenced block follows {marker}, found {fence:?}"
+    );
+    let mut block = Vec::new();
+    for line in lines {
+        if line.starts_with("```") {
+            let block = block.join("\n");
+            assert!(
+                !block.trim().is_empty(),
+                "the block after {marker} is empty"
+            );
+            return block;
+        }
+        block.push(line);
+    }
+    panic!("the block after {marker} is not closed");
+}
+
+/// The program arguments of `cargo run [cargo options] -- ARGS`.
+fn cargo_run_args(command: &str) -> Vec<String> {
+    assert!(
+        !command.contains(['"', '\'', '\\', '$', '\n']),
+        "a plain one-line command: {command:?}"
+    );
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words[..2], ["cargo", "run"], "{command}");
+    let separator = words
+        .iter()
+        .position(|word| *word == "--")
+        .unwrap_or_else(|| panic!("`--` before the program's arguments: {command}"));
+    words[separator + 1..]
+        .iter()
+        .map(|word| word.to_string())
+        .collect()
+}
+
+fn value_after<'a>(args: &'a [String], flag: &str) -> &'a str {
+    let at = args
+        .iter()
+        .position(|arg| arg == flag)
+        .unwrap_or_else(|| panic!("{flag} in {args:?}"));
+    args.get(at + 1)
+        .unwrap_or_else(|| panic!("a value after {flag}"))
+}
+
+/// The JSON body of the publish command: its `-d '...'` argument.
+fn publish_body(command: &str) -> Value {
+    let (_, rest) = command
+        .split_once("-d '")
+        .unwrap_or_else(|| panic!("a -d '<json>' body in {command}"));
+    let (body, _) = rest.split_once('\'').expect("the body's closing quote");
+    parse_json(body.as_bytes())
+}
+
+/// The `switchyard` binary, run from the repository root as the README's commands are, with no
+/// `SWITCHYARD_*` variables from the test's environment, and killed if the test ends early.
+fn switchyard() -> Command {
+    let mut command = Command::new(BINARY);
+    command.current_dir(MANIFEST_DIR).kill_on_drop(true);
+    for (var, _) in std::env::vars().filter(|(var, _)| var.starts_with("SWITCHYARD_")) {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// Runs a command that should exit at once, with its output.
+async fn exit_output(command: &mut Command) -> Output {
+    tokio::time::timeout(PROMPTLY, command.output())
+        .await
+        .expect("the process exits promptly")
+        .expect("run switchyard")
+}
+
+async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>, who: &str) -> String {
+    tokio::time::timeout(PROMPTLY, lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("{who} prints a line promptly"))
+        .unwrap_or_else(|e| panic!("reading {who}'s output: {e}"))
+        .unwrap_or_else(|| panic!("{who}'s output ended early"))
+}
+
+/// The public and admin addresses from `switchyard listening: clients and producers on
+/// http://ADDR, admin on http://ADDR`.
+fn parse_listening(line: &str) -> (SocketAddr, SocketAddr) {
+    let address_after = |label: &str| -> SocketAddr {
+        let (_, rest) = line
+            .split_once(label)
+            .unwrap_or_else(|| panic!("{label:?} in {line:?}"));
+        let address = rest.split([',', ' ']).next().unwrap_or_default();
+        address
+            .parse()
+            .unwrap_or_else(|e| panic!("{address:?} in {line:?}: {e}"))
+    };
+    (
+        address_after("clients and producers on http://"),
+        address_after("admin on http://"),
+    )
+}
+
+/// Every `switchyard_…` metric name the text mentions, without repeats.
+fn metric_names_in(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .match_indices("switchyard_")
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Whether `/metrics` declares `name` (a histogram's `_bucket`, `_sum`, `_count` included).
+fn is_exported(metrics: &str, name: &str) -> bool {
+    let declared = |name: &str| {
+        let type_line = format!("# TYPE {name} ");
+        metrics.lines().any(|line| line.starts_with(&type_line))
+    };
+    declared(name)
+        || ["_bucket", "_sum", "_count"]
+            .iter()
+            .any(|suffix| name.strip_suffix(suffix).is_some_and(declared))
+}

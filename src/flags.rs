@@ -181,11 +181,22 @@ impl FlagSet {
     /// Parses and validates a flags document; `origin` names it in errors (a path, usually).
     pub(crate) fn parse(text: &str, origin: &str) -> Result<FlagSet, FlagsError> {
         let raw: RawFlags = toml::from_str(text).map_err(|error| {
-            let line = error.span().map_or(1, |span| line_of(text, &span));
-            FlagsError::Syntax {
-                origin: origin.to_owned(),
-                line,
-                message: error.message().trim().to_owned(),
+            let span = error.span().unwrap_or(0..0);
+            let line = line_of(text, &span);
+            let message = error.message().trim().to_owned();
+            // A value of the wrong type is reported at the value: name its key too.
+            match key_at(text, span.start) {
+                Some(key) if !message.starts_with("unknown field") => FlagsError::Invalid {
+                    origin: origin.to_owned(),
+                    line,
+                    key,
+                    message,
+                },
+                _ => FlagsError::Syntax {
+                    origin: origin.to_owned(),
+                    line,
+                    message,
+                },
             }
         })?;
         let invalid = |span: Range<usize>, key: String, message: String| FlagsError::Invalid {
@@ -237,6 +248,7 @@ impl FlagSet {
                 route_flags.shadow_sample_percent = Percent::from_f64(*percent.get_ref())
                     .map_err(|m| invalid(percent.span(), key("shadow_sample_percent"), m))?;
             }
+            let pin_legacy_span = raw_route.pin_legacy.as_ref().map_or(0..0, Spanned::span);
             for (field, list, target) in [
                 ("pin_ssot", raw_route.pin_ssot, &mut route_flags.pin_ssot),
                 (
@@ -264,9 +276,9 @@ impl FlagSet {
                 .next()
             {
                 return Err(invalid(
-                    0..0,
+                    pin_legacy_span,
                     key("pin_ssot"),
-                    format!("{both:?} is pinned to both ssot and legacy"),
+                    format!("{both:?} is pinned to both ssot and legacy (also in pin_legacy)"),
                 ));
             }
             if let Some(fields) = raw_route.ignore_fields {
@@ -465,6 +477,30 @@ fn settings_lines(flags: &FlagSet) -> BTreeMap<String, String> {
     lines
 }
 
+/// The dotted key of the `key = value` line holding `offset`, with the nearest `[section]`
+/// header above it: what a toml type error at a value is about.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let section = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')
+            .and_then(|l| l.split(']').next())
+            .map(str::trim)
+            .filter(|l| !l.starts_with('['))
+    });
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
 fn line_of(text: &str, span: &Range<usize>) -> usize {
     let end = span.start.min(text.len());
     text[..end].matches('\n').count() + 1
@@ -622,7 +658,11 @@ consecutive_breaches = 2
             "banana",
         );
         check_error("\n[routes.nope]\nshadow = true\n", 2, "routes.nope");
-        check_error("[routes.user_event]\nshadow = \"yes\"\n", 2, "bool");
+        check_error(
+            "[routes.user_event]\nshadow = \"yes\"\n",
+            2,
+            "routes.user_event.shadow",
+        );
         check_error("[routes.user_event\nshadow = true\n", 1, "");
         check_error(
             "[guard]\nmin_delivery_ratio = 1.5\n",
@@ -632,7 +672,7 @@ consecutive_breaches = 2
         check_error("[rollout]\nsalt = \"\"\n", 2, "rollout.salt");
         check_error(
             "[routes.broadcast]\npin_ssot = [\"a\"]\npin_legacy = [\"a\"]\n",
-            1,
+            3,
             "both",
         );
         check_error(

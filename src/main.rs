@@ -65,6 +65,44 @@ enum Command {
         #[command(subcommand)]
         command: FlagsCommand,
     },
+    /// Load a running --dev gateway with real clients and producers and report what they saw.
+    Bench {
+        /// The gateway's public listener, host:port.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        target: String,
+        #[arg(long, env = "PRODUCER_TOKEN")]
+        producer_token: String,
+        /// router_broadcast, scoped_broadcast, user_event or broadcast.
+        #[arg(long, default_value = "broadcast")]
+        route: String,
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        /// Concurrent keep-alive producer connections.
+        #[arg(long, default_value_t = 4)]
+        producers: usize,
+        /// Length of each run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Padding bytes per event (about 120 makes a ~200-byte frame).
+        #[arg(long, default_value_t = 120)]
+        padding: usize,
+        /// Compare `shadow` off and on, alternating runs on the same gateway.
+        #[arg(long, value_parser = ["shadow"])]
+        compare: Option<String>,
+        /// Rounds of the comparison; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+        admin_url: String,
+        /// Needed for --compare, which flips flags through the admin API.
+        #[arg(long, env = "ADMIN_TOKEN")]
+        admin_token: Option<String>,
+    },
     /// Show where a user lands on every route: cohort bucket, path and why.
     Cohort {
         user_id: String,
@@ -194,6 +232,34 @@ fn main() -> ExitCode {
             report(switchyard::cli::cohort_report(&flags, &user_id))
         }
         Command::Flags { command } => runtime.block_on(flags(command)),
+        Command::Bench {
+            target,
+            producer_token,
+            route,
+            users,
+            connections,
+            producers,
+            seconds,
+            padding,
+            compare,
+            rounds,
+            json,
+            admin_url,
+            admin_token,
+        } => {
+            let config = switchyard::bench::BenchConfig {
+                target,
+                producer_token,
+                route,
+                users,
+                connections_per_user: connections,
+                producers,
+                duration: std::time::Duration::from_secs(seconds),
+                padding,
+            };
+            let admin = admin_token.map(|token| (admin_url, token));
+            runtime.block_on(bench(config, compare.is_some(), rounds, json, admin))
+        }
     }
 }
 
@@ -410,4 +476,99 @@ async fn client(url: String, user_id: Option<String>, token: Option<String>) -> 
             ExitCode::from(EXIT_UNAVAILABLE)
         }
     }
+}
+
+async fn bench(
+    config: switchyard::bench::BenchConfig,
+    compare_shadow: bool,
+    rounds: usize,
+    json: bool,
+    admin: Option<(String, String)>,
+) -> ExitCode {
+    use switchyard::bench::{self, BenchReport};
+    let mut reports: Vec<(String, BenchReport)> = Vec::new();
+    let modes: &[Option<bool>] = if compare_shadow {
+        &[Some(false), Some(true)]
+    } else {
+        &[None]
+    };
+    if compare_shadow && admin.is_none() {
+        eprintln!("error: --compare shadow flips flags through the admin API: give --admin-token");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    for round in 1..=rounds.max(1) {
+        for mode in modes {
+            if let (Some(shadow), Some((admin_url, token))) = (mode, &admin) {
+                let call = switchyard::cli::AdminCall {
+                    base_url: admin_url,
+                    token,
+                    method: hyper::Method::PATCH,
+                    path: format!("/admin/flags/routes/{}", config.route),
+                    body: Some(serde_json::json!({"shadow": shadow, "reason": "benchmark"})),
+                    if_match: None,
+                };
+                match switchyard::cli::admin_request(call).await {
+                    Ok((200, _)) => {}
+                    Ok((status, text)) => {
+                        eprintln!("error: setting shadow: HTTP {status}\n{text}");
+                        return ExitCode::FAILURE;
+                    }
+                    Err(error) => {
+                        eprintln!("error: setting shadow: {error}");
+                        return ExitCode::from(EXIT_UNAVAILABLE);
+                    }
+                }
+            }
+            let label = match mode {
+                None => format!("run {round}"),
+                Some(false) => format!("shadow off {round}"),
+                Some(true) => format!("shadow on {round}"),
+            };
+            match bench::run(&config).await {
+                Ok(report) => {
+                    eprintln!("{label}: {:.0} deliveries/s", report.deliveries_per_second);
+                    reports.push((label, report));
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(EXIT_UNAVAILABLE);
+                }
+            }
+        }
+    }
+    let failed = reports
+        .iter()
+        .any(|(_, r)| r.lost > 0 || r.duplicated > 0 || r.foreign > 0);
+    if json {
+        let runs: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|(label, r)| serde_json::json!({"label": label, "report": r}))
+            .collect();
+        println!("{}", serde_json::Value::Array(runs));
+    } else {
+        print!("{}", bench::table(&reports));
+        if compare_shadow {
+            let median = |on: bool| {
+                let mut rates: Vec<f64> = reports
+                    .iter()
+                    .filter(|(label, _)| {
+                        label.starts_with(if on { "shadow on" } else { "shadow off" })
+                    })
+                    .map(|(_, r)| r.deliveries_per_second)
+                    .collect();
+                rates.sort_by(f64::total_cmp);
+                rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+            };
+            let (off, on) = (median(false), median(true));
+            println!(
+                "median deliveries/s: shadow off {off:.0}, shadow on {on:.0}; on/off = {:.3}",
+                on / off
+            );
+        }
+    }
+    if failed {
+        eprintln!("error: frames were lost, duplicated or delivered to the wrong user");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }

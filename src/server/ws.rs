@@ -392,8 +392,13 @@ async fn read_loop(state: &AppState, connection: &Connection, mut stream: SplitS
 
 fn read_error_reason(error: axum::Error) -> CloseReason {
     use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     match error.into_inner().downcast_ref::<WsError>() {
         Some(WsError::Capacity(_)) => CloseReason::FrameTooBig,
+        // A client that drops its TCP connection without a close frame has simply gone.
+        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+            CloseReason::ClientClosed
+        }
         Some(WsError::Protocol(_) | WsError::Utf8(_)) => CloseReason::ProtocolError,
         _ => CloseReason::ClientClosed,
     }

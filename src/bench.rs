@@ -1,0 +1,389 @@
+//! The load generator behind `switchyard bench`: real WebSocket clients and keep-alive HTTP
+//! producers against a running gateway, measuring what its users would see.
+//!
+//! U users × C connections connect with `?user_id=` (a `--dev` gateway). P producers publish
+//! numbered events, each user owned by one producer so that its events carry consecutive
+//! sequence numbers; every connection checks that it receives each of its user's events exactly
+//! once, in order, and nothing of anyone else's. Latency is publish → receive, from one clock
+//! (generator and clients share the process). Everything measured is reported, including the
+//! frames that must be zero: lost, duplicated, foreign.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// `host:port` of the gateway's public listener.
+    pub target: String,
+    pub producer_token: String,
+    /// Route name: router_broadcast, scoped_broadcast, user_event or broadcast.
+    pub route: String,
+    pub users: usize,
+    pub connections_per_user: usize,
+    pub producers: usize,
+    pub duration: Duration,
+    /// Bytes of padding in each event, to reach the event size wanted.
+    pub padding: usize,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub route: String,
+    pub users: usize,
+    pub connections_per_user: usize,
+    pub producers: usize,
+    pub seconds: f64,
+    pub events_published: u64,
+    pub frames_received: u64,
+    pub deliveries_per_second: f64,
+    pub events_per_second: f64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub foreign: u64,
+    pub latency_us: Percentiles,
+}
+
+/// Publish → receive latency percentiles, in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn from_samples(mut samples: Vec<u64>) -> Percentiles {
+        if samples.is_empty() {
+            return Percentiles::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        Percentiles {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: *samples.last().unwrap_or(&0),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("connecting client {user}: {message}")]
+    Connect { user: String, message: String },
+    #[error("publishing: {0}")]
+    Publish(String),
+}
+
+/// What one connection saw.
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    lost: u64,
+    duplicated: u64,
+    foreign: u64,
+    latencies_us: Vec<u64>,
+}
+
+/// Runs one measurement.
+pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
+    let epoch = Instant::now();
+    let users: Vec<String> = (0..config.users).map(|n| format!("bench-{n:05}")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut receivers = Vec::new();
+    for (index, user) in users.iter().enumerate() {
+        for _ in 0..config.connections_per_user {
+            let url = format!("ws://{}/ws?user_id={user}", config.target);
+            let (mut socket, _) =
+                tokio_tungstenite::connect_async(&url)
+                    .await
+                    .map_err(|error| BenchError::Connect {
+                        user: user.clone(),
+                        message: error.to_string(),
+                    })?;
+            // A connection receives events once registered, which its greeting confirms; the
+            // upgrade response alone comes before that.
+            wait_for_greeting(&mut socket)
+                .await
+                .map_err(|message| BenchError::Connect {
+                    user: user.clone(),
+                    message,
+                })?;
+            receivers.push(tokio::spawn(receive(
+                socket,
+                index,
+                epoch,
+                Arc::clone(&stop),
+            )));
+        }
+    }
+    let published = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + config.duration;
+    let mut producers = Vec::new();
+    for producer in 0..config.producers {
+        let owned: Vec<(usize, String)> = users
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| index % config.producers == producer)
+            .map(|(index, user)| (index, user.clone()))
+            .collect();
+        producers.push(tokio::spawn(publish(
+            config.clone(),
+            owned,
+            epoch,
+            deadline,
+            Arc::clone(&published),
+        )));
+    }
+    let started = Instant::now();
+    let mut last_seq = vec![0u64; config.users];
+    for producer in producers {
+        let sent = producer
+            .await
+            .map_err(|e| BenchError::Publish(e.to_string()))??;
+        for (index, n) in sent {
+            last_seq[index] = n;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // Let the last frames arrive, then stop the clients.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Release);
+    let mut tally = Tally::default();
+    let mut per_connection = Vec::new();
+    for receiver in receivers {
+        let (index, seen, t) = receiver
+            .await
+            .map_err(|e| BenchError::Publish(e.to_string()))?;
+        per_connection.push((index, seen));
+        tally.received += t.received;
+        tally.duplicated += t.duplicated;
+        tally.foreign += t.foreign;
+        tally.lost += t.lost;
+        tally.latencies_us.extend(t.latencies_us);
+    }
+    // Events published after a connection's last frame were lost too.
+    for (index, seen) in per_connection {
+        tally.lost += last_seq[index].saturating_sub(seen);
+    }
+    let events_published = published.load(Ordering::Acquire);
+    Ok(BenchReport {
+        route: config.route.clone(),
+        users: config.users,
+        connections_per_user: config.connections_per_user,
+        producers: config.producers,
+        seconds,
+        events_published,
+        frames_received: tally.received,
+        deliveries_per_second: tally.received as f64 / seconds,
+        events_per_second: events_published as f64 / seconds,
+        lost: tally.lost,
+        duplicated: tally.duplicated,
+        foreign: tally.foreign,
+        latency_us: Percentiles::from_samples(tally.latencies_us),
+    })
+}
+
+/// Publishes to the users this producer owns, in turn, until the deadline. Returns the number
+/// of events sent to each user.
+async fn publish(
+    config: BenchConfig,
+    owned: Vec<(usize, String)>,
+    epoch: Instant,
+    deadline: Instant,
+    published: Arc<AtomicU64>,
+) -> Result<Vec<(usize, u64)>, BenchError> {
+    let stream = TcpStream::connect(&config.target)
+        .await
+        .map_err(|e| BenchError::Publish(e.to_string()))?;
+    stream.set_nodelay(true).ok();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| BenchError::Publish(e.to_string()))?;
+    tokio::spawn(connection);
+    let endpoint = match config.route.as_str() {
+        "router_broadcast" => "/v1/legacy/router/broadcast",
+        "scoped_broadcast" => "/v1/legacy/scoped/broadcast",
+        "user_event" => "/v1/legacy/user-event",
+        _ => "/v1/broadcast",
+    };
+    let padding = "x".repeat(config.padding);
+    let mut sent = vec![0u64; owned.len()];
+    let mut turn = 0;
+    while Instant::now() < deadline && !owned.is_empty() {
+        let slot = turn % owned.len();
+        turn += 1;
+        let (index, user) = &owned[slot];
+        sent[slot] += 1;
+        let event = json!({
+            "type": "agent_thinking",
+            "u": index,
+            "seq": sent[slot],
+            "t": epoch.elapsed().as_micros() as u64,
+            "pad": padding,
+        });
+        let body = match config.route.as_str() {
+            "scoped_broadcast" | "user_event" => {
+                json!({"user_context": {"user_id": user, "thread_id": "bench", "run_id": "bench"}, "event": event})
+            }
+            _ => json!({"user_id": user, "event": event}),
+        };
+        sender
+            .ready()
+            .await
+            .map_err(|e| BenchError::Publish(e.to_string()))?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(endpoint)
+            .header("host", &config.target)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", config.producer_token))
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| BenchError::Publish(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| BenchError::Publish(e.to_string()))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| BenchError::Publish(e.to_string()))?;
+        if !status.is_success() {
+            return Err(BenchError::Publish(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body.to_bytes())
+            )));
+        }
+        published.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(owned.iter().map(|(index, _)| *index).zip(sent).collect())
+}
+
+async fn wait_for_greeting(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+) -> Result<(), String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+            Err(_) => return Err("no connection_established within 10 s".to_owned()),
+            Ok(None) => return Err("closed before connection_established".to_owned()),
+            Ok(Some(Err(error))) => return Err(error.to_string()),
+            Ok(Some(Ok(Message::Text(text)))) if text.contains("connection_established") => {
+                return Ok(());
+            }
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// Reads one connection's frames until told to stop; returns its user, the last sequence number
+/// seen, and its tally.
+async fn receive(
+    mut socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    user_index: usize,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+) -> (usize, u64, Tally) {
+    let mut tally = Tally::default();
+    let mut last_seq = 0u64;
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(100), socket.next()).await;
+        let message = match next {
+            Err(_) if stop.load(Ordering::Acquire) => break,
+            Err(_) => continue,
+            Ok(None | Some(Err(_))) => break,
+            Ok(Some(Ok(message))) => message,
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        if frame["type"] != "agent_thinking" {
+            continue;
+        }
+        tally.received += 1;
+        if frame["u"].as_u64() != Some(user_index as u64) {
+            tally.foreign += 1;
+            continue;
+        }
+        let seq = frame["seq"].as_u64().unwrap_or(0);
+        if seq <= last_seq {
+            tally.duplicated += 1;
+            continue;
+        }
+        tally.lost += seq - last_seq - 1;
+        last_seq = seq;
+        if let Some(sent_at) = frame["t"].as_u64() {
+            let now = epoch.elapsed().as_micros() as u64;
+            tally.latencies_us.push(now.saturating_sub(sent_at));
+        }
+    }
+    (user_index, last_seq, tally)
+}
+
+/// A readable table of reports, one line each.
+pub fn table(reports: &[(String, BenchReport)]) -> String {
+    let mut out = format!(
+        "{:<14} {:>12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7}\n",
+        "run",
+        "deliveries/s",
+        "events/s",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "lost",
+        "dup",
+        "foreign"
+    );
+    for (label, r) in reports {
+        out.push_str(&format!(
+            "{:<14} {:>12.0} {:>10.0} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7}\n",
+            label,
+            r.deliveries_per_second,
+            r.events_per_second,
+            r.latency_us.p50,
+            r.latency_us.p90,
+            r.latency_us.p99,
+            r.latency_us.p999,
+            r.latency_us.max,
+            r.lost,
+            r.duplicated,
+            r.foreign
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let p = Percentiles::from_samples((1..=1000).collect());
+        assert_eq!((p.p50, p.p90, p.p99, p.max), (501, 900, 990, 1000));
+        assert_eq!(Percentiles::from_samples(Vec::new()).max, 0);
+    }
+}

@@ -285,8 +285,12 @@ pub(crate) fn compare(comparison: &Comparison) -> (Vec<MismatchKind>, Vec<DiffEn
                     shadow: shadow.reported.to_string(),
                 });
             }
-            let payload_diff =
-                payload_diff(&primary.payload, &shadow.payload, &comparison.ignore_fields);
+            // Identical bytes are the common case and need no parsing.
+            let payload_diff = if primary.payload == shadow.payload {
+                Vec::new()
+            } else {
+                payload_diff(&primary.payload, &shadow.payload, &comparison.ignore_fields)
+            };
             if !payload_diff.is_empty() {
                 kinds.insert(MismatchKind::Payload);
                 diff.extend(payload_diff);

@@ -9,6 +9,8 @@
 //! - `routing`: the pure decision of which path serves an event; cohort hashing.
 //! - `paths`: the broadcast implementations: `paths::legacy` and `paths::ssot`; plans.
 //! - `shadow`: comparing the shadow path's plan with the primary's, off the hot path.
+//! - `guard`: windows over the exported counters; rolls a route back when SSOT degrades.
+//! - `faults`: injected drops and delays for drills (off unless the config allows them).
 //! - `metrics`: every exported metric, on an owned registry.
 //! - `server`: the public listener (`/ws`, `/v1`) and the admin listener (`/metrics`, `/admin`).
 //! - [`client`]: a small WebSocket client for trying the gateway out.
@@ -23,7 +25,9 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+mod faults;
 mod flags;
+mod guard;
 mod metrics;
 mod paths;
 mod registry;
@@ -43,6 +47,7 @@ use tokio_util::task::TaskTracker;
 pub use crate::auth::AuthSetupError;
 pub use crate::config::Config;
 use crate::flags::store::{FlagStore, Trigger};
+use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryLimits};
 use crate::server::AppState;
@@ -114,6 +119,7 @@ pub async fn run(
     );
     let grace = config.server.shutdown_grace;
     let (shadow, comparisons) = Shadow::new(config.limits.shadow_queue_len, Arc::clone(&metrics));
+    let guard = Arc::new(Guard::new(Arc::clone(&metrics), Arc::clone(&shadow)));
     let tracker = TaskTracker::new();
     let state = Arc::new(AppState {
         config,
@@ -122,6 +128,8 @@ pub async fn run(
         metrics,
         flags: Arc::clone(&flags),
         shadow: Arc::clone(&shadow),
+        guard,
+        faults: Default::default(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         ready: Default::default(),
@@ -129,6 +137,12 @@ pub async fn run(
 
     tracker.spawn(sweep_offline(Arc::clone(&registry), shutdown.clone()));
     tracker.spawn(shadow.run(comparisons, shutdown.clone()));
+    tracker.spawn(guard::run(
+        Arc::clone(&state.guard),
+        Arc::clone(&flags),
+        Arc::clone(&state.metrics),
+        shutdown.clone(),
+    ));
     tracker.spawn(reload_on_file_change(Arc::clone(&flags), shutdown.clone()));
     tracker.spawn(reload_on_sighup(Arc::clone(&flags), shutdown.clone()));
 

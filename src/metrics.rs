@@ -491,6 +491,22 @@ impl Metrics {
             .inc();
     }
 
+    /// The cumulative count of one delivery outcome (the guard's input).
+    pub(crate) fn delivery_count(&self, route: Route, path: PathKind, outcome: Outcome) -> u64 {
+        self.deliveries[route.index()][path.index()][outcome as usize].get()
+    }
+
+    /// The cumulative count of primary events on one path of one route.
+    pub(crate) fn primary_events(&self, route: Route, path: PathKind) -> u64 {
+        self.events
+            .with_label_values(&[route.as_str(), path.as_str(), Role::Primary.as_str()])
+            .get()
+    }
+
+    pub(crate) fn comparison_count(&self, route: Route, result: ComparisonResult) -> u64 {
+        self.shadow_comparisons[route.index()][result as usize].get()
+    }
+
     pub(crate) fn shadow_comparison(&self, route: Route, result: ComparisonResult) {
         self.shadow_comparisons[route.index()][result as usize].inc();
     }

@@ -15,7 +15,8 @@ use axum::extract::ws::Utf8Bytes;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::faults::Faults;
+use crate::metrics::{Metrics, Outcome};
 use crate::registry::{Connection, Frame, Registry, UserView};
 
 /// A caller-facing broadcast contract. Each has its own producer endpoint and, later, its own flags.
@@ -196,11 +197,17 @@ pub(crate) struct Served {
     pub(crate) plans: Option<(Plan, Plan)>,
 }
 
+/// Where events are delivered and counted: the registry, the metrics and any injected faults.
+pub(crate) struct Outlet<'a> {
+    pub(crate) registry: &'a Registry,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) faults: &'a Faults,
+}
+
 /// Serves one event: the primary path's plan is carried out; the shadow path's plan, if any, is
 /// computed against the same registry state under the same lock and only returned.
 pub(crate) fn serve(
-    registry: &Registry,
-    metrics: &Metrics,
+    outlet: &Outlet<'_>,
     origin: Origin,
     primary: &dyn Path,
     shadow: Option<(PathKind, &dyn Path)>,
@@ -212,8 +219,8 @@ pub(crate) fn serve(
         return match prepared {
             Ok(prepared) => {
                 let answer = (prepared.user_id.clone(), prepared.errors.clone());
-                let delivery = registry.with_user(&answer.0, |view| {
-                    deliver(view, metrics, origin, prepared, accepted_at)
+                let delivery = outlet.registry.with_user(&answer.0, |view| {
+                    deliver(view, outlet, origin, prepared, accepted_at)
                 });
                 Served {
                     primary: Ok(answer),
@@ -254,27 +261,29 @@ pub(crate) fn serve(
         (Some(_), Some(shadow_key)) => Some(shadow_key.as_str()),
         _ => None,
     };
-    registry.with_user_and_peek(&lock_key, peek_key, |view, peeked| {
-        let live = connection_recipients(view.connections());
-        let shadow_live = peeked.unwrap_or_else(|| live.clone());
-        let primary_plan = plan(origin.path, &prepared, live);
-        let shadow_plan = plan(shadow_kind, &shadow_prepared, shadow_live);
-        let (primary, delivery) = match prepared {
-            Ok(prepared) => {
-                let answer = (prepared.user_id.clone(), prepared.errors.clone());
-                (
-                    Ok(answer),
-                    deliver(view, metrics, origin, prepared, accepted_at),
-                )
+    outlet
+        .registry
+        .with_user_and_peek(&lock_key, peek_key, |view, peeked| {
+            let live = connection_recipients(view.connections());
+            let shadow_live = peeked.unwrap_or_else(|| live.clone());
+            let primary_plan = plan(origin.path, &prepared, live);
+            let shadow_plan = plan(shadow_kind, &shadow_prepared, shadow_live);
+            let (primary, delivery) = match prepared {
+                Ok(prepared) => {
+                    let answer = (prepared.user_id.clone(), prepared.errors.clone());
+                    (
+                        Ok(answer),
+                        deliver(view, outlet, origin, prepared, accepted_at),
+                    )
+                }
+                Err(error) => (Err(error), Delivery::NONE),
+            };
+            Served {
+                primary,
+                delivery,
+                plans: Some((primary_plan, shadow_plan)),
             }
-            Err(error) => (Err(error), Delivery::NONE),
-        };
-        Served {
-            primary,
-            delivery,
-            plans: Some((primary_plan, shadow_plan)),
-        }
-    })
+        })
 }
 
 /// The recipients a set of live connections makes.
@@ -316,7 +325,7 @@ fn plan(path: PathKind, prepared: &Result<Prepared, PathError>, live: Vec<Recipi
 /// events for offline users.
 fn deliver(
     view: &mut UserView<'_>,
-    metrics: &Metrics,
+    outlet: &Outlet<'_>,
     origin: Origin,
     prepared: Prepared,
     accepted_at: Instant,
@@ -343,6 +352,11 @@ fn deliver(
     }
     let mut successful_sends = 0;
     for connection in connections.iter().map(Arc::as_ref) {
+        if outlet.faults.drops(origin) {
+            // An injected failure, counted as the write error it stands for.
+            outlet.metrics.deliveries(origin, Outcome::WriteError, 1);
+            continue;
+        }
         let frame = Frame {
             payload: payload.clone(),
             origin: Some(origin),
@@ -350,7 +364,7 @@ fn deliver(
         };
         match connection.queue.push(frame) {
             Ok(()) => successful_sends += 1,
-            Err(error) => metrics.deliveries(origin, error.outcome(), 1),
+            Err(error) => outlet.metrics.deliveries(origin, error.outcome(), 1),
         }
     }
     Delivery {
@@ -447,8 +461,11 @@ mod tests {
             event,
         };
         let served = serve(
-            &registry,
-            &metrics,
+            &Outlet {
+                registry: &registry,
+                metrics: &metrics,
+                faults: &Faults::default(),
+            },
             ORIGIN,
             &legacy::Legacy,
             Some((PathKind::Ssot, &SendsToBob)),
@@ -476,8 +493,11 @@ mod tests {
         // As the primary it would deliver to bob, which is why it is only ever a candidate:
         // the comparison still flags it.
         let served = serve(
-            &registry,
-            &metrics,
+            &Outlet {
+                registry: &registry,
+                metrics: &metrics,
+                faults: &Faults::default(),
+            },
             ORIGIN,
             &SendsToBob,
             Some((PathKind::Legacy, &legacy::Legacy)),
@@ -500,8 +520,11 @@ mod tests {
         for seq in 0..10 {
             let event = json!({"type": "agent_thinking", "seq": seq});
             let served = serve(
-                &registry,
-                &metrics,
+                &Outlet {
+                    registry: &registry,
+                    metrics: &metrics,
+                    faults: &Faults::default(),
+                },
                 ORIGIN,
                 &legacy::Legacy,
                 Some((PathKind::Ssot, &ssot::Ssot)),

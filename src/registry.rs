@@ -415,6 +415,20 @@ impl Registry {
         }
     }
 
+    /// The users with at least one live connection.
+    pub(crate) fn connected_users(&self) -> Vec<Arc<str>> {
+        let mut users = Vec::new();
+        for shard in self.shards.iter() {
+            users.extend(
+                lock(shard)
+                    .iter()
+                    .filter(|(_, entry)| !entry.connections.is_empty())
+                    .map(|(user, _)| Arc::clone(user)),
+            );
+        }
+        users
+    }
+
     pub(crate) fn n_connections(&self) -> usize {
         self.n_connections.load(Ordering::Acquire)
     }

@@ -18,7 +18,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::faults::Faults;
 use crate::flags::store::FlagStore;
+use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::paths::Route;
 use crate::registry::Registry;
@@ -32,6 +34,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) flags: Arc<FlagStore>,
     pub(crate) shadow: Arc<Shadow>,
+    pub(crate) guard: Arc<Guard>,
+    pub(crate) faults: Faults,
     /// Cancelled when shutdown begins; connections flush and close with 1001.
     pub(crate) shutdown: CancellationToken,
     /// Tracks every client connection task so shutdown can wait for them.
@@ -74,6 +78,13 @@ pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
         .route("/admin/rollback", post(admin::rollback))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/shadow/mismatches", get(admin::shadow_mismatches))
+        .route("/admin/stats", get(admin::stats))
+        .route(
+            "/admin/faults",
+            get(admin::list_faults)
+                .post(admin::set_fault)
+                .delete(admin::clear_faults),
+        )
         .route("/admin", any(admin::unknown))
         .route("/admin/{*rest}", any(admin::unknown))
         .method_not_allowed_fallback(api_error::method_not_allowed)

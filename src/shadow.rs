@@ -7,6 +7,7 @@
 //! can never delay, fail or change a delivery. Nothing here sends anything to anyone.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -129,6 +130,9 @@ pub(crate) struct Shadow {
     queue: mpsc::Sender<Comparison>,
     metrics: Arc<Metrics>,
     samples: Mutex<VecDeque<MismatchSample>>,
+    /// Per route, comparisons whose SSOT plan reached another user's connection: the guard
+    /// rolls back at once on any.
+    cross_user_ssot: [AtomicU64; Route::ALL.len()],
 }
 
 impl Shadow {
@@ -142,6 +146,7 @@ impl Shadow {
             queue,
             metrics,
             samples: Mutex::new(VecDeque::new()),
+            cross_user_ssot: Default::default(),
         };
         (Arc::new(shadow), receiver)
     }
@@ -186,6 +191,9 @@ impl Shadow {
         for kind in &kinds {
             self.metrics.shadow_mismatch(route, *kind);
         }
+        if ssot_reaches_another_user(comparison) {
+            self.cross_user_ssot[route.index()].fetch_add(1, Ordering::AcqRel);
+        }
         if kinds.contains(&MismatchKind::CrossUser) {
             tracing::warn!(
                 route = route.as_str(),
@@ -214,6 +222,11 @@ impl Shadow {
         samples.push_back(sample);
     }
 
+    /// How many comparisons on `route` found the SSOT plan reaching another user.
+    pub(crate) fn cross_user_ssot(&self, route: Route) -> u64 {
+        self.cross_user_ssot[route.index()].load(Ordering::Acquire)
+    }
+
     /// The newest mismatch samples, newest first, optionally for one route.
     pub(crate) fn samples(&self, route: Option<Route>, limit: usize) -> Vec<MismatchSample> {
         lock(&self.samples)
@@ -224,6 +237,16 @@ impl Shadow {
             .cloned()
             .collect()
     }
+}
+
+/// Whether the SSOT side of a comparison reaches a connection of anyone but the target.
+fn ssot_reaches_another_user(comparison: &Comparison) -> bool {
+    let target = comparison.target.trim();
+    [&comparison.primary, &comparison.shadow]
+        .into_iter()
+        .filter(|plan| plan.path == PathKind::Ssot)
+        .filter_map(|plan| plan.result.as_ref().ok())
+        .any(|body| body.recipients.iter().any(|r| r.user_id().trim() != target))
 }
 
 /// Compares two plans: the kinds of mismatch (empty for a match) and a readable diff.

@@ -247,6 +247,32 @@ impl FlagStore {
         Ok(self.install(current, new, trigger, actor, reason, persisted))
     }
 
+    /// Records something operators changed outside the flags (fault injection) in the same
+    /// audit log, at the current version.
+    pub(crate) fn audit_other(
+        &self,
+        trigger: Trigger,
+        actor: &str,
+        reason: &str,
+        changes: Vec<String>,
+    ) {
+        let version = self.snapshot().version;
+        tracing::warn!(actor, reason, ?changes, "audited change");
+        let mut audit = lock(&self.audit);
+        if audit.len() == AUDIT_CAPACITY {
+            audit.pop_front();
+        }
+        audit.push_back(AuditEntry {
+            at: unix_now(),
+            actor: actor.to_owned(),
+            trigger,
+            reason: reason.to_owned(),
+            old_version: version,
+            version,
+            changes,
+        });
+    }
+
     fn install(
         &self,
         old: Arc<FlagSet>,

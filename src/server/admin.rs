@@ -11,6 +11,8 @@
 //! | `POST /admin/rollback`              | every (or the listed) route to legacy, latched       |
 //! | `GET /admin/audit`                  | the change history                                   |
 //! | `GET /admin/shadow/mismatches`      | recent shadow mismatches with their diffs            |
+//! | `GET /admin/stats`                  | windowed ratios and rates per route and path         |
+//! | `GET/POST/DELETE /admin/faults`     | fault injection, when the process config allows it   |
 //!
 //! It is bound to its own address (loopback by default) so that metrics scraping and operator
 //! actions never share a port with client traffic.
@@ -18,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH};
@@ -28,13 +31,16 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::faults::Fault;
 use crate::flags::store::{ChangeError, ReloadOutcome, Trigger, unix_now};
 use crate::flags::{FlagSet, Latch, Percent};
-use crate::paths::Route;
+use crate::paths::{PathKind, Route};
+use crate::routing::decide;
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
-    AuditView, DiffView, FlagsReplace, FlagsView, GuardView, KillSwitchView, LatchView,
-    MismatchView, ReloadView, RollbackRequest, RoutePatch, RouteView, admin_request, rfc3339,
+    AuditView, DiffView, FaultRequest, FaultView, FlagsReplace, FlagsView, GuardStatsView,
+    GuardView, KillSwitchView, LatchView, MismatchView, PathStatsView, ReloadView, RollbackRequest,
+    RoutePatch, RouteStatsView, RouteView, ShadowStatsView, StatsView, admin_request, rfc3339,
 };
 use crate::server::{AppState, body};
 
@@ -308,6 +314,163 @@ pub(crate) async fn shadow_mismatches(
         })
         .collect();
     Ok(Json(views).into_response())
+}
+
+/// `GET /admin/stats`: per route and path over the guard's window — events/s, delivery ratio,
+/// shadow mismatch ratio — the guard's current run of breaches, and the connected users on each
+/// path under the live flags.
+pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Response {
+    let flags = state.flags.snapshot();
+    let windows = state.guard.windows(&flags);
+    let users = state.registry.connected_users();
+    let mut routes = BTreeMap::new();
+    let mut window_seconds = 0.0;
+    for window in &windows {
+        window_seconds = window.seconds;
+        let paths = PathKind::ALL
+            .into_iter()
+            .map(|path| {
+                let counts = window.counts.path(path);
+                let view = PathStatsView {
+                    events_per_second: if window.seconds > 0.0 {
+                        counts.events as f64 / window.seconds
+                    } else {
+                        0.0
+                    },
+                    delivered: counts.delivered,
+                    attempted: counts.attempted,
+                    delivery_ratio: counts.ratio(),
+                };
+                (path.as_str(), view)
+            })
+            .collect();
+        let mut cohort: BTreeMap<&'static str, usize> =
+            PathKind::ALL.into_iter().map(|p| (p.as_str(), 0)).collect();
+        for user in &users {
+            *cohort
+                .entry(decide(&flags, window.route, user).primary.as_str())
+                .or_default() += 1;
+        }
+        let verdict = window.last_verdict.as_ref();
+        routes.insert(
+            window.route.as_str(),
+            RouteStatsView {
+                paths,
+                shadow: ShadowStatsView {
+                    comparisons: window.counts.comparisons,
+                    mismatches: window.counts.mismatches,
+                    skipped: window.counts.skipped,
+                    mismatch_ratio: window.counts.mismatch_ratio(),
+                },
+                cohort,
+                guard: GuardStatsView {
+                    consecutive_breaches: window.consecutive_breaches,
+                    breaches: verdict.map(|v| v.breaches.clone()).unwrap_or_default(),
+                    measured: verdict.map(|v| v.measured.clone()),
+                },
+            },
+        );
+    }
+    Json(StatsView {
+        window_seconds,
+        flags_version: flags.version,
+        routes,
+    })
+    .into_response()
+}
+
+/// `GET /admin/faults`.
+pub(crate) async fn list_faults(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    faults_allowed(&state)?;
+    Ok(Json(fault_views(&state)).into_response())
+}
+
+/// `POST /admin/faults`: make one path of one route fail a share of its deliveries
+/// (`drop_ratio`, counted as `write_error`) or answer late (`delay_ms`). Audited.
+pub(crate) async fn set_fault(
+    State(state): State<Arc<AppState>>,
+    Extension(Actor(actor)): Extension<Actor>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    faults_allowed(&state)?;
+    let fault: FaultRequest = read_request(&headers, request).await?;
+    let route = Route::from_name(&fault.route)
+        .ok_or_else(|| invalid(format!("unknown route {:?}", fault.route)))?;
+    let path = match fault.path.as_str() {
+        "legacy" => PathKind::Legacy,
+        "ssot" => PathKind::Ssot,
+        other => return Err(invalid(format!("unknown path {other:?}: legacy or ssot"))),
+    };
+    if !(0.0..=1.0).contains(&fault.drop_ratio) {
+        return Err(invalid(format!(
+            "drop_ratio {} is outside 0..=1",
+            fault.drop_ratio
+        )));
+    }
+    if fault.delay_ms > 60_000 {
+        return Err(invalid("delay_ms is over 60000".to_owned()));
+    }
+    state.faults.set(
+        route,
+        path,
+        Fault::new(fault.drop_ratio, Duration::from_millis(fault.delay_ms)),
+    );
+    state.flags.audit_other(
+        Trigger::Api,
+        &actor,
+        fault.reason.as_deref().unwrap_or("fault injection"),
+        vec![format!(
+            "faults.{}.{}: drop_ratio {} delay_ms {}",
+            route.as_str(),
+            path.as_str(),
+            fault.drop_ratio,
+            fault.delay_ms
+        )],
+    );
+    Ok(Json(fault_views(&state)).into_response())
+}
+
+/// `DELETE /admin/faults`: clears every fault. Audited.
+pub(crate) async fn clear_faults(
+    State(state): State<Arc<AppState>>,
+    Extension(Actor(actor)): Extension<Actor>,
+) -> Result<Response, ApiError> {
+    faults_allowed(&state)?;
+    state.faults.clear();
+    state.flags.audit_other(
+        Trigger::Api,
+        &actor,
+        "fault injection cleared",
+        vec!["faults: all cleared".to_owned()],
+    );
+    Ok(Json(fault_views(&state)).into_response())
+}
+
+fn faults_allowed(state: &AppState) -> Result<(), ApiError> {
+    if state.config.admin.allow_fault_injection {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "fault_injection_disabled",
+            "fault injection is off; set admin.allow_fault_injection = true in the process config",
+        ))
+    }
+}
+
+fn fault_views(state: &AppState) -> Vec<FaultView> {
+    state
+        .faults
+        .list()
+        .into_iter()
+        .map(|(route, path, drop_ratio, delay)| FaultView {
+            route: route.as_str(),
+            path: path.as_str(),
+            drop_ratio,
+            delay_ms: delay.as_millis() as u64,
+        })
+        .collect()
 }
 
 /// Everything else under `/admin`, after authentication.

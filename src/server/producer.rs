@@ -20,7 +20,7 @@ use crate::flags::{FlagSet, Percent};
 use crate::metrics::Role;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
-use crate::paths::{self, Call, Delivery, Origin, PathKind, Route};
+use crate::paths::{self, Call, Delivery, Origin, Outlet, PathKind, Route};
 use crate::routing::decide;
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{BroadcastResultBody, RouteRequest, SentBody};
@@ -133,10 +133,17 @@ async fn serve(state: &AppState, route: Route, request: Request) -> Response {
                 .event(Origin { route, path: kind }, Role::Shadow);
             (kind, paths::implementation(kind))
         });
+        if let Some(delay) = state.faults.delay(origin) {
+            // An injected delay, before the path runs and outside every lock.
+            tokio::time::sleep(delay).await;
+        }
         let started = Instant::now();
         let served = paths::serve(
-            &state.registry,
-            &state.metrics,
+            &Outlet {
+                registry: &state.registry,
+                metrics: &state.metrics,
+                faults: &state.faults,
+            },
             origin,
             paths::implementation(path),
             shadow,

@@ -390,6 +390,69 @@ pub(crate) struct DiffView<'a> {
     pub(crate) shadow: &'a str,
 }
 
+/// `POST /admin/faults`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FaultRequest {
+    pub(crate) route: String,
+    pub(crate) path: String,
+    #[serde(default)]
+    pub(crate) drop_ratio: f64,
+    #[serde(default)]
+    pub(crate) delay_ms: u64,
+    pub(crate) reason: Option<String>,
+}
+
+/// One active fault, as `GET /admin/faults` lists it.
+#[derive(Serialize)]
+pub(crate) struct FaultView {
+    pub(crate) route: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) drop_ratio: f64,
+    pub(crate) delay_ms: u64,
+}
+
+/// `GET /admin/stats`: every route's figures over the guard window.
+#[derive(Serialize)]
+pub(crate) struct StatsView {
+    pub(crate) window_seconds: f64,
+    pub(crate) flags_version: u64,
+    pub(crate) routes: BTreeMap<&'static str, RouteStatsView>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct RouteStatsView {
+    pub(crate) paths: BTreeMap<&'static str, PathStatsView>,
+    pub(crate) shadow: ShadowStatsView,
+    /// Connected users on each path under the live flags.
+    pub(crate) cohort: BTreeMap<&'static str, usize>,
+    pub(crate) guard: GuardStatsView,
+}
+
+#[derive(Serialize)]
+pub(crate) struct PathStatsView {
+    pub(crate) events_per_second: f64,
+    pub(crate) delivered: u64,
+    pub(crate) attempted: u64,
+    /// `null` when nothing was attempted.
+    pub(crate) delivery_ratio: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ShadowStatsView {
+    pub(crate) comparisons: u64,
+    pub(crate) mismatches: u64,
+    pub(crate) skipped: u64,
+    pub(crate) mismatch_ratio: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct GuardStatsView {
+    pub(crate) consecutive_breaches: u32,
+    pub(crate) breaches: Vec<String>,
+    pub(crate) measured: Option<String>,
+}
+
 /// Parses a request body into one of the admin request types, as a 422 on a bad shape.
 pub(crate) fn admin_request<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, String> {
     serde_json::from_value(body).map_err(|error| error.to_string())

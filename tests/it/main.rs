@@ -13,6 +13,7 @@ mod cli;
 mod conformance;
 mod delivery;
 mod flip;
+mod guard;
 mod liveness;
 mod metrics_format;
 mod producer_api;

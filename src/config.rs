@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     pub flags_path: PathBuf,
     pub shutdown_grace: Duration,
+    /// Benchmark ablation: every event takes its route's pre-migration path, with no flag
+    /// decision and no shadow. Never for production.
+    pub bypass_routing: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +58,8 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_event_bytes: usize,
+    pub max_batch_events: usize,
+    pub max_batch_bytes: usize,
     pub max_connections: usize,
     pub max_connections_per_user: usize,
     pub send_queue_bytes: usize,
@@ -130,6 +135,7 @@ struct RawServer {
     admin_listen: String,
     flags_path: PathBuf,
     shutdown_grace_ms: u64,
+    bypass_routing: bool,
 }
 
 #[derive(Deserialize)]
@@ -151,6 +157,8 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_event_bytes: usize,
+    max_batch_events: usize,
+    max_batch_bytes: usize,
     max_connections: usize,
     max_connections_per_user: usize,
     send_queue_bytes: usize,
@@ -229,6 +237,7 @@ impl Config {
                     .clone()
                     .unwrap_or(raw.server.flags_path),
                 shutdown_grace: Duration::from_millis(raw.server.shutdown_grace_ms),
+                bypass_routing: raw.server.bypass_routing,
             },
             auth: AuthConfig {
                 jwt_secret: raw.auth.jwt_secret,
@@ -322,6 +331,8 @@ impl Limits {
         let size = |key, value: usize| positive(key, value as u64).map(|v| v as usize);
         let limits = Limits {
             max_event_bytes: size("limits.max_event_bytes", raw.max_event_bytes)?,
+            max_batch_events: size("limits.max_batch_events", raw.max_batch_events)?,
+            max_batch_bytes: size("limits.max_batch_bytes", raw.max_batch_bytes)?,
             max_connections: size("limits.max_connections", raw.max_connections)?,
             max_connections_per_user: size(
                 "limits.max_connections_per_user",

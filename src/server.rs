@@ -64,6 +64,19 @@ pub(crate) fn public_router(state: Arc<AppState>) -> Router {
             producer::endpoint(Route::UserEvent),
             post(producer::user_event),
         )
+        .route("/v1/broadcast/batch", post(producer::broadcast_batch))
+        .route(
+            "/v1/legacy/router/broadcast/batch",
+            post(producer::router_broadcast_batch),
+        )
+        .route(
+            "/v1/legacy/scoped/broadcast/batch",
+            post(producer::scoped_broadcast_batch),
+        )
+        .route(
+            "/v1/legacy/user-event/batch",
+            post(producer::user_event_batch),
+        )
         .fallback(producer::not_found)
         .method_not_allowed_fallback(producer::method_not_allowed)
         .with_state(state)

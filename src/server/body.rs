@@ -5,8 +5,17 @@ use axum::body::{Body, Bytes};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::server::api_error::ApiError;
+
+/// How a body's events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Json,
+    /// Newline-delimited JSON: one document per line.
+    Ndjson,
+}
 
 /// Reads `body` as JSON of at most `limit` bytes; returns the value and the body's length.
 pub(crate) async fn read_json(
@@ -14,13 +23,34 @@ pub(crate) async fn read_json(
     body: Body,
     limit: usize,
 ) -> Result<(Value, usize), ApiError> {
-    if !is_json(headers) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Content-Type must be application/json",
-        ));
-    }
+    let (bytes, _) = read_bytes(headers, body, limit, false).await?;
+    let value = serde_json::from_slice(&bytes).map_err(|error| malformed(&error))?;
+    Ok((value, bytes.len()))
+}
+
+/// Reads a body of at most `limit` bytes whose content type is JSON (or, when `ndjson` is
+/// allowed, `application/x-ndjson`).
+pub(crate) async fn read_bytes(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    ndjson: bool,
+) -> Result<(Bytes, Format), ApiError> {
+    let format = match media_type(headers).as_deref() {
+        Some("application/json") => Format::Json,
+        Some("application/x-ndjson" | "application/jsonl") if ndjson => Format::Ndjson,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                if ndjson {
+                    "Content-Type must be application/json or application/x-ndjson"
+                } else {
+                    "Content-Type must be application/json"
+                },
+            ));
+        }
+    };
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -50,20 +80,66 @@ pub(crate) async fn read_json(
             )
         }
     })?;
-    let value = serde_json::from_slice(&bytes).map_err(|error| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("body is not valid JSON: {error}"),
-        )
-    })?;
-    Ok((value, bytes.len()))
+    Ok((bytes, format))
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// One batch item: its parsed body and length, or why it could not be read.
+pub(crate) type BatchItem = Result<(Value, usize), ApiError>;
+
+/// The items of a batch body: a JSON array's elements or NDJSON's non-empty lines, each parsed
+/// on its own with its length; an item that is not JSON is an error for that item alone. A
+/// JSON body that is not an array fails the whole batch.
+pub(crate) fn split_batch(
+    bytes: &[u8],
+    format: Format,
+) -> Result<Vec<BatchItem>, ApiError> {
+    match format {
+        Format::Json => {
+            let raw: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(|error| {
+                if error.is_data() {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_request",
+                        "a JSON batch must be an array of event bodies",
+                    )
+                } else {
+                    malformed(&error)
+                }
+            })?;
+            Ok(raw
+                .into_iter()
+                .map(|item| {
+                    let text = item.get();
+                    serde_json::from_str(text)
+                        .map(|value| (value, text.len()))
+                        .map_err(|error| malformed(&error))
+                })
+                .collect())
+        }
+        Format::Ndjson => Ok(bytes
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|line| {
+                serde_json::from_slice(line)
+                    .map(|value| (value, line.len()))
+                    .map_err(|error| malformed(&error))
+            })
+            .collect()),
+    }
+}
+
+fn malformed(error: &serde_json::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        format!("body is not valid JSON: {error}"),
+    )
+}
+
+fn media_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
+        .map(|media_type| media_type.trim().to_ascii_lowercase())
 }

@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::config::random_token;
@@ -21,7 +21,7 @@ use crate::metrics::Role;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
 use crate::paths::{self, Call, Delivery, Origin, Outlet, PathKind, Route};
-use crate::routing::decide;
+use crate::routing::{Decision, DecisionReason, decide};
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{BroadcastResultBody, RouteRequest, SentBody};
 use crate::server::{AppState, body};
@@ -58,6 +58,38 @@ pub(crate) async fn scoped_broadcast(
 /// `POST /v1/legacy/user-event`: `broadcast_user_event`.
 pub(crate) async fn user_event(State(state): State<Arc<AppState>>, request: Request) -> Response {
     serve(&state, Route::UserEvent, request).await
+}
+
+/// `POST /v1/broadcast/batch`.
+pub(crate) async fn broadcast_batch(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Response {
+    batch(&state, Route::Broadcast, request).await
+}
+
+/// `POST /v1/legacy/router/broadcast/batch`.
+pub(crate) async fn router_broadcast_batch(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Response {
+    batch(&state, Route::RouterBroadcast, request).await
+}
+
+/// `POST /v1/legacy/scoped/broadcast/batch`.
+pub(crate) async fn scoped_broadcast_batch(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Response {
+    batch(&state, Route::ScopedBroadcast, request).await
+}
+
+/// `POST /v1/legacy/user-event/batch`.
+pub(crate) async fn user_event_batch(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Response {
+    batch(&state, Route::UserEvent, request).await
 }
 
 /// The public listener's 404: carries the path and flags headers like every producer answer.
@@ -101,85 +133,14 @@ async fn serve(state: &AppState, route: Route, request: Request) -> Response {
     let accepted_at = Instant::now();
     // One snapshot decides this event, whatever changes while it is served.
     let flags = state.flags.snapshot();
-    let mut path = default_path(&flags, route);
-    let result = async {
-        let (body, body_len) = read_json(state, request).await?;
-        let request = RouteRequest::from_json(route, body).map_err(|error| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                error.to_string(),
-            )
-        })?;
-        check_event_size(state, &request.event, body_len)?;
-        let event = match request.context {
-            None => request.event,
-            Some(context) => {
-                // Generated once here, so both paths of a shadowed call see the same value.
-                let context = context.with_request_id(|| random_token("req_"));
-                match route {
-                    Route::UserEvent => enrich_user_event(&request.event, &context),
-                    _ => enrich_scoped(&request.event, &context),
-                }
-            }
-        };
-        let decision = decide(&flags, route, &request.user_id);
-        path = decision.primary;
-        let origin = Origin { route, path };
-        state.metrics.event(origin, Role::Primary);
-        let shadow = decision.shadow.map(|kind| {
-            state
-                .metrics
-                .event(Origin { route, path: kind }, Role::Shadow);
-            (kind, paths::implementation(kind))
-        });
-        if let Some(delay) = state.faults.delay(origin) {
-            // An injected delay, before the path runs and outside every lock.
-            tokio::time::sleep(delay).await;
+    let (path, result) = match read_json(state, request).await {
+        Err(error) => (default_path(&flags, route), Err(error)),
+        Ok((body, body_len)) => {
+            serve_event(state, route, &flags, body, body_len, accepted_at).await
         }
-        let started = Instant::now();
-        let served = paths::serve(
-            &Outlet {
-                registry: &state.registry,
-                metrics: &state.metrics,
-                faults: &state.faults,
-            },
-            origin,
-            paths::implementation(path),
-            shadow,
-            &Call {
-                user_id: &request.user_id,
-                event: &event,
-            },
-            accepted_at,
-        );
-        state
-            .metrics
-            .path_duration(origin)
-            .observe(started.elapsed().as_secs_f64());
-        if let Some((primary, shadow)) = served.plans {
-            state.shadow.submit(Comparison {
-                route,
-                target: request.user_id.clone(),
-                flags_version: flags.version,
-                ignore_fields: flags.route(route).ignore_fields.clone(),
-                primary,
-                shadow,
-                at: unix_now(),
-            });
-        }
-        match served.primary {
-            Ok((user_id, errors)) => Ok(answer(route, user_id, &event, errors, served.delivery)),
-            Err(error) => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_user_id",
-                error.to_string(),
-            )),
-        }
-    }
-    .await;
+    };
     let mut response = match result {
-        Ok(response) => response,
+        Ok(answer) => axum::Json(answer.to_json()).into_response(),
         Err(error) => error.into_response(),
     };
     state
@@ -191,36 +152,227 @@ async fn serve(state: &AppState, route: Route, request: Request) -> Response {
     response
 }
 
-/// The answer in the route's contract: a `BroadcastResult` on the canonical route (built from
-/// the legacy count when the legacy path served it), `{"sent": n}` on the others.
+/// What a served event answers, in its route's contract.
+pub(crate) enum Answer {
+    /// The canonical route: a `BroadcastResult` (built from the legacy count when the legacy
+    /// path served it).
+    Broadcast(BroadcastResult),
+    /// The legacy contracts: `{"sent": n}`.
+    Sent(usize),
+}
+
+impl Answer {
+    pub(crate) fn to_json(&self) -> Value {
+        let value = match self {
+            Answer::Broadcast(result) => serde_json::to_value(BroadcastResultBody::from(result)),
+            Answer::Sent(sent) => serde_json::to_value(SentBody { sent: *sent }),
+        };
+        value.expect("answers always serialise")
+    }
+}
+
+/// Serves one event whose body is already parsed: shape, size, enrichment, the decision, the
+/// path, the shadow comparison. Returns the path that served it (or would have) and the answer.
+async fn serve_event(
+    state: &AppState,
+    route: Route,
+    flags: &FlagSet,
+    body: Value,
+    body_len: usize,
+    accepted_at: Instant,
+) -> (PathKind, Result<Answer, ApiError>) {
+    let request = match RouteRequest::from_json(route, body) {
+        Ok(request) => request,
+        Err(error) => {
+            let error = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                error.to_string(),
+            );
+            return (default_path(flags, route), Err(error));
+        }
+    };
+    if let Err(error) = check_event_size(state, &request.event, body_len) {
+        return (default_path(flags, route), Err(error));
+    }
+    let event = match request.context {
+        None => request.event,
+        Some(context) => {
+            // Generated once here, so both paths of a shadowed call see the same value.
+            let context = context.with_request_id(|| random_token("req_"));
+            match route {
+                Route::UserEvent => enrich_user_event(&request.event, &context),
+                _ => enrich_scoped(&request.event, &context),
+            }
+        }
+    };
+    let decision = if state.config.server.bypass_routing {
+        // The benchmark ablation: no decision, no shadow; the route's own default path.
+        Decision {
+            primary: bypass_path(route),
+            shadow: None,
+            reason: DecisionReason::Cohort,
+        }
+    } else {
+        decide(flags, route, &request.user_id)
+    };
+    let path = decision.primary;
+    let origin = Origin { route, path };
+    state.metrics.event(origin, Role::Primary);
+    let shadow = decision.shadow.map(|kind| {
+        state
+            .metrics
+            .event(Origin { route, path: kind }, Role::Shadow);
+        (kind, paths::implementation(kind))
+    });
+    if let Some(delay) = state.faults.delay(origin) {
+        // An injected delay, before the path runs and outside every lock.
+        tokio::time::sleep(delay).await;
+    }
+    let started = Instant::now();
+    let served = paths::serve(
+        &Outlet {
+            registry: &state.registry,
+            metrics: &state.metrics,
+            faults: &state.faults,
+        },
+        origin,
+        paths::implementation(path),
+        shadow,
+        &Call {
+            user_id: &request.user_id,
+            event: &event,
+        },
+        accepted_at,
+    );
+    state
+        .metrics
+        .path_duration(origin)
+        .observe(started.elapsed().as_secs_f64());
+    if let Some((primary, shadow)) = served.plans {
+        state.shadow.submit(Comparison {
+            route,
+            target: request.user_id.clone(),
+            flags_version: flags.version,
+            ignore_fields: flags.route(route).ignore_fields.clone(),
+            primary,
+            shadow,
+            at: unix_now(),
+        });
+    }
+    let result = match served.primary {
+        Ok((user_id, errors)) => Ok(answer(route, user_id, &event, errors, served.delivery)),
+        Err(error) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_user_id",
+            error.to_string(),
+        )),
+    };
+    (path, result)
+}
+
+/// The answer in the route's contract.
 fn answer(
     route: Route,
     user_id: String,
     event: &serde_json::Map<String, Value>,
     errors: Vec<String>,
     delivery: Delivery,
-) -> Response {
+) -> Answer {
     match route {
-        Route::Broadcast => {
-            let result = BroadcastResult {
-                user_id,
-                connections_attempted: delivery.connections_attempted,
-                successful_sends: delivery.successful_sends,
-                event_type: event
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                queued: delivery.queued,
-                errors,
-            };
-            axum::Json(BroadcastResultBody::from(&result)).into_response()
-        }
-        _ => axum::Json(SentBody {
-            sent: delivery.successful_sends,
-        })
-        .into_response(),
+        Route::Broadcast => Answer::Broadcast(BroadcastResult {
+            user_id,
+            connections_attempted: delivery.connections_attempted,
+            successful_sends: delivery.successful_sends,
+            event_type: event
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            queued: delivery.queued,
+            errors,
+        }),
+        _ => Answer::Sent(delivery.successful_sends),
     }
+}
+
+/// With `server.bypass_routing`, every event takes its route's pre-migration path: SSOT for the
+/// canonical route, legacy for the legacy contracts.
+fn bypass_path(route: Route) -> PathKind {
+    match route {
+        Route::Broadcast => PathKind::Ssot,
+        _ => PathKind::Legacy,
+    }
+}
+
+/// `POST {route}/batch`: many events in one request, as a JSON array of the route's
+/// single-event bodies or as NDJSON (`application/x-ndjson`, one body per line). Items are
+/// served in order, each on its own (one item's error does not stop the others), all with the
+/// flag snapshot the batch arrived under. Answers 200 with one result per item:
+/// `{"status", "path", "result"}` or `{"status", "path", "error"}`. The headers carry the first
+/// item's path and the snapshot's version.
+pub(crate) async fn batch(state: &AppState, route: Route, request: Request) -> Response {
+    let accepted_at = Instant::now();
+    let flags = state.flags.snapshot();
+    let mut first_path = None;
+    let result = async {
+        let (parts, body) = request.into_parts();
+        producer_name(state, &parts.headers)?;
+        let limits = &state.config.limits;
+        let (bytes, format) =
+            body::read_bytes(&parts.headers, body, limits.max_batch_bytes, true).await?;
+        let items = body::split_batch(&bytes, format)?;
+        if items.len() > limits.max_batch_events {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_events",
+                format!(
+                    "{} events; a batch holds at most {}",
+                    items.len(),
+                    limits.max_batch_events
+                ),
+            ));
+        }
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let (path, outcome) = match item {
+                Ok((value, len)) => {
+                    serve_event(state, route, &flags, value, len, accepted_at).await
+                }
+                Err(error) => (default_path(&flags, route), Err(error)),
+            };
+            first_path.get_or_insert(path);
+            let entry = match outcome {
+                Ok(answer) => {
+                    state.metrics.route_request(route, 200);
+                    json!({"status": 200, "path": path.as_str(), "result": answer.to_json()})
+                }
+                Err(error) => {
+                    state.metrics.route_request(route, error.status.as_u16());
+                    json!({
+                        "status": error.status.as_u16(),
+                        "path": path.as_str(),
+                        "error": {"code": error.code, "message": error.message},
+                    })
+                }
+            };
+            results.push(entry);
+        }
+        Ok(json!({ "results": results }))
+    }
+    .await;
+    let mut response = match result {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(error) => {
+            state.metrics.route_request(route, error.status.as_u16());
+            error.into_response()
+        }
+    };
+    let path = first_path.unwrap_or_else(|| default_path(&flags, route));
+    let headers = response.headers_mut();
+    headers.insert(PATH_HEADER, HeaderValue::from_static(path.as_str()));
+    headers.insert(FLAGS_VERSION_HEADER, HeaderValue::from(flags.version));
+    response
 }
 
 /// The path named on a response refused before its user was known: the one a user outside

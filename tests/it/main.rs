@@ -8,6 +8,7 @@ mod harness;
 
 mod admin_api;
 mod auth;
+mod batch;
 mod bench;
 mod cli;
 mod conformance;

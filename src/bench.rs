@@ -36,6 +36,12 @@ pub struct BenchConfig {
     pub duration: Duration,
     /// Bytes of padding in each event, to reach the event size wanted.
     pub padding: usize,
+    /// Events per request: 1 uses the route's single-event endpoint, more its batch endpoint.
+    pub batch: usize,
+    /// Open loop: publish this many events per second in all, on a fixed schedule, and measure
+    /// latency from each event's intended send time, so a stall shows instead of hiding. `None`
+    /// publishes as fast as answers come back.
+    pub rate: Option<f64>,
 }
 
 /// What one run measured.
@@ -136,6 +142,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let published = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + config.duration;
     let mut producers = Vec::new();
+    let per_producer_rate = config.rate.map(|rate| rate / config.producers as f64);
     for producer in 0..config.producers {
         let owned: Vec<(usize, String)> = users
             .iter()
@@ -148,6 +155,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             owned,
             epoch,
             deadline,
+            per_producer_rate,
             Arc::clone(&published),
         )));
     }
@@ -207,6 +215,7 @@ async fn publish(
     owned: Vec<(usize, String)>,
     epoch: Instant,
     deadline: Instant,
+    rate: Option<f64>,
     published: Arc<AtomicU64>,
 ) -> Result<Vec<(usize, u64)>, BenchError> {
     let stream = TcpStream::connect(&config.target)
@@ -224,26 +233,55 @@ async fn publish(
         "user_event" => "/v1/legacy/user-event",
         _ => "/v1/broadcast",
     };
+    let batch = config.batch.max(1);
+    let endpoint = if batch > 1 {
+        format!("{endpoint}/batch")
+    } else {
+        endpoint.to_owned()
+    };
     let padding = "x".repeat(config.padding);
     let mut sent = vec![0u64; owned.len()];
     let mut turn = 0;
+    let start = Instant::now();
+    let mut n_sent = 0u64;
     while Instant::now() < deadline && !owned.is_empty() {
-        let slot = turn % owned.len();
-        turn += 1;
-        let (index, user) = &owned[slot];
-        sent[slot] += 1;
-        let event = json!({
-            "type": "agent_thinking",
-            "u": index,
-            "seq": sent[slot],
-            "t": epoch.elapsed().as_micros() as u64,
-            "pad": padding,
-        });
-        let body = match config.route.as_str() {
-            "scoped_broadcast" | "user_event" => {
-                json!({"user_context": {"user_id": user, "thread_id": "bench", "run_id": "bench"}, "event": event})
-            }
-            _ => json!({"user_id": user, "event": event}),
+        // Open loop: the k-th event is due at start + k / rate; an event's latency counts
+        // from when it was due, not from when a late producer got round to sending it.
+        let due = rate.map(|rate| start + Duration::from_secs_f64(n_sent as f64 / rate));
+        if let Some(due) = due
+            && due > Instant::now()
+        {
+            tokio::time::sleep_until(due).await;
+        }
+        let stamp = due
+            .unwrap_or_else(Instant::now)
+            .duration_since(epoch)
+            .as_micros() as u64;
+        let mut bodies = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            let slot = turn % owned.len();
+            turn += 1;
+            let (index, user) = &owned[slot];
+            sent[slot] += 1;
+            let event = json!({
+                "type": "agent_thinking",
+                "u": index,
+                "seq": sent[slot],
+                "t": stamp,
+                "pad": padding,
+            });
+            bodies.push(match config.route.as_str() {
+                "scoped_broadcast" | "user_event" => {
+                    json!({"user_context": {"user_id": user, "thread_id": "bench", "run_id": "bench"}, "event": event})
+                }
+                _ => json!({"user_id": user, "event": event}),
+            });
+        }
+        n_sent += batch as u64;
+        let body = if batch > 1 {
+            Value::Array(bodies)
+        } else {
+            bodies.pop().unwrap_or_default()
         };
         sender
             .ready()
@@ -251,7 +289,7 @@ async fn publish(
             .map_err(|e| BenchError::Publish(e.to_string()))?;
         let request = Request::builder()
             .method(Method::POST)
-            .uri(endpoint)
+            .uri(&endpoint)
             .header("host", &config.target)
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {}", config.producer_token))
@@ -273,7 +311,7 @@ async fn publish(
                 String::from_utf8_lossy(&body.to_bytes())
             )));
         }
-        published.fetch_add(1, Ordering::Relaxed);
+        published.fetch_add(batch as u64, Ordering::Relaxed);
     }
     Ok(owned.iter().map(|(index, _)| *index).zip(sent).collect())
 }
@@ -374,6 +412,47 @@ pub fn table(reports: &[(String, BenchReport)]) -> String {
         ));
     }
     out
+}
+
+/// Opens `n` idle connections (spread over `users` users) and measures the gateway's resident
+/// memory before and after, from `/proc/<pid>/status`. Returns (RSS before, RSS after) in KiB.
+pub async fn idle_rss(
+    target: &str,
+    gateway_pid: u32,
+    n: usize,
+    users: usize,
+) -> Result<(u64, u64), BenchError> {
+    let before = rss_kib(gateway_pid).map_err(BenchError::Publish)?;
+    let mut sockets = Vec::with_capacity(n);
+    for i in 0..n {
+        let user = format!("idle-{:05}", i % users.max(1));
+        let url = format!("ws://{target}/ws?user_id={user}");
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .map_err(|error| BenchError::Connect {
+                user: user.clone(),
+                message: error.to_string(),
+            })?;
+        wait_for_greeting(&mut socket)
+            .await
+            .map_err(|message| BenchError::Connect { user, message })?;
+        sockets.push(socket);
+    }
+    // Let allocations settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(gateway_pid).map_err(BenchError::Publish)?;
+    drop(sockets);
+    Ok((before, after))
+}
+
+fn rss_kib(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|error| format!("reading /proc/{pid}/status: {error}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
 #[cfg(test)]

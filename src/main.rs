@@ -88,6 +88,19 @@ enum Command {
         /// Padding bytes per event (about 120 makes a ~200-byte frame).
         #[arg(long, default_value_t = 120)]
         padding: usize,
+        /// Events per request (more than 1 uses the batch endpoint).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Open loop: events per second in all, on a fixed schedule (default: closed loop, as
+        /// fast as answers come back).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Instead of a load run: open this many idle connections and report the gateway's RSS
+        /// per connection (needs --gateway-pid).
+        #[arg(long)]
+        idle_connections: Option<usize>,
+        #[arg(long)]
+        gateway_pid: Option<u32>,
         /// Compare `shadow` off and on, alternating runs on the same gateway.
         #[arg(long, value_parser = ["shadow"])]
         compare: Option<String>,
@@ -241,12 +254,37 @@ fn main() -> ExitCode {
             producers,
             seconds,
             padding,
+            batch,
+            rate,
+            idle_connections,
+            gateway_pid,
             compare,
             rounds,
             json,
             admin_url,
             admin_token,
         } => {
+            if let Some(n) = idle_connections {
+                let Some(pid) = gateway_pid else {
+                    eprintln!("error: --idle-connections needs --gateway-pid");
+                    return ExitCode::from(EXIT_CONFIG);
+                };
+                return runtime.block_on(async {
+                    match switchyard::bench::idle_rss(&target, pid, n, users).await {
+                        Ok((before, after)) => {
+                            let per = (after.saturating_sub(before)) as f64 / n as f64;
+                            println!(
+                                "gateway RSS {before} KiB before, {after} KiB with {n} idle connections: {per:.2} KiB per connection"
+                            );
+                            ExitCode::SUCCESS
+                        }
+                        Err(error) => {
+                            eprintln!("error: {error}");
+                            ExitCode::from(EXIT_UNAVAILABLE)
+                        }
+                    }
+                });
+            }
             let config = switchyard::bench::BenchConfig {
                 target,
                 producer_token,
@@ -256,6 +294,8 @@ fn main() -> ExitCode {
                 producers,
                 duration: std::time::Duration::from_secs(seconds),
                 padding,
+                batch,
+                rate,
             };
             let admin = admin_token.map(|token| (admin_url, token));
             runtime.block_on(bench(config, compare.is_some(), rounds, json, admin))

@@ -89,10 +89,7 @@ pub(crate) type BatchItem = Result<(Value, usize), ApiError>;
 /// The items of a batch body: a JSON array's elements or NDJSON's non-empty lines, each parsed
 /// on its own with its length; an item that is not JSON is an error for that item alone. A
 /// JSON body that is not an array fails the whole batch.
-pub(crate) fn split_batch(
-    bytes: &[u8],
-    format: Format,
-) -> Result<Vec<BatchItem>, ApiError> {
+pub(crate) fn split_batch(bytes: &[u8], format: Format) -> Result<Vec<BatchItem>, ApiError> {
     match format {
         Format::Json => {
             let raw: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(|error| {

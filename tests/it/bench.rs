@@ -20,6 +20,8 @@ async fn a_short_run_delivers_every_event_to_the_right_users() {
             producers: 2,
             duration: Duration::from_millis(500),
             padding: 100,
+            batch: if route == "broadcast" { 1 } else { 10 },
+            rate: None,
         })
         .await
         .unwrap();
@@ -33,5 +35,25 @@ async fn a_short_run_delivers_every_event_to_the_right_users() {
         assert!(report.latency_us.max >= report.latency_us.p50, "{report:?}");
         assert!(report.latency_us.max > 0, "{report:?}");
     }
+    // Open loop at a fixed rate.
+    let report = run(&BenchConfig {
+        target: gateway.public.to_string(),
+        producer_token: PRODUCER_TOKEN.to_owned(),
+        route: "broadcast".to_owned(),
+        users: 4,
+        connections_per_user: 1,
+        producers: 2,
+        duration: Duration::from_millis(500),
+        padding: 10,
+        batch: 1,
+        rate: Some(200.0),
+    })
+    .await
+    .unwrap();
+    assert!(
+        (60..=110).contains(&report.events_published),
+        "about 100 events at 200/s for 0.5 s: {report:?}"
+    );
+    assert_eq!((report.lost, report.duplicated, report.foreign), (0, 0, 0));
     gateway.stop().await;
 }

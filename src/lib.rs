@@ -29,6 +29,8 @@ mod faults;
 mod flags;
 mod guard;
 mod metrics;
+#[doc(hidden)]
+pub mod microbench;
 mod paths;
 mod registry;
 mod routing;

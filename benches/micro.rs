@@ -1,0 +1,41 @@
+//! Criterion microbenchmarks of the hot path's pieces: the cohort hash, the decision, serving one
+//! event (plan and enqueue, with and without a shadow plan) and the shadow payload comparison.
+//! Run with `cargo bench --bench micro`; CI only builds them (clippy), never runs them.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use switchyard::microbench::{DecideFixture, PlanFixture, cohort_bucket, payload_diff};
+
+fn cohort(c: &mut Criterion) {
+    c.bench_function("cohort_bucket", |b| {
+        b.iter(|| cohort_bucket(black_box("switchyard"), black_box("user-0042-abcdef")))
+    });
+}
+
+fn decision(c: &mut Criterion) {
+    let fixture = DecideFixture::new();
+    c.bench_function("decide", |b| {
+        b.iter(|| fixture.decide(black_box("user-0042-abcdef")))
+    });
+}
+
+fn plan(c: &mut Criterion) {
+    let fixture = PlanFixture::new();
+    c.bench_function("serve_3_connections", |b| b.iter(|| fixture.serve(false)));
+    c.bench_function("serve_3_connections_with_shadow_plan", |b| {
+        b.iter(|| fixture.serve(true))
+    });
+}
+
+fn comparison(c: &mut Criterion) {
+    let primary = r#"{"type":"agent_thinking","recipient_id":"mallory","data":{"run_id":"r-1","steps":[1,2,3]},"timestamp":1}"#;
+    let shadow = r#"{"type":"agent_thinking","recipient_id":"alice","data":{"run_id":"r-1","steps":[1,2,4]},"timestamp":2}"#;
+    let ignore = vec!["timestamp".to_owned()];
+    c.bench_function("payload_diff", |b| {
+        b.iter(|| payload_diff(black_box(primary), black_box(shadow), &ignore))
+    });
+}
+
+criterion_group!(benches, cohort, decision, plan, comparison);
+criterion_main!(benches);

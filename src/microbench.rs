@@ -1,0 +1,126 @@
+//! Entry points for the Criterion microbenchmarks in `benches/micro.rs`: the hot-path pieces,
+//! set up once, exposed without exposing the types behind them. Not an API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use crate::faults::Faults;
+use crate::flags::{FlagSet, Percent};
+use crate::metrics::Metrics;
+use crate::paths::{self, Call, Origin, Outlet, PathKind, Route};
+use crate::registry::{Registry, RegistryLimits};
+
+/// The cohort bucket of a user.
+pub fn cohort_bucket(salt: &str, user_id: &str) -> u32 {
+    crate::routing::cohort_bucket(salt, user_id)
+}
+
+/// Flags with a 25% canary, shadowing, and a few pins.
+pub struct DecideFixture(FlagSet);
+
+impl DecideFixture {
+    pub fn new() -> DecideFixture {
+        let mut flags = FlagSet::defaults();
+        let route = flags.route_mut(Route::RouterBroadcast);
+        route.ssot_percent = Percent::from_f64(25.0).expect("valid");
+        route.shadow = true;
+        route.pin_ssot = (0..20).map(|n| format!("tester-{n}")).collect();
+        DecideFixture(flags)
+    }
+
+    /// Whether `user_id` is on SSOT for `router_broadcast`.
+    pub fn decide(&self, user_id: &str) -> bool {
+        crate::routing::decide(&self.0, Route::RouterBroadcast, user_id).primary == PathKind::Ssot
+    }
+}
+
+impl Default for DecideFixture {
+    fn default() -> Self {
+        DecideFixture::new()
+    }
+}
+
+/// A registry with one user on three connections, and an event for them.
+pub struct PlanFixture {
+    registry: Registry,
+    metrics: Arc<Metrics>,
+    faults: Faults,
+    event: Map<String, Value>,
+    connections: Vec<Arc<crate::registry::Connection>>,
+}
+
+impl PlanFixture {
+    pub fn new() -> PlanFixture {
+        let metrics = Arc::new(Metrics::new());
+        let registry = Registry::new(
+            RegistryLimits {
+                max_connections: 100,
+                max_connections_per_user: 8,
+                send_queue_bytes: 1 << 30,
+                offline_queue_len: 50,
+                offline_ttl: Duration::from_secs(300),
+                offline_total_bytes: 1 << 30,
+            },
+            Arc::clone(&metrics),
+        );
+        let connections = (0..3)
+            .map(|_| registry.register("alice", |_| "hi".into()).expect("room"))
+            .collect();
+        let Value::Object(event) = json!({
+            "type": "agent_thinking",
+            "recipient_id": "alice",
+            "data": {"run_id": "r-1", "text": "x".repeat(120)},
+        }) else {
+            unreachable!("an object literal")
+        };
+        PlanFixture {
+            registry,
+            metrics,
+            faults: Faults::default(),
+            event,
+            connections,
+        }
+    }
+
+    /// Serves one event on SSOT, with the legacy path planned as its shadow when `shadow`;
+    /// returns the number of sends. The connections' queues are emptied as a writer would.
+    pub fn serve(&self, shadow: bool) -> usize {
+        let served = paths::serve(
+            &Outlet {
+                registry: &self.registry,
+                metrics: &self.metrics,
+                faults: &self.faults,
+            },
+            Origin {
+                route: Route::Broadcast,
+                path: PathKind::Ssot,
+            },
+            paths::implementation(PathKind::Ssot),
+            shadow.then(|| (PathKind::Legacy, paths::implementation(PathKind::Legacy))),
+            &Call {
+                user_id: "alice",
+                event: &self.event,
+            },
+            Instant::now(),
+        );
+        let mut frames = Vec::new();
+        for connection in &self.connections {
+            connection.queue.take(&mut frames);
+        }
+        served.delivery.successful_sends
+    }
+}
+
+impl Default for PlanFixture {
+    fn default() -> Self {
+        PlanFixture::new()
+    }
+}
+
+/// The structural diff of two payloads: the number of differences.
+pub fn payload_diff(primary: &str, shadow: &str, ignore_fields: &[String]) -> usize {
+    crate::shadow::payload_diff(primary, shadow, ignore_fields).len()
+}

@@ -455,6 +455,85 @@ fn rss_kib(pid: u32) -> Result<u64, String> {
         .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// Flips `route` between 0% and 100% SSOT `n` times through the admin API. After each flip
+/// answers, publishes one event and checks that it took the new path. Returns each flip's round
+/// trip in microseconds, and how many next events still took the old path (must be 0).
+pub async fn flip_latency(
+    target: &str,
+    admin_url: &str,
+    admin_token: &str,
+    producer_token: &str,
+    route: &str,
+    n: usize,
+) -> Result<(Percentiles, u64), BenchError> {
+    let mut round_trips = Vec::with_capacity(n);
+    let mut stale = 0;
+    for i in 0..n {
+        let percent = if i % 2 == 0 { 100 } else { 0 };
+        let started = Instant::now();
+        let (status, text) = crate::cli::admin_request(crate::cli::AdminCall {
+            base_url: admin_url,
+            token: admin_token,
+            method: Method::PATCH,
+            path: format!("/admin/flags/routes/{route}"),
+            body: Some(json!({"ssot_percent": percent, "reason": "flip latency benchmark"})),
+            if_match: None,
+        })
+        .await
+        .map_err(BenchError::Publish)?;
+        round_trips.push(started.elapsed().as_micros() as u64);
+        if status != 200 {
+            return Err(BenchError::Publish(format!("flip: HTTP {status}: {text}")));
+        }
+        let expected = if percent == 100 { "ssot" } else { "legacy" };
+        let body = json!({"user_id": "flip-probe", "event": {"type": "probe"}});
+        let path = publish_once(target, producer_token, route, &body).await?;
+        if path != expected {
+            stale += 1;
+        }
+    }
+    Ok((Percentiles::from_samples(round_trips), stale))
+}
+
+/// Publishes one event on a fresh connection; returns the `X-Switchyard-Path` of the answer.
+async fn publish_once(
+    target: &str,
+    producer_token: &str,
+    route: &str,
+    body: &Value,
+) -> Result<String, BenchError> {
+    let endpoint = match route {
+        "router_broadcast" => "/v1/legacy/router/broadcast",
+        _ => "/v1/broadcast",
+    };
+    let stream = TcpStream::connect(target)
+        .await
+        .map_err(|e| BenchError::Publish(e.to_string()))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| BenchError::Publish(e.to_string()))?;
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(endpoint)
+        .header("host", target)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {producer_token}"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| BenchError::Publish(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| BenchError::Publish(e.to_string()))?;
+    Ok(response
+        .headers()
+        .get("x-switchyard-path")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,10 @@ enum Command {
         idle_connections: Option<usize>,
         #[arg(long)]
         gateway_pid: Option<u32>,
+        /// Instead of a load run: flip the route's flags this many times and report how long a
+        /// flip takes and whether the next event saw it (needs --admin-token).
+        #[arg(long)]
+        flips: Option<usize>,
         /// Compare `shadow` off and on, alternating runs on the same gateway.
         #[arg(long, value_parser = ["shadow"])]
         compare: Option<String>,
@@ -258,12 +262,47 @@ fn main() -> ExitCode {
             rate,
             idle_connections,
             gateway_pid,
+            flips,
             compare,
             rounds,
             json,
             admin_url,
             admin_token,
         } => {
+            if let Some(n) = flips {
+                let Some(token) = admin_token.clone() else {
+                    eprintln!("error: --flips needs --admin-token");
+                    return ExitCode::from(EXIT_CONFIG);
+                };
+                return runtime.block_on(async {
+                    let result = switchyard::bench::flip_latency(
+                        &target,
+                        &admin_url,
+                        &token,
+                        &producer_token,
+                        &route,
+                        n,
+                    )
+                    .await;
+                    match result {
+                        Ok((p, stale)) => {
+                            println!(
+                                "{n} flips: round trip p50 {} µs, p99 {} µs, max {} µs; next event on the old path: {stale}",
+                                p.p50, p.p99, p.max
+                            );
+                            if stale == 0 {
+                                ExitCode::SUCCESS
+                            } else {
+                                ExitCode::FAILURE
+                            }
+                        }
+                        Err(error) => {
+                            eprintln!("error: {error}");
+                            ExitCode::from(EXIT_UNAVAILABLE)
+                        }
+                    }
+                });
+            }
             if let Some(n) = idle_connections {
                 let Some(pid) = gateway_pid else {
                     eprintln!("error: --idle-connections needs --gateway-pid");

@@ -57,3 +57,21 @@ async fn a_short_run_delivers_every_event_to_the_right_users() {
     assert_eq!((report.lost, report.duplicated, report.foreign), (0, 0, 0));
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn flip_latency_sees_every_flip_on_the_next_event() {
+    let gateway = Gateway::start().await;
+    let (round_trips, stale) = switchyard::bench::flip_latency(
+        &gateway.public.to_string(),
+        &format!("http://{}", gateway.admin),
+        crate::harness::ADMIN_TOKEN,
+        PRODUCER_TOKEN,
+        "router_broadcast",
+        6,
+    )
+    .await
+    .unwrap();
+    assert_eq!(stale, 0);
+    assert!(round_trips.max >= round_trips.p50 && round_trips.p50 > 0);
+    gateway.stop().await;
+}

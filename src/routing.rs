@@ -79,15 +79,30 @@ pub(crate) fn decide(flags: &FlagSet, route: Route, user_id: &str) -> Decision {
 /// The user's sticky canary bucket in basis points: `murmur3_x86_32("{salt}:{user_id}", 0) %
 /// 10000`. The same for every route, so a canary user is on SSOT everywhere at once.
 pub(crate) fn cohort_bucket(salt: &str, user_id: &str) -> u32 {
-    let key = format!("{salt}:{user_id}");
-    murmur3_x86_32(key.as_bytes(), 0) % BUCKETS
+    hash_key(&[salt.as_bytes(), b":", user_id.as_bytes()]) % BUCKETS
 }
 
 /// The bucket deciding whether a user's events are shadowed, independent of the cohort bucket
 /// (a different key), so the shadow sample is spread across both cohorts.
 fn shadow_bucket(salt: &str, user_id: &str) -> u32 {
-    let key = format!("shadow:{salt}:{user_id}");
-    murmur3_x86_32(key.as_bytes(), 0) % BUCKETS
+    hash_key(&[b"shadow:", salt.as_bytes(), b":", user_id.as_bytes()]) % BUCKETS
+}
+
+/// murmur3 (seed 0) of the parts joined, without allocating for ordinary key lengths: the
+/// decision runs for every event.
+fn hash_key(parts: &[&[u8]]) -> u32 {
+    const STACK: usize = 256;
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    if len > STACK {
+        return murmur3_x86_32(&parts.concat(), 0);
+    }
+    let mut buffer = [0u8; STACK];
+    let mut at = 0;
+    for part in parts {
+        buffer[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    murmur3_x86_32(&buffer[..len], 0)
 }
 
 /// MurmurHash3, x86 32-bit variant (Austin Appleby's reference algorithm).
@@ -128,6 +143,17 @@ pub(crate) fn murmur3_x86_32(data: &[u8], seed: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_hash_the_same_whatever_their_length() {
+        for user_id in ["alice", &"u".repeat(300)] {
+            let key = format!("switchyard:{user_id}");
+            assert_eq!(
+                cohort_bucket("switchyard", user_id),
+                murmur3_x86_32(key.as_bytes(), 0) % BUCKETS
+            );
+        }
+    }
 
     #[test]
     fn murmur3_matches_reference_vectors() {

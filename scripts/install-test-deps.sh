@@ -1,29 +1,38 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond the Rust toolchain: `promtool` (Debian's `prometheus`
-# package), which checks the /metrics exposition. Idempotent: does nothing when promtool is
-# already on PATH. Needs root (or an existing promtool); never starts the prometheus service.
+# Installs what the test suite needs beyond the Rust toolchain, both from Debian's `prometheus`
+# package: `promtool`, which checks the /metrics exposition and the rules in dashboards/, and the
+# `prometheus` server binary, for the tests that run their own Prometheus (on a port of their own)
+# against a real gateway to exercise every dashboard and rule query. Idempotent: does nothing when
+# both are already on PATH. Needs root (or both installed); never starts the prometheus service.
 set -euo pipefail
 
-if command -v promtool >/dev/null 2>&1; then
+missing=()
+for binary in promtool prometheus; do
+    if ! command -v "$binary" >/dev/null 2>&1; then
+        missing+=("$binary")
+    fi
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0
 fi
 
 if [[ "$EUID" -ne 0 ]]; then
-    echo "error: promtool is not on PATH and installing it needs root." >&2
+    echo "error: ${missing[*]} not on PATH and installing needs root." >&2
     echo "       Run as root: scripts/install-test-deps.sh" >&2
     echo "       or install it yourself: apt-get install --no-install-recommends prometheus" >&2
     exit 1
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "error: promtool is not on PATH and there is no apt-get to install it with;" >&2
-    echo "       install promtool (part of Prometheus) yourself." >&2
+    echo "error: ${missing[*]} not on PATH and there is no apt-get to install with;" >&2
+    echo "       install Prometheus (its server and promtool) yourself." >&2
     exit 1
 fi
 
 # The package's maintainer scripts would start the prometheus service. There is no init system in
-# CI and the tests start no Prometheus daemon, so forbid service starts for the install's duration
-# (policy-rc.d exit 101 = "action forbidden"), unless a policy is already in place.
+# CI and the tests start their own Prometheus, never the system service, so forbid service starts
+# for the install's duration (policy-rc.d exit 101 = "action forbidden"), unless a policy is
+# already in place.
 policy=/usr/sbin/policy-rc.d
 created_policy=false
 if [[ ! -e "$policy" ]]; then
@@ -38,13 +47,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "installing promtool (Debian package prometheus)..." >&2
+echo "installing ${missing[*]} (Debian package prometheus)..." >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+# The package may be installed with a binary missing (deleted by hand, a partial install):
+# --reinstall puts every file back; on a fresh system it is an ordinary install.
+apt-get install -y -qq --no-install-recommends --reinstall prometheus >/dev/null
 
-if ! command -v promtool >/dev/null 2>&1; then
-    echo "error: installed the prometheus package but promtool is still not on PATH" >&2
-    exit 1
-fi
+for binary in promtool prometheus; do
+    if ! command -v "$binary" >/dev/null 2>&1; then
+        echo "error: installed the prometheus package but $binary is still not on PATH" >&2
+        exit 1
+    fi
+done
 echo "promtool installed: $(promtool --version 2>&1 | head -n 1)" >&2
+echo "prometheus installed: $(prometheus --version 2>&1 | head -n 1)" >&2

@@ -19,4 +19,5 @@ mod liveness;
 mod metrics_format;
 mod producer_api;
 mod readme;
+mod rules;
 mod shadow;

@@ -64,7 +64,10 @@ pub(crate) struct RouteCounts {
     pub(crate) legacy: PathCounts,
     pub(crate) ssot: PathCounts,
     pub(crate) comparisons: u64,
+    /// Every mismatch, expected or not.
     pub(crate) mismatches: u64,
+    /// Mismatches the design does not predict: what the guard judges.
+    pub(crate) unexpected: u64,
     pub(crate) skipped: u64,
     /// Comparisons whose SSOT plan reached another user's connection.
     pub(crate) cross_user_ssot: u64,
@@ -77,6 +80,7 @@ impl RouteCounts {
             ssot: self.ssot.minus(earlier.ssot),
             comparisons: self.comparisons.saturating_sub(earlier.comparisons),
             mismatches: self.mismatches.saturating_sub(earlier.mismatches),
+            unexpected: self.unexpected.saturating_sub(earlier.unexpected),
             skipped: self.skipped.saturating_sub(earlier.skipped),
             cross_user_ssot: self.cross_user_ssot.saturating_sub(earlier.cross_user_ssot),
         }
@@ -91,6 +95,11 @@ impl RouteCounts {
 
     pub(crate) fn mismatch_ratio(&self) -> Option<f64> {
         (self.comparisons > 0).then(|| self.mismatches as f64 / self.comparisons as f64)
+    }
+
+    /// Unexpected mismatches per comparison: the guard's measure.
+    pub(crate) fn unexpected_ratio(&self) -> Option<f64> {
+        (self.comparisons > 0).then(|| self.unexpected as f64 / self.comparisons as f64)
     }
 }
 
@@ -125,26 +134,28 @@ pub(crate) fn judge(window: &RouteCounts, settings: &GuardFlags) -> Verdict {
             ));
         }
     }
-    if let (true, Some(mismatch_ratio)) = (enough(window.comparisons), window.mismatch_ratio())
-        && mismatch_ratio > settings.max_mismatch_ratio
+    if let (true, Some(unexpected_ratio)) = (enough(window.comparisons), window.unexpected_ratio())
+        && unexpected_ratio > settings.max_mismatch_ratio
     {
         breaches.push(format!(
-            "shadow mismatch ratio {mismatch_ratio:.4} > {} over {} comparisons",
+            "unexpected shadow mismatch ratio {unexpected_ratio:.4} > {} over {} comparisons",
             settings.max_mismatch_ratio, window.comparisons
         ));
     }
     let show = |ratio: Option<f64>| ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.4}"));
     let measured = format!(
-        "ssot {}/{} delivered (ratio {}), legacy {}/{} (ratio {}), mismatches {}/{} (ratio {})",
+        "ssot {}/{} delivered (ratio {}), legacy {}/{} (ratio {}), unexpected mismatches {}/{} \
+         (ratio {}; {} mismatches in all)",
         ssot.delivered,
         ssot.attempted,
         show(ssot.ratio()),
         legacy.delivered,
         legacy.attempted,
         show(legacy.ratio()),
-        window.mismatches,
+        window.unexpected,
         window.comparisons,
-        show(window.mismatch_ratio())
+        show(window.unexpected_ratio()),
+        window.mismatches
     );
     Verdict { breaches, measured }
 }
@@ -234,6 +245,7 @@ impl Guard {
                 ssot: path(PathKind::Ssot),
                 comparisons: matches + mismatches,
                 mismatches,
+                unexpected: self.metrics.unexpected_mismatch_count(route),
                 skipped: self
                     .metrics
                     .comparison_count(route, ComparisonResult::Skipped),
@@ -447,6 +459,7 @@ mod tests {
             },
             comparisons: comparisons.1,
             mismatches: comparisons.0,
+            unexpected: comparisons.0,
             ..RouteCounts::default()
         }
     }

@@ -183,6 +183,7 @@ pub(crate) struct Metrics {
     rollbacks: IntCounterVec,
     shadow_comparisons: [[IntCounter; ComparisonResult::ALL.len()]; N_ROUTES],
     shadow_mismatches: [[IntCounter; MismatchKind::ALL.len()]; N_ROUTES],
+    shadow_unexpected: [IntCounter; N_ROUTES],
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -414,7 +415,22 @@ impl Metrics {
                 .map(|kind| mismatches_vec.with_label_values(&[route.as_str(), kind.as_str()]))
         });
 
+        let unexpected_vec = IntCounterVec::new(
+            Opts::new(
+                "shadow_unexpected_mismatches_total",
+                "Shadow mismatches not explained by the differences the design predicts between \
+                 legacy and SSOT (offline queueing, trimmed ids, rejected ids, rewritten routing \
+                 fields): what the guard and the mismatch alert judge.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        register(Box::new(unexpected_vec.clone()));
+        let shadow_unexpected =
+            Route::ALL.map(|route| unexpected_vec.with_label_values(&[route.as_str()]));
+
         Metrics {
+            shadow_unexpected,
             shadow_comparisons,
             shadow_mismatches,
             flag_ssot_percent,
@@ -509,6 +525,14 @@ impl Metrics {
 
     pub(crate) fn shadow_comparison(&self, route: Route, result: ComparisonResult) {
         self.shadow_comparisons[route.index()][result as usize].inc();
+    }
+
+    pub(crate) fn shadow_unexpected_mismatch(&self, route: Route) {
+        self.shadow_unexpected[route.index()].inc();
+    }
+
+    pub(crate) fn unexpected_mismatch_count(&self, route: Route) -> u64 {
+        self.shadow_unexpected[route.index()].get()
     }
 
     pub(crate) fn shadow_mismatch(&self, route: Route, kind: MismatchKind) {

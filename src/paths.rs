@@ -432,6 +432,22 @@ mod tests {
             .collect()
     }
 
+    /// Legacy primary, the wrong path as shadow: the comparison the test above judged.
+    fn comparison_of(registry: &Registry, metrics: &Metrics, call: &Call<'_>) -> Comparison {
+        comparison(serve(
+            &Outlet {
+                registry,
+                metrics,
+                faults: &Faults::default(),
+            },
+            ORIGIN,
+            &legacy::Legacy,
+            Some((PathKind::Ssot, &SendsToBob)),
+            call,
+            Instant::now(),
+        ))
+    }
+
     fn comparison(served: Served) -> Comparison {
         let (primary, shadow) = served.plans.expect("a shadow was given");
         Comparison {
@@ -489,6 +505,11 @@ mod tests {
             diff.iter().any(|d| d.shadow.contains("\"bob\"")),
             "the diff names the foreign user: {diff:?}"
         );
+        assert!(!crate::shadow::explained_by_design(
+            &comparison_of(&registry, &metrics, &call),
+            &kinds,
+            &diff
+        ));
 
         // As the primary it would deliver to bob, which is why it is only ever a candidate:
         // the comparison still flags it.

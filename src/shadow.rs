@@ -122,6 +122,8 @@ pub(crate) struct MismatchSample {
     pub(crate) primary_path: PathKind,
     pub(crate) shadow_path: PathKind,
     pub(crate) kinds: Vec<MismatchKind>,
+    /// Whether the difference is one DESIGN §3 predicts (see [`explained_by_design`]).
+    pub(crate) expected: bool,
     pub(crate) diff: Vec<DiffEntry>,
 }
 
@@ -191,6 +193,10 @@ impl Shadow {
         for kind in &kinds {
             self.metrics.shadow_mismatch(route, *kind);
         }
+        let expected = explained_by_design(comparison, &kinds, &diff);
+        if !expected {
+            self.metrics.shadow_unexpected_mismatch(route);
+        }
         if ssot_reaches_another_user(comparison) {
             self.cross_user_ssot[route.index()].fetch_add(1, Ordering::AcqRel);
         }
@@ -213,6 +219,7 @@ impl Shadow {
             primary_path: comparison.primary.path,
             shadow_path: comparison.shadow.path,
             kinds,
+            expected,
             diff,
         };
         let mut samples = lock(&self.samples);
@@ -237,6 +244,64 @@ impl Shadow {
             .cloned()
             .collect()
     }
+}
+
+/// The payload fields the SSOT path rewrites to the recipient by design.
+const REWRITTEN_POINTERS: [&str; 3] = ["/recipient_id", "/target_user_id", "/userId"];
+
+/// Whether a mismatch is wholly one of the differences DESIGN §3 predicts between the legacy
+/// path and SSOT, which are SSOT's improvements rather than its faults:
+/// - SSOT keeps an event for an offline user (or reaches the user a padded id names) while
+///   legacy reaches nobody: SSOT's live recipients include all of legacy's;
+/// - SSOT rejects a user id legacy matched no connection with;
+/// - SSOT rewrites a routing field that named another user to the recipient.
+///
+/// Anything else — SSOT missing a connection legacy reaches, any cross-user recipient, another
+/// payload difference, legacy rejecting what SSOT accepts — is unexpected: that is what the
+/// guard's mismatch ratio and the mismatch alert judge.
+pub(crate) fn explained_by_design(
+    comparison: &Comparison,
+    kinds: &[MismatchKind],
+    diff: &[DiffEntry],
+) -> bool {
+    let (legacy, ssot) = match (comparison.primary.path, comparison.shadow.path) {
+        (PathKind::Legacy, PathKind::Ssot) => (&comparison.primary, &comparison.shadow),
+        (PathKind::Ssot, PathKind::Legacy) => (&comparison.shadow, &comparison.primary),
+        _ => return false,
+    };
+    let connections = |plan: &Plan| -> BTreeSet<Recipient> {
+        plan.result.as_ref().map_or_else(
+            |_| BTreeSet::new(),
+            |body| {
+                body.recipients
+                    .iter()
+                    .filter(|r| matches!(r, Recipient::Connection { .. }))
+                    .cloned()
+                    .collect()
+            },
+        )
+    };
+    kinds.iter().all(|kind| match kind {
+        MismatchKind::CrossUser => false,
+        MismatchKind::Error => {
+            ssot.result.is_err() && legacy.result.is_ok() && connections(legacy).is_empty()
+        }
+        MismatchKind::RecipientsMissing | MismatchKind::RecipientsExtra | MismatchKind::Count => {
+            connections(legacy).is_subset(&connections(ssot))
+        }
+        MismatchKind::Payload => {
+            let target = Value::String(comparison.target.trim().to_owned()).to_string();
+            let ssot_is_primary = comparison.primary.path == PathKind::Ssot;
+            diff.iter().filter(|d| d.pointer.starts_with('/')).all(|d| {
+                let ssot_value = if ssot_is_primary {
+                    &d.primary
+                } else {
+                    &d.shadow
+                };
+                REWRITTEN_POINTERS.contains(&d.pointer.as_str()) && *ssot_value == target
+            })
+        }
+    })
 }
 
 /// Whether the SSOT side of a comparison reaches a connection of anyone but the target.

@@ -302,6 +302,7 @@ pub(crate) async fn shadow_mismatches(
             primary_path: sample.primary_path.as_str(),
             shadow_path: sample.shadow_path.as_str(),
             kinds: sample.kinds.iter().map(|k| k.as_str()).collect(),
+            expected: sample.expected,
             diff: sample
                 .diff
                 .iter()
@@ -359,8 +360,10 @@ pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Response {
                 shadow: ShadowStatsView {
                     comparisons: window.counts.comparisons,
                     mismatches: window.counts.mismatches,
+                    unexpected_mismatches: window.counts.unexpected,
                     skipped: window.counts.skipped,
                     mismatch_ratio: window.counts.mismatch_ratio(),
+                    unexpected_mismatch_ratio: window.counts.unexpected_ratio(),
                 },
                 cohort,
                 guard: GuardStatsView {

@@ -379,6 +379,8 @@ pub(crate) struct MismatchView<'a> {
     pub(crate) primary_path: &'static str,
     pub(crate) shadow_path: &'static str,
     pub(crate) kinds: Vec<&'static str>,
+    /// A difference the design predicts between legacy and SSOT.
+    pub(crate) expected: bool,
     pub(crate) diff: Vec<DiffView<'a>>,
 }
 
@@ -442,8 +444,11 @@ pub(crate) struct PathStatsView {
 pub(crate) struct ShadowStatsView {
     pub(crate) comparisons: u64,
     pub(crate) mismatches: u64,
+    /// Mismatches the design does not predict: what the guard judges.
+    pub(crate) unexpected_mismatches: u64,
     pub(crate) skipped: u64,
     pub(crate) mismatch_ratio: Option<f64>,
+    pub(crate) unexpected_mismatch_ratio: Option<f64>,
 }
 
 #[derive(Serialize)]

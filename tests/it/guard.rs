@@ -161,6 +161,54 @@ async fn an_ssot_degradation_is_rolled_back_by_the_guard_and_traffic_goes_on_on_
 }
 
 #[tokio::test]
+async fn differences_the_design_predicts_do_not_trip_the_guard() {
+    let config = config(true, &[]);
+    std::fs::write(
+        &config.server.flags_path,
+        "[routes.router_broadcast]\nssot_percent = 100\nshadow = true\n\n\
+         [guard]\nwindow_seconds = 2\nmin_events = 20\nconsecutive_breaches = 2\n",
+    )
+    .unwrap();
+    let gateway = Gateway::start_with(config).await;
+    let _ivy = gateway.connect("ivy").await;
+    let mut producer = Producer::connect(gateway.public).await;
+    // Half the events go to users who are offline: SSOT queues them, the legacy shadow would
+    // not. Every one of those comparisons is a mismatch, and all of them are expected.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut n = 0;
+    while tokio::time::Instant::now() < deadline {
+        let user = if n % 2 == 0 {
+            "ivy".to_owned()
+        } else {
+            format!("away-{n}")
+        };
+        let published = producer
+            .publish("router_broadcast", &user, json!({"type": "agent_thinking"}))
+            .await;
+        assert_eq!(published.path, "ssot", "never rolled back");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mismatches = gateway
+        .metric(
+            "shadow_comparisons_total",
+            r#"result="mismatch",route="router_broadcast""#,
+        )
+        .await;
+    assert!(mismatches >= 40.0, "{mismatches} mismatches");
+    assert_eq!(
+        gateway
+            .metric(
+                "rollbacks_total",
+                r#"route="router_broadcast",trigger="guard""#
+            )
+            .await,
+        0.0
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
 async fn healthy_traffic_is_left_alone() {
     let gateway = guarded_gateway().await;
     let _client = gateway.connect("hal").await;

@@ -194,6 +194,20 @@ async fn the_divergences_design_predicts_are_detected_and_classified() {
     );
     assert_eq!(comparisons(&gateway, route, "match").await, 1.0);
 
+    // Every one of these is a difference the design predicts: none is unexpected.
+    let samples = mismatches(&gateway, route).await;
+    assert_eq!(samples.len(), 4, "{samples:?}");
+    assert!(samples.iter().all(|s| s["expected"] == true), "{samples:?}");
+    assert_eq!(
+        gateway
+            .metric(
+                "shadow_unexpected_mismatches_total",
+                &format!(r#"route="{route}""#)
+            )
+            .await,
+        0.0
+    );
+
     alice.next_json().await;
     alice.expect_silence(Duration::from_millis(100)).await;
     gateway.stop().await;

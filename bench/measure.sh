@@ -82,7 +82,7 @@ start_gateway idle 18083 19093
 
 if [ -f bench/node/node_modules/ws/package.json ]; then
   echo "== Node ws peer against switchyard, same load, alternating"
-  (cd bench/node && PORT=18090 node server.js >"$WORK/node.out" 2>&1) &
+  (cd bench/node && PORT=18090 exec node server.js >"$WORK/node.out" 2>&1) &
   PIDS+=($!)
   sleep 1
   for round in $(seq "$ROUNDS"); do

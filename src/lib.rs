@@ -207,7 +207,13 @@ async fn reload_on_file_change(flags: Arc<FlagStore>, shutdown: CancellationToke
     let (changed_tx, mut changed) = tokio::sync::mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        if event.kind.is_access() {
+        // Reads and permission or timestamp changes say nothing about the content.
+        if event.kind.is_access()
+            || matches!(
+                event.kind,
+                notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+            )
+        {
             return;
         }
         if event

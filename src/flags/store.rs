@@ -102,6 +102,10 @@ pub(crate) struct FlagStore {
     audit: Mutex<VecDeque<AuditEntry>>,
     /// Serialises changes: each starts from the set the previous one left.
     changing: Mutex<()>,
+    /// What the file held when last read or written: a file-watcher reload that finds the same
+    /// keeps the live flags, so a change that could not be written back (read-only file) is not
+    /// undone by an unrelated event on the file.
+    file_flags: Mutex<Option<FlagSet>>,
     path: PathBuf,
     metrics: Arc<Metrics>,
 }
@@ -125,6 +129,7 @@ impl FlagStore {
         };
         metrics.flags_reload(Trigger::Startup, true);
         let store = FlagStore {
+            file_flags: Mutex::new(persisted.then(|| flags.clone())),
             current: ArcSwap::from_pointee(flags),
             status: Mutex::new(StoreStatus {
                 source: Trigger::Startup,
@@ -189,6 +194,17 @@ impl FlagStore {
         };
         self.metrics.flags_reload(trigger, true);
         let current = self.snapshot();
+        let unchanged_on_disk = lock(&self.file_flags)
+            .as_ref()
+            .is_some_and(|last| last.same_settings(&file_flags));
+        *lock(&self.file_flags) = Some(file_flags.clone());
+        if trigger == Trigger::File && unchanged_on_disk && !current.same_settings(&file_flags) {
+            // The file did not change (a permission change, a touch); the live flags hold an
+            // unpersisted change, which stays. SIGHUP and the admin API re-read on purpose.
+            return Ok(ReloadOutcome::Unchanged {
+                version: current.version,
+            });
+        }
         if current.same_settings(&file_flags) {
             // Most often our own write-back, seen by the file watcher.
             let mut status = lock(&self.status);
@@ -244,6 +260,9 @@ impl FlagStore {
             return Ok(current);
         }
         let persisted = self.write_file(&text);
+        if persisted {
+            *lock(&self.file_flags) = Some(new.clone());
+        }
         Ok(self.install(current, new, trigger, actor, reason, persisted))
     }
 
@@ -467,6 +486,39 @@ mod tests {
         assert_eq!(
             store.reload(Trigger::Sighup, "sighup").unwrap(),
             ReloadOutcome::Applied { version: 1 }
+        );
+    }
+
+    #[test]
+    fn a_file_event_without_new_content_keeps_an_unpersisted_change() {
+        let dir = TempDir::new("store-keep");
+        let path = dir.0.join("flags.toml");
+        std::fs::write(&path, "version = 3\n").unwrap();
+        let store = FlagStore::open(&path, Arc::new(Metrics::new())).unwrap();
+        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(&path, permissions).unwrap();
+        store
+            .change(Trigger::Api, "ops", "ramp", None, set_percent(7.0))
+            .unwrap();
+        assert!(!store.status().persisted);
+        // The watcher sees an event on the file whose content did not change: nothing reverts.
+        assert_eq!(
+            store.reload(Trigger::File, "file").unwrap(),
+            ReloadOutcome::Unchanged { version: 4 }
+        );
+        assert_eq!(
+            store.snapshot().route(Route::RouterBroadcast).ssot_percent,
+            Percent::from_f64(7.0).unwrap()
+        );
+        // An operator's explicit reload re-reads the file on purpose.
+        assert_eq!(
+            store.reload(Trigger::Sighup, "sighup").unwrap(),
+            ReloadOutcome::Applied { version: 5 }
+        );
+        assert_eq!(
+            store.snapshot().route(Route::RouterBroadcast).ssot_percent,
+            Percent::ZERO
         );
     }
 

@@ -18,6 +18,7 @@ mod guard;
 mod liveness;
 mod metrics_format;
 mod producer_api;
+mod prometheus;
 mod readme;
 mod rules;
 mod shadow;

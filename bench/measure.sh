@@ -26,7 +26,7 @@ start_gateway() {
   local name=$1 public=$2 admin=$3
   shift 3
   mkdir -p "$WORK/$name"
-  (cd "$WORK/$name" && env RUST_LOG=warn \
+  (cd "$WORK/$name" && exec env RUST_LOG=warn \
       SWITCHYARD_SERVER_LISTEN=127.0.0.1:$public SWITCHYARD_SERVER_ADMIN_LISTEN=127.0.0.1:$admin \
       SWITCHYARD_LIMITS_MAX_CONNECTIONS=20000 SWITCHYARD_LIMITS_MAX_BATCH_EVENTS=1000 "$@" \
       "$OLDPWD/$BIN" serve --dev >"$WORK/$name.out" 2>"$WORK/$name.err") &
@@ -44,32 +44,58 @@ start_gateway main 18080 19090
 start_gateway bypass 18081 19091 SWITCHYARD_SERVER_BYPASS_ROUTING=true
 P=$(token main PRODUCER_TOKEN); A=$(token main ADMIN_TOKEN); PB=$(token bypass PRODUCER_TOKEN)
 
-run() { "$BIN" bench --seconds "$SECONDS_PER_RUN" "$@"; }
+RESULTS=$WORK/results.tsv
+# run LABEL BENCH-ARGS...: one bench run (or one off/on pair with --compare); prints and records
+# "label  deliveries/s  events/s  p50 µs  p99 µs  lost dup foreign" for each run in it.
+run() {
+  local label=$1
+  shift
+  "$BIN" bench --seconds "$SECONDS_PER_RUN" --rounds 1 --json "$@" 2>/dev/null \
+    | python3 -c '
+import json, sys
+label = sys.argv[1]
+for run in json.load(sys.stdin):
+    r = run["report"]
+    name = run["label"].rsplit(" ", 1)[0] if run["label"].startswith("shadow") else label
+    print("\t".join([name, "%.0f" % r["deliveries_per_second"], "%.0f" % r["events_per_second"],
+                     str(r["latency_us"]["p50"]), str(r["latency_us"]["p99"]),
+                     "%d/%d/%d" % (r["lost"], r["duplicated"], r["foreign"])]))
+' "$label" | tee -a "$RESULTS"
+}
+# median LABEL COLUMN: the median of one column (2 = deliveries/s, 3 = events/s) over a label's runs.
+median() {
+  awk -F'\t' -v l="$1" -v c="$2" '$1 == l { print $c }' "$RESULTS" | sort -n \
+    | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print 0 }'
+}
 
 echo "== max deliveries/s, 100 users, batches of 50 (closed loop), ${ROUNDS} rounds"
 for round in $(seq "$ROUNDS"); do
   for conns in 1 3; do
-    echo "-- round $round, $conns connection(s) per user"
-    run --target 127.0.0.1:18080 --producer-token "$P" --users 100 --connections "$conns" \
-        --producers 4 --batch 50 | tail -1
+    run "max ${conns}c" --target 127.0.0.1:18080 --producer-token "$P" --users 100 \
+        --connections "$conns" --producers 4 --batch 50
   done
 done
 
 echo "== shim overhead: the same load on the normal and the bypass gateway, alternating"
 for round in $(seq "$ROUNDS"); do
-  echo "-- round $round normal";  run --target 127.0.0.1:18080 --producer-token "$P"  --users 100 --producers 4 --batch 50 | tail -1
-  echo "-- round $round bypass";  run --target 127.0.0.1:18081 --producer-token "$PB" --users 100 --producers 4 --batch 50 | tail -1
+  run "shim normal" --target 127.0.0.1:18080 --producer-token "$P" --users 100 --producers 4 --batch 50
+  run "shim bypass" --target 127.0.0.1:18081 --producer-token "$PB" --users 100 --producers 4 --batch 50
 done
 
-echo "== shadow overhead (batches of 50)"
-run --target 127.0.0.1:18080 --producer-token "$P" --admin-url http://127.0.0.1:19090 \
-    --admin-token "$A" --users 100 --producers 4 --batch 50 --compare shadow --rounds "$ROUNDS" | tail -1
+echo "== shadow overhead (batches of 50), off and on alternating"
+for round in $(seq "$ROUNDS"); do
+  run "shadow" --target 127.0.0.1:18080 --producer-token "$P" --admin-url http://127.0.0.1:19090 \
+      --admin-token "$A" --users 100 --producers 4 --batch 50 --compare shadow
+done
 
-if [ -n "${HALF_RATE:-}" ]; then
-  echo "== latency at ${HALF_RATE} events/s (open loop), 1 connection per user"
-  run --target 127.0.0.1:18080 --producer-token "$P" --users 100 --producers 4 --batch 10 \
-      --rate "$HALF_RATE" | tail -1
-fi
+HALF_RATE=${HALF_RATE:-$(( $(median "max 1c" 3) / 2 ))}
+echo "== latency in an open loop at half the 1-connection maximum: ${HALF_RATE} events/s"
+for batch in 1 10; do
+  for round in $(seq "$ROUNDS"); do
+    run "half rate batch $batch" --target 127.0.0.1:18080 --producer-token "$P" --users 100 \
+        --producers 4 --batch "$batch" --rate "$HALF_RATE"
+  done
+done
 
 echo "== flag flips"
 "$BIN" bench --target 127.0.0.1:18080 --producer-token "$P" --admin-url http://127.0.0.1:19090 \
@@ -87,14 +113,19 @@ if [ -f bench/node/node_modules/ws/package.json ]; then
   sleep 1
   for round in $(seq "$ROUNDS"); do
     for conns in 1 3; do
-      echo "-- round $round node, $conns connection(s)"
-      run --target 127.0.0.1:18090 --producer-token node-peer-token --users 100 \
-          --connections "$conns" --producers 4 | tail -1
-      echo "-- round $round switchyard, $conns connection(s)"
-      run --target 127.0.0.1:18080 --producer-token "$P" --users 100 \
-          --connections "$conns" --producers 4 | tail -1
+      for batch in 1 50; do
+        run "node ${conns}c b$batch" --target 127.0.0.1:18090 --producer-token node-peer-token \
+            --users 100 --connections "$conns" --producers 4 --batch "$batch"
+        run "switchyard ${conns}c b$batch" --target 127.0.0.1:18080 --producer-token "$P" \
+            --users 100 --connections "$conns" --producers 4 --batch "$batch"
+      done
     done
   done
 else
   echo "== Node peer skipped: run npm ci in bench/node first"
 fi
+
+echo "== medians over ${ROUNDS} rounds (deliveries/s)"
+cut -f1 "$RESULTS" | awk '!seen[$0]++' | while read -r label; do
+  printf '%-28s %10s\n' "$label" "$(median "$label" 2)"
+done

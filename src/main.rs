@@ -108,7 +108,7 @@ enum Command {
         /// Compare `shadow` off and on, alternating runs on the same gateway.
         #[arg(long, value_parser = ["shadow"])]
         compare: Option<String>,
-        /// Rounds of the comparison; medians are reported.
+        /// Runs to make (with --compare: rounds of off and on; medians are reported).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Print JSON instead of a table.

@@ -6,6 +6,8 @@
 //   POST /v1/broadcast     Bearer token (any non-empty one), {"user_id", "event"}; the event is
 //                          encoded once and sent as one text frame to every open connection of
 //                          that user; answered with a BroadcastResult.
+//   POST /v1/broadcast/batch  A JSON array of those bodies, served in order; answered with
+//                          {"results": [{"status", "result"}, ...]}.
 // No offline queue, no routing flags, no backpressure handling: a simple peer.
 
 const http = require('node:http');
@@ -38,23 +40,10 @@ function bearerToken(header) {
   return match ? match[1] : '';
 }
 
-function broadcast(req, res, raw) {
-  if (!bearerToken(req.headers.authorization)) {
-    sendError(res, 401, 'unauthorized', 'missing bearer token');
-    return;
-  }
-  let body;
-  try {
-    body = JSON.parse(raw);
-  } catch (error) {
-    sendError(res, 400, 'invalid_json', `body is not valid JSON: ${error.message}`);
-    return;
-  }
-  const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
-  if (!isObject(body) || typeof body.user_id !== 'string' || body.user_id === '' || !isObject(body.event)) {
-    sendError(res, 400, 'invalid_request', 'body must be {"user_id": string, "event": object}');
-    return;
-  }
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** Sends one event to every open connection of its user; returns the BroadcastResult. */
+function fanOut(body) {
   const { user_id: userId, event } = body;
   const connections = users.get(userId);
   let attempted = 0;
@@ -72,26 +61,64 @@ function broadcast(req, res, raw) {
       }
     }
   }
-  sendJson(res, 200, {
+  return {
     user_id: userId,
     connections_attempted: attempted,
     successful_sends: sent,
     event_type: typeof event.type === 'string' ? event.type : '',
     queued: false,
     errors,
-  });
+  };
+}
+
+function validBody(body) {
+  return isObject(body) && typeof body.user_id === 'string' && body.user_id !== '' && isObject(body.event);
+}
+
+/** POST /v1/broadcast ({"user_id", "event"}) or, with batch, /v1/broadcast/batch (an array of them). */
+function broadcast(req, res, raw, batch) {
+  if (!bearerToken(req.headers.authorization)) {
+    sendError(res, 401, 'unauthorized', 'missing bearer token');
+    return;
+  }
+  let body;
+  try {
+    body = JSON.parse(raw);
+  } catch (error) {
+    sendError(res, 400, 'invalid_json', `body is not valid JSON: ${error.message}`);
+    return;
+  }
+  if (!batch) {
+    if (!validBody(body)) {
+      sendError(res, 400, 'invalid_request', 'body must be {"user_id": string, "event": object}');
+      return;
+    }
+    sendJson(res, 200, fanOut(body));
+    return;
+  }
+  if (!Array.isArray(body)) {
+    sendError(res, 400, 'invalid_request', 'a batch is a JSON array of {"user_id", "event"}');
+    return;
+  }
+  const results = body.map((item) =>
+    validBody(item)
+      ? { status: 200, result: fanOut(item) }
+      : { status: 400, error: { code: 'invalid_request', message: 'item must be {"user_id": string, "event": object}' } },
+  );
+  sendJson(res, 200, { results });
 }
 
 const server = http.createServer({ noDelay: true, keepAliveTimeout: 65_000 }, (req, res) => {
   const path = req.url.split('?', 1)[0];
-  if (req.method !== 'POST' || path !== '/v1/broadcast') {
+  const batch = path === '/v1/broadcast/batch';
+  if (req.method !== 'POST' || (path !== '/v1/broadcast' && !batch)) {
     req.resume();
     sendError(res, 404, 'not_found', 'no such endpoint');
     return;
   }
   const chunks = [];
   req.on('data', (chunk) => chunks.push(chunk));
-  req.on('end', () => broadcast(req, res, Buffer.concat(chunks).toString('utf8')));
+  req.on('end', () => broadcast(req, res, Buffer.concat(chunks).toString('utf8'), batch));
 });
 
 const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });

@@ -90,7 +90,7 @@ done
 
 HALF_RATE=${HALF_RATE:-$(( $(median "max 1c" 3) / 2 ))}
 echo "== latency in an open loop at half the 1-connection maximum: ${HALF_RATE} events/s"
-for batch in 1 10; do
+for batch in 10 50; do
   for round in $(seq "$ROUNDS"); do
     run "half rate batch $batch" --target 127.0.0.1:18080 --producer-token "$P" --users 100 \
         --producers 4 --batch "$batch" --rate "$HALF_RATE"

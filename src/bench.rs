@@ -21,6 +21,7 @@ use hyper::{Method, Request};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -145,12 +146,28 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let published = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + config.duration;
     let mut producers = Vec::new();
-    let per_producer_rate = config.rate.map(|rate| rate / config.producers as f64);
-    for producer in 0..config.producers {
+    let n_producers = config.producers.clamp(1, config.users.max(1));
+    // Open loop: a pacer thread hands each producer in turn the time its next burst is due.
+    let mut schedules: Vec<Option<mpsc::UnboundedReceiver<Instant>>> =
+        (0..n_producers).map(|_| None).collect();
+    if let Some(rate) = config.rate {
+        let mut senders = Vec::with_capacity(n_producers);
+        for schedule in &mut schedules {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            senders.push(sender);
+            *schedule = Some(receiver);
+        }
+        let batch = config.batch.max(1);
+        std::thread::Builder::new()
+            .name("bench-pacer".to_owned())
+            .spawn(move || pace(rate, batch, deadline, &senders))
+            .map_err(|e| BenchError::Publish(e.to_string()))?;
+    }
+    for (producer, schedule) in schedules.into_iter().enumerate() {
         let owned: Vec<(usize, String)> = users
             .iter()
             .enumerate()
-            .filter(|(index, _)| index % config.producers == producer)
+            .filter(|(index, _)| index % n_producers == producer)
             .map(|(index, user)| (index, user.clone()))
             .collect();
         producers.push(tokio::spawn(publish(
@@ -158,7 +175,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             owned,
             epoch,
             deadline,
-            per_producer_rate,
+            schedule,
             Arc::clone(&published),
         )));
     }
@@ -211,16 +228,45 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     })
 }
 
-/// Publishes to the users this producer owns, in turn, until the deadline. Returns the number
+/// The open loop's clock: burst k (of `batch` events) is due at start + k × batch / rate, and
+/// goes to producer k mod P. A thread that sleeps with the OS's fine-grained timer rather than a
+/// tokio sleep, whose millisecond granularity would add up to a millisecond to every latency
+/// measured from the due time. A producer still busy with its last request finds its next
+/// due time waiting, so a stall shows in the latency instead of hiding.
+fn pace(rate: f64, batch: usize, deadline: Instant, producers: &[mpsc::UnboundedSender<Instant>]) {
+    let start = Instant::now();
+    for burst in 0u64.. {
+        let due = start + Duration::from_secs_f64((burst * batch as u64) as f64 / rate);
+        if due >= deadline {
+            return;
+        }
+        let now = Instant::now();
+        if due > now {
+            // Its own thread, never a runtime worker: blocking is the point here.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(due - now);
+        }
+        let producer = &producers[(burst % producers.len() as u64) as usize];
+        if producer.send(due).is_err() {
+            return;
+        }
+    }
+}
+
+/// Publishes to the users this producer owns, in turn: as fast as answers come back until the
+/// deadline, or, with a schedule, one burst at each due time it is handed. Returns the number
 /// of events sent to each user.
 async fn publish(
     config: BenchConfig,
     owned: Vec<(usize, String)>,
     epoch: Instant,
     deadline: Instant,
-    rate: Option<f64>,
+    mut schedule: Option<mpsc::UnboundedReceiver<Instant>>,
     published: Arc<AtomicU64>,
 ) -> Result<Vec<(usize, u64)>, BenchError> {
+    if owned.is_empty() {
+        return Ok(Vec::new());
+    }
     let stream = TcpStream::connect(&config.target)
         .await
         .map_err(|e| BenchError::Publish(e.to_string()))?;
@@ -247,17 +293,17 @@ async fn publish(
     let mut body = String::new();
     let mut sent = vec![0u64; owned.len()];
     let mut turn = 0;
-    let start = Instant::now();
-    let mut n_sent = 0u64;
-    while Instant::now() < deadline && !owned.is_empty() {
-        // Open loop: the k-th event is due at start + k / rate; an event's latency counts
-        // from when it was due, not from when a late producer got round to sending it.
-        let due = rate.map(|rate| start + Duration::from_secs_f64(n_sent as f64 / rate));
-        if let Some(due) = due
-            && due > Instant::now()
-        {
-            tokio::time::sleep_until(due).await;
-        }
+    loop {
+        // Open loop: an event's latency counts from when it was due, not from when a late
+        // producer got round to sending it.
+        let due = match &mut schedule {
+            Some(schedule) => match schedule.recv().await {
+                Some(due) => Some(due),
+                None => break,
+            },
+            None if Instant::now() >= deadline => break,
+            None => None,
+        };
         let stamp = due
             .unwrap_or_else(Instant::now)
             .duration_since(epoch)
@@ -294,7 +340,6 @@ async fn publish(
         if batch > 1 {
             body.push(']');
         }
-        n_sent += batch as u64;
         sender
             .ready()
             .await

@@ -8,9 +8,9 @@
 //! (generator and clients share the process). Everything measured is reported, including the
 //! frames that must be zero: lost, duplicated, foreign.
 
-use std::sync::Arc;
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -135,12 +135,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
                     user: user.clone(),
                     message,
                 })?;
-            receivers.push(tokio::spawn(receive(
-                socket,
-                index,
-                epoch,
-                stop.clone(),
-            )));
+            receivers.push(tokio::spawn(receive(socket, index, epoch, stop.clone())));
         }
     }
     let published = Arc::new(AtomicU64::new(0));

@@ -11,7 +11,8 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::random_token;
@@ -23,7 +24,9 @@ use crate::paths::ssot::BroadcastResult;
 use crate::paths::{self, Call, Delivery, Origin, Outlet, PathKind, Route};
 use crate::routing::{Decision, DecisionReason, decide};
 use crate::server::api_error::ApiError;
-use crate::server::protocol::{BroadcastResultBody, RouteRequest, SentBody};
+use crate::server::protocol::{
+    BatchBody, BatchItemBody, BroadcastResultBody, ErrorDetail, RouteRequest, SentBody,
+};
 use crate::server::{AppState, body};
 use crate::shadow::Comparison;
 
@@ -140,7 +143,7 @@ async fn serve(state: &AppState, route: Route, request: Request) -> Response {
         }
     };
     let mut response = match result {
-        Ok(answer) => axum::Json(answer.to_json()).into_response(),
+        Ok(answer) => axum::Json(answer).into_response(),
         Err(error) => error.into_response(),
     };
     state
@@ -161,13 +164,12 @@ pub(crate) enum Answer {
     Sent(usize),
 }
 
-impl Answer {
-    pub(crate) fn to_json(&self) -> Value {
-        let value = match self {
-            Answer::Broadcast(result) => serde_json::to_value(BroadcastResultBody::from(result)),
-            Answer::Sent(sent) => serde_json::to_value(SentBody { sent: *sent }),
-        };
-        value.expect("answers always serialise")
+impl Serialize for Answer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Answer::Broadcast(result) => BroadcastResultBody::from(result).serialize(serializer),
+            Answer::Sent(sent) => SentBody { sent: *sent }.serialize(serializer),
+        }
     }
 }
 
@@ -342,27 +344,31 @@ pub(crate) async fn batch(state: &AppState, route: Route, request: Request) -> R
                 Err(error) => (default_path(&flags, route), Err(error)),
             };
             first_path.get_or_insert(path);
-            let entry = match outcome {
-                Ok(answer) => {
-                    state.metrics.route_request(route, 200);
-                    json!({"status": 200, "path": path.as_str(), "result": answer.to_json()})
-                }
-                Err(error) => {
-                    state.metrics.route_request(route, error.status.as_u16());
-                    json!({
-                        "status": error.status.as_u16(),
-                        "path": path.as_str(),
-                        "error": {"code": error.code, "message": error.message},
-                    })
-                }
-            };
-            results.push(entry);
+            let status = outcome.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+            state.metrics.route_request(route, status);
+            results.push((status, path, outcome));
         }
-        Ok(json!({ "results": results }))
+        Ok(results)
     }
     .await;
     let mut response = match result {
-        Ok(body) => axum::Json(body).into_response(),
+        // Serialised straight from the answers: building a serde_json::Value per item cost
+        // more than serving the events.
+        Ok(results) => {
+            let items: Vec<BatchItemBody<'_, &Answer>> = results
+                .iter()
+                .map(|(status, path, outcome)| BatchItemBody {
+                    status: *status,
+                    path: path.as_str(),
+                    result: outcome.as_ref().ok(),
+                    error: outcome.as_ref().err().map(|error| ErrorDetail {
+                        code: error.code,
+                        message: &error.message,
+                    }),
+                })
+                .collect();
+            axum::Json(BatchBody { results: &items }).into_response()
+        }
         Err(error) => {
             state.metrics.route_request(route, error.status.as_u16());
             error.into_response()
@@ -389,7 +395,6 @@ fn default_path(flags: &FlagSet, route: Route) -> PathKind {
     }
 }
 
-/// Authenticates the producer and reads the body as JSON, refusing it as early as possible.
 /// Authenticates the producer and reads the body as JSON, refusing it as early as possible.
 async fn read_json(state: &AppState, request: Request) -> Result<(Value, usize), ApiError> {
     let (parts, body) = request.into_parts();

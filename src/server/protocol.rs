@@ -89,6 +89,23 @@ pub(crate) struct ErrorDetail<'a> {
     pub(crate) message: &'a str,
 }
 
+/// A batch's answer: `{"results": [...]}`, one item per event, in order.
+#[derive(Serialize)]
+pub(crate) struct BatchBody<'a, R: Serialize> {
+    pub(crate) results: &'a [BatchItemBody<'a, R>],
+}
+
+/// One event's answer in a batch: `{"status", "path", "result"}` or `{"status", "path", "error"}`.
+#[derive(Serialize)]
+pub(crate) struct BatchItemBody<'a, R: Serialize> {
+    pub(crate) status: u16,
+    pub(crate) path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) result: Option<R>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<ErrorDetail<'a>>,
+}
+
 /// `BroadcastResult` as producers receive it.
 #[derive(Serialize)]
 pub(crate) struct BroadcastResultBody<'a> {

@@ -100,10 +100,7 @@ impl PlanFixture {
             },
             paths::implementation(PathKind::Ssot),
             shadow.then(|| (PathKind::Legacy, paths::implementation(PathKind::Legacy))),
-            &Call {
-                user_id: "alice",
-                event: &self.event,
-            },
+            &Call::new("alice", &self.event),
             Instant::now(),
         );
         let mut frames = Vec::new();

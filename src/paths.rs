@@ -9,7 +9,8 @@
 pub(crate) mod legacy;
 pub(crate) mod ssot;
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{Map, Value};
@@ -90,17 +91,36 @@ pub(crate) struct Origin {
 pub(crate) struct Call<'a> {
     pub(crate) user_id: &'a str,
     pub(crate) event: &'a Map<String, Value>,
+    /// `event` encoded, once, by whichever path first sends it unchanged; a shadowed event
+    /// that both paths send verbatim is encoded once, not twice.
+    encoded: OnceLock<Utf8Bytes>,
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn new(user_id: &'a str, event: &'a Map<String, Value>) -> Call<'a> {
+        Call {
+            user_id,
+            event,
+            encoded: OnceLock::new(),
+        }
+    }
+
+    /// The event as it came, encoded (once per call).
+    pub(crate) fn payload(&self) -> Utf8Bytes {
+        self.encoded.get_or_init(|| encode(self.event)).clone()
+    }
 }
 
 /// What a path would do with one call, computed without side effects.
 #[derive(Debug, Clone)]
-pub(crate) struct Prepared {
+pub(crate) struct Prepared<'a> {
     /// The registry key to deliver to.
     pub(crate) user_id: String,
     /// The payload every recipient connection gets, encoded once.
     pub(crate) payload: Utf8Bytes,
-    /// For an offline user, the event to keep for replay (SSOT only); `None` drops it.
-    pub(crate) offline_event: Option<Map<String, Value>>,
+    /// For an offline user, the event to keep for replay (SSOT only); `None` drops it. Borrowed
+    /// when the path sends the call's event unchanged, so it is copied only for an offline user.
+    pub(crate) offline_event: Option<Cow<'a, Map<String, Value>>>,
     /// Problems the path corrected and reports to the caller.
     pub(crate) errors: Vec<String>,
 }
@@ -115,7 +135,7 @@ pub(crate) enum PathError {
 /// A broadcast implementation.
 pub(crate) trait Path: Sync {
     /// Works out what this path would do with `call`. Pure: no registry, no metrics, no clock.
-    fn prepare(&self, call: &Call<'_>) -> Result<Prepared, PathError>;
+    fn prepare<'a>(&self, call: &Call<'a>) -> Result<Prepared<'a>, PathError>;
 }
 
 /// The implementation of each path kind.
@@ -240,7 +260,7 @@ pub(crate) fn serve(
     let shadow_key = shadow_prepared.as_ref().ok().map(|p| p.user_id.clone());
     let Some(lock_key) = primary_key.clone().or_else(|| shadow_key.clone()) else {
         // Both refused: nothing to plan against, and nothing differs but the reasons.
-        let plan = |path, result: &Result<Prepared, PathError>| Plan {
+        let plan = |path, result: &Result<Prepared<'_>, PathError>| Plan {
             path,
             result: Err(result
                 .as_ref()
@@ -298,7 +318,7 @@ pub(crate) fn connection_recipients(connections: &[Arc<Connection>]) -> Vec<Reci
 }
 
 /// A path's plan given the live connections of the user it prepared for.
-fn plan(path: PathKind, prepared: &Result<Prepared, PathError>, live: Vec<Recipient>) -> Plan {
+fn plan(path: PathKind, prepared: &Result<Prepared<'_>, PathError>, live: Vec<Recipient>) -> Plan {
     let result = match prepared {
         Err(error) => Err(error.to_string()),
         Ok(prepared) => {
@@ -327,7 +347,7 @@ fn deliver(
     view: &mut UserView<'_>,
     outlet: &Outlet<'_>,
     origin: Origin,
-    prepared: Prepared,
+    prepared: Prepared<'_>,
     accepted_at: Instant,
 ) -> Delivery {
     let Prepared {
@@ -338,7 +358,8 @@ fn deliver(
     let connections = view.connections();
     if connections.is_empty() {
         let queued = match offline_event {
-            Some(mut event) => {
+            Some(event) => {
+                let mut event = event.into_owned();
                 event.insert("recovered".to_owned(), Value::Bool(true));
                 view.queue_offline(encode(&event), origin, accepted_at)
             }
@@ -394,7 +415,7 @@ mod tests {
     struct SendsToBob;
 
     impl Path for SendsToBob {
-        fn prepare(&self, call: &Call<'_>) -> Result<Prepared, PathError> {
+        fn prepare<'a>(&self, call: &Call<'a>) -> Result<Prepared<'a>, PathError> {
             Ok(Prepared {
                 user_id: "bob".to_owned(),
                 payload: encode(call.event),
@@ -472,10 +493,7 @@ mod tests {
 
         let event = json!({"type": "agent_started"});
         let event = event.as_object().unwrap();
-        let call = Call {
-            user_id: "alice",
-            event,
-        };
+        let call = Call::new("alice", event);
         let served = serve(
             &Outlet {
                 registry: &registry,
@@ -549,10 +567,7 @@ mod tests {
                 ORIGIN,
                 &legacy::Legacy,
                 Some((PathKind::Ssot, &ssot::Ssot)),
-                &Call {
-                    user_id: "alice",
-                    event: event.as_object().unwrap(),
-                },
+                &Call::new("alice", event.as_object().unwrap()),
                 Instant::now(),
             );
             assert_eq!(served.delivery.successful_sends, 1);

@@ -9,16 +9,16 @@
 
 use serde_json::{Map, Value};
 
-use crate::paths::{Call, Path, PathError, Prepared, encode};
+use crate::paths::{Call, Path, PathError, Prepared};
 
 /// The legacy router: the event unchanged to every live connection of exactly `user_id`.
 pub(crate) struct Legacy;
 
 impl Path for Legacy {
-    fn prepare(&self, call: &Call<'_>) -> Result<Prepared, PathError> {
+    fn prepare<'a>(&self, call: &Call<'a>) -> Result<Prepared<'a>, PathError> {
         Ok(Prepared {
             user_id: call.user_id.to_owned(),
-            payload: encode(call.event),
+            payload: call.payload(),
             offline_event: None,
             errors: Vec::new(),
         })

@@ -5,6 +5,8 @@
 //! offline user to replay, marked `"recovered": true`, on the next connection. Unlike the Python
 //! service it reports true counts: zero connections is zero sends.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use crate::paths::{Call, Path, PathError, Prepared, encode};
@@ -56,6 +58,16 @@ pub(crate) fn validate_user_id(raw: &str) -> Result<&str, SsotError> {
     Ok(user_id)
 }
 
+/// Whether a routing field names someone other than `user_id`, i.e. whether
+/// [`rewrite_routing_fields`] would change anything.
+fn names_another_user(event: &Map<String, Value>, user_id: &str) -> bool {
+    ROUTING_FIELDS.iter().any(|field| {
+        event
+            .get(*field)
+            .is_some_and(|value| value.as_str() != Some(user_id))
+    })
+}
+
 /// Rewrites routing fields that name someone other than `user_id`, returning one message per
 /// rewrite. Provenance fields are left alone: they say who caused the event, not who gets it.
 pub(crate) fn rewrite_routing_fields(event: &mut Map<String, Value>, user_id: &str) -> Vec<String> {
@@ -79,14 +91,23 @@ pub(crate) fn rewrite_routing_fields(event: &mut Map<String, Value>, user_id: &s
 pub(crate) struct Ssot;
 
 impl Path for Ssot {
-    fn prepare(&self, call: &Call<'_>) -> Result<Prepared, PathError> {
+    fn prepare<'a>(&self, call: &Call<'a>) -> Result<Prepared<'a>, PathError> {
         let user_id = validate_user_id(call.user_id)?;
+        if !names_another_user(call.event, user_id) {
+            // The usual case: the event goes out as it came, with no copy.
+            return Ok(Prepared {
+                user_id: user_id.to_owned(),
+                payload: call.payload(),
+                offline_event: Some(Cow::Borrowed(call.event)),
+                errors: Vec::new(),
+            });
+        }
         let mut event = call.event.clone();
         let errors = rewrite_routing_fields(&mut event, user_id);
         Ok(Prepared {
             user_id: user_id.to_owned(),
             payload: encode(&event),
-            offline_event: Some(event),
+            offline_event: Some(Cow::Owned(event)),
             errors,
         })
     }

@@ -241,10 +241,7 @@ async fn serve_event(
         origin,
         paths::implementation(path),
         shadow,
-        &Call {
-            user_id: &request.user_id,
-            event: &event,
-        },
+        &Call::new(&request.user_id, &event),
         accepted_at,
     );
     state

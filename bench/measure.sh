@@ -97,6 +97,14 @@ for batch in 10 50; do
   done
 done
 
+echo "== latency in an open loop at lower rates, batches of 10"
+for rate in 5000 10000 20000; do
+  for round in $(seq "$ROUNDS"); do
+    run "rate $rate batch 10" --target 127.0.0.1:18080 --producer-token "$P" --users 100 \
+        --producers 4 --batch 10 --rate "$rate"
+  done
+done
+
 echo "== flag flips"
 "$BIN" bench --target 127.0.0.1:18080 --producer-token "$P" --admin-url http://127.0.0.1:19090 \
     --admin-token "$A" --route router_broadcast --flips 200
@@ -125,7 +133,21 @@ else
   echo "== Node peer skipped: run npm ci in bench/node first"
 fi
 
-echo "== medians over ${ROUNDS} rounds (deliveries/s)"
+# paired A B: the median of B/A over the rounds, each pair measured back to back.
+paired() {
+  paste <(awk -F'\t' -v l="$1" '$1 == l { print $2 }' "$RESULTS") \
+        <(awk -F'\t' -v l="$2" '$1 == l { print $2 }' "$RESULTS") \
+    | awk '$1 > 0 { print $2 / $1 }' | sort -n \
+    | awk '{ v[NR] = $1 } END { if (NR) printf "%.3f\n", v[int((NR + 1) / 2)]; else print "-" }'
+}
+echo "== paired ratios (median over rounds of each back-to-back pair)"
+echo "shim: normal / bypass      $(paired "shim bypass" "shim normal")"
+echo "shadow: on / off           $(paired "shadow off" "shadow on")"
+for c in "1c b1" "1c b50" "3c b1" "3c b50"; do
+  echo "switchyard / node, $c   $(paired "node $c" "switchyard $c")"
+done
+
+echo "== medians over ${ROUNDS} rounds (deliveries/s; p50 and p99 in µs)"
 cut -f1 "$RESULTS" | awk '!seen[$0]++' | while read -r label; do
-  printf '%-28s %10s\n' "$label" "$(median "$label" 2)"
+  printf '%-28s %10s %8s %8s\n' "$label" "$(median "$label" 2)" "$(median "$label" 4)" "$(median "$label" 5)"
 done

@@ -50,11 +50,15 @@ RESULTS=$WORK/results.tsv
 run() {
   local label=$1
   shift
-  "$BIN" bench --seconds "$SECONDS_PER_RUN" --rounds 1 --json "$@" 2>/dev/null \
+  # bench exits 1 when a frame was lost, duplicated or foreign; the counts are in the results
+  # either way, so keep going, and show its errors.
+  { "$BIN" bench --seconds "$SECONDS_PER_RUN" --rounds 1 --json "$@" 2>"$WORK/bench.err" \
+      || { echo "bench failed ($label):" >&2; grep -v deliveries/s "$WORK/bench.err" >&2 || true; }; } \
     | python3 -c '
 import json, sys
 label = sys.argv[1]
-for run in json.load(sys.stdin):
+text = sys.stdin.read()
+for run in json.loads(text) if text.strip() else []:
     r = run["report"]
     name = run["label"].rsplit(" ", 1)[0] if run["label"].startswith("shadow") else label
     print("\t".join([name, "%.0f" % r["deliveries_per_second"], "%.0f" % r["events_per_second"],

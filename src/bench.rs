@@ -99,6 +99,8 @@ pub enum BenchError {
     Connect { user: String, message: String },
     #[error("publishing: {0}")]
     Publish(String),
+    #[error("{0}")]
+    Config(&'static str),
 }
 
 /// What one connection saw.
@@ -113,6 +115,19 @@ struct Tally {
 
 /// Runs one measurement.
 pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
+    if config
+        .rate
+        .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+    {
+        return Err(BenchError::Config(
+            "the rate must be a positive number of events per second",
+        ));
+    }
+    if config.users == 0 || config.connections_per_user == 0 {
+        return Err(BenchError::Config(
+            "users and connections must be at least 1",
+        ));
+    }
     let epoch = Instant::now();
     let users: Vec<String> = (0..config.users).map(|n| format!("bench-{n:05}")).collect();
     let stop = CancellationToken::new();
@@ -210,7 +225,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         route: config.route.clone(),
         users: config.users,
         connections_per_user: config.connections_per_user,
-        producers: config.producers,
+        producers: n_producers,
         seconds,
         events_published,
         frames_received: tally.received,
@@ -292,9 +307,11 @@ async fn publish(
         // Open loop: an event's latency counts from when it was due, not from when a late
         // producer got round to sending it.
         let due = match &mut schedule {
+            // Past the deadline, a producer that fell behind stops like the rest; what it
+            // did not send was never published, so nothing is counted lost for it.
             Some(schedule) => match schedule.recv().await {
-                Some(due) => Some(due),
-                None => break,
+                Some(due) if Instant::now() < deadline => Some(due),
+                _ => break,
             },
             None if Instant::now() >= deadline => break,
             None => None,
@@ -395,8 +412,9 @@ struct BenchFrame<'a> {
     t: Option<u64>,
 }
 
-/// Reads one connection's frames until told to stop; returns its user, the last sequence number
-/// seen, and its tally.
+/// Reads one connection's frames until told to stop, then until it has been quiet for 100 ms
+/// (frames still on their way are counted, not taken for lost); returns its user, the last
+/// sequence number seen, and its tally.
 async fn receive(
     mut socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
     user_index: usize,
@@ -411,38 +429,58 @@ async fn receive(
         let message = tokio::select! {
             biased;
             next = socket.next() => match next {
-                None | Some(Err(_)) => break,
+                None | Some(Err(_)) => return (user_index, last_seq, tally),
                 Some(Ok(message)) => message,
             },
             () = &mut stopped => break,
         };
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let Ok(frame) = serde_json::from_str::<BenchFrame>(&text) else {
-            continue;
-        };
-        if frame.kind != "agent_thinking" {
-            continue;
-        }
-        tally.received += 1;
-        if frame.u != Some(user_index as u64) {
-            tally.foreign += 1;
-            continue;
-        }
-        let seq = frame.seq.unwrap_or(0);
-        if seq <= last_seq {
-            tally.duplicated += 1;
-            continue;
-        }
-        tally.lost += seq - last_seq - 1;
-        last_seq = seq;
-        if let Some(sent_at) = frame.t {
-            let now = epoch.elapsed().as_micros() as u64;
-            tally.latencies_us.push(now.saturating_sub(sent_at));
-        }
+        tally.frame(&message, user_index, &mut last_seq, epoch);
+    }
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(100), socket.next()).await
+    {
+        tally.frame(&message, user_index, &mut last_seq, epoch);
     }
     (user_index, last_seq, tally)
+}
+
+impl Tally {
+    /// Counts one received frame of the connection of user `user_index`.
+    fn frame(&mut self, message: &Message, user_index: usize, last_seq: &mut u64, epoch: Instant) {
+        let Message::Text(text) = message else {
+            return;
+        };
+        let frame = match serde_json::from_str::<BenchFrame>(text) {
+            Ok(frame) => frame,
+            // One of ours, mangled: it cannot be attributed to this user, so it counts against
+            // the run rather than vanishing.
+            Err(_) if text.contains("agent_thinking") => {
+                self.received += 1;
+                self.foreign += 1;
+                return;
+            }
+            Err(_) => return,
+        };
+        if frame.kind != "agent_thinking" {
+            return;
+        }
+        self.received += 1;
+        if frame.u != Some(user_index as u64) {
+            self.foreign += 1;
+            return;
+        }
+        let seq = frame.seq.unwrap_or(0);
+        if seq <= *last_seq {
+            self.duplicated += 1;
+            return;
+        }
+        self.lost += seq - *last_seq - 1;
+        *last_seq = seq;
+        if let Some(sent_at) = frame.t {
+            let now = epoch.elapsed().as_micros() as u64;
+            self.latencies_us.push(now.saturating_sub(sent_at));
+        }
+    }
 }
 
 /// A readable table of reports, one line each.

@@ -610,7 +610,10 @@ async fn bench(
                 }
                 Err(error) => {
                     eprintln!("error: {error}");
-                    return ExitCode::from(EXIT_UNAVAILABLE);
+                    return ExitCode::from(match error {
+                        switchyard::bench::BenchError::Config(_) => EXIT_CONFIG,
+                        _ => EXIT_UNAVAILABLE,
+                    });
                 }
             }
         }

@@ -275,7 +275,8 @@ async fn a_real_prometheus_sees_every_series_the_dashboard_and_rules_use() {
         );
     }
     // Every rule expression evaluates; all return data but the two a correct gateway cannot
-    // cause (a cross-user plan, unexpected mismatches) and the gateway being down (next).
+    // cause (a cross-user plan, unexpected mismatches), the gateway being down (next) and its
+    // target missing from Prometheus altogether.
     let mut empty = Vec::new();
     for expr in rule_expressions() {
         if prometheus.query(&expr).await.is_empty() {
@@ -286,12 +287,13 @@ async fn a_real_prometheus_sees_every_series_the_dashboard_and_rules_use() {
         expr.contains(r#"kind="cross_user""#)
             || expr.contains("switchyard:shadow_unexpected_mismatch_ratio:rate1m > 0.01")
             || expr.contains(r#"up{job="switchyard"} == 0"#)
+            || expr.contains(r#"absent(up{job="switchyard"})"#)
     };
     assert!(
         empty.iter().all(|expr| cannot_happen(expr)),
         "rule expressions without data: {empty:#?}"
     );
-    assert_eq!(empty.len(), 3, "{empty:#?}");
+    assert_eq!(empty.len(), 4, "{empty:#?}");
     // Their inputs are there all the same.
     let unexpected = prometheus
         .query("switchyard:shadow_unexpected_mismatch_ratio:rate1m")

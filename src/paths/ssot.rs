@@ -58,13 +58,18 @@ pub(crate) fn validate_user_id(raw: &str) -> Result<&str, SsotError> {
     Ok(user_id)
 }
 
-/// Whether a routing field names someone other than `user_id`, i.e. whether
+/// Whether a routing field's value names someone other than `user_id`.
+fn names_another(value: &Value, user_id: &str) -> bool {
+    value.as_str() != Some(user_id)
+}
+
+/// Whether any routing field names someone other than `user_id`, i.e. whether
 /// [`rewrite_routing_fields`] would change anything.
 fn names_another_user(event: &Map<String, Value>, user_id: &str) -> bool {
     ROUTING_FIELDS.iter().any(|field| {
         event
             .get(*field)
-            .is_some_and(|value| value.as_str() != Some(user_id))
+            .is_some_and(|value| names_another(value, user_id))
     })
 }
 
@@ -76,7 +81,7 @@ pub(crate) fn rewrite_routing_fields(event: &mut Map<String, Value>, user_id: &s
         let Some(value) = event.get_mut(field) else {
             continue;
         };
-        if value.as_str() == Some(user_id) {
+        if !names_another(value, user_id) {
             continue;
         }
         errors.push(format!(

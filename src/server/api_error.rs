@@ -38,6 +38,14 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// The `{"code", "message"}` part of the answer, as a batch item carries it too.
+    pub(crate) fn detail(&self) -> ErrorDetail<'_> {
+        ErrorDetail {
+            code: self.code,
+            message: &self.message,
+        }
+    }
+
     pub(crate) fn not_found() -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     }
@@ -54,10 +62,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_string(&ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: &self.message,
-            },
+            error: self.detail(),
         })
         .expect("error bodies always serialise");
         (self.status, [(CONTENT_TYPE, "application/json")], body).into_response()

@@ -25,7 +25,7 @@ use crate::paths::{self, Call, Delivery, Origin, Outlet, PathKind, Route};
 use crate::routing::{Decision, DecisionReason, decide};
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
-    BatchBody, BatchItemBody, BroadcastResultBody, ErrorDetail, RouteRequest, SentBody,
+    BatchBody, BatchItemBody, BroadcastResultBody, RouteRequest, SentBody,
 };
 use crate::server::{AppState, body};
 use crate::shadow::Comparison;
@@ -358,10 +358,7 @@ pub(crate) async fn batch(state: &AppState, route: Route, request: Request) -> R
                     status: *status,
                     path: path.as_str(),
                     result: outcome.as_ref().ok(),
-                    error: outcome.as_ref().err().map(|error| ErrorDetail {
-                        code: error.code,
-                        message: &error.message,
-                    }),
+                    error: outcome.as_ref().err().map(ApiError::detail),
                 })
                 .collect();
             axum::Json(BatchBody { results: &items }).into_response()

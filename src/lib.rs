@@ -14,14 +14,12 @@
 //! - `metrics`: every exported metric, on an owned registry.
 //! - `server`: the public listener (`/ws`, `/v1`) and the admin listener (`/metrics`, `/admin`).
 //! - [`client`]: a small WebSocket client for trying the gateway out.
-//! - [`bench`]: the load generator behind `switchyard bench`.
 //! - [`cli`]: the operator commands: `flags check|show|set|rollback`, `cohort`.
 //!
 //! [`run`] takes its listeners and shutdown signal from the caller, so tests run the whole
 //! gateway in-process on port 0.
 
 mod auth;
-pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

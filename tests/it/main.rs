@@ -9,7 +9,6 @@ mod harness;
 mod admin_api;
 mod auth;
 mod batch;
-mod bench;
 mod cli;
 mod conformance;
 mod delivery;

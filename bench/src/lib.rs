@@ -1,0 +1,279 @@
+//! The load generator for switchyard, behind the `switchyard-bench` binary: real WebSocket
+//! clients and keep-alive HTTP producers against a running gateway, measuring what its users
+//! would see. A tool beside the product, not part of it: it talks to the gateway only through
+//! its public HTTP and WebSocket contract (so it loads the Node peer in `bench/node/` the same
+//! way), and the gateway's library carries none of its code.
+//!
+//! U users × C connections connect with `?user_id=` (a `--dev` gateway). P producers publish
+//! numbered events, each user owned by one producer so that its events carry consecutive
+//! sequence numbers; every connection checks that it receives each of its user's events exactly
+//! once, in order, and nothing of anyone else's. Latency is publish → receive, from one clock
+//! (generator and clients share the process). Everything measured is reported, including the
+//! frames that must be zero: lost, duplicated, foreign.
+//!
+//! - [`run`] makes one load run, [`measure`] a series of them (optionally shadow off and on);
+//! - [`flip_latency`] times flag flips and checks the next event on the route sees each one;
+//! - [`idle_rss`] measures the gateway's memory per idle connection.
+
+mod flips;
+mod idle;
+mod load;
+pub mod route;
+mod wire;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use hyper::Method;
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+
+pub use crate::flips::{FlipReport, flip_latency};
+pub use crate::idle::idle_rss;
+pub use crate::load::run;
+pub use crate::route::Route;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// `host:port` of the gateway's public listener.
+    pub target: String,
+    pub producer_token: String,
+    pub route: Route,
+    pub users: usize,
+    pub connections_per_user: usize,
+    pub producers: usize,
+    pub duration: Duration,
+    /// Bytes of padding in each event, to reach the event size wanted.
+    pub padding: usize,
+    /// Events per request: 1 uses the route's single-event endpoint, more its batch endpoint.
+    pub batch: usize,
+    /// Open loop: publish this many events per second in all, on a fixed schedule, and measure
+    /// latency from each event's intended send time, so a stall shows instead of hiding. `None`
+    /// publishes as fast as answers come back.
+    pub rate: Option<f64>,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub route: Route,
+    pub users: usize,
+    pub connections_per_user: usize,
+    pub producers: usize,
+    pub seconds: f64,
+    pub events_published: u64,
+    pub frames_received: u64,
+    pub deliveries_per_second: f64,
+    pub events_per_second: f64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub foreign: u64,
+    pub latency_us: Percentiles,
+}
+
+impl BenchReport {
+    /// Whether a frame was lost, duplicated or delivered to the wrong user.
+    pub fn failed(&self) -> bool {
+        self.lost > 0 || self.duplicated > 0 || self.foreign > 0
+    }
+}
+
+/// Percentiles in microseconds, read from an HDR histogram with three significant figures: each
+/// is within 0.1% of the exact one.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// All zero for an empty histogram.
+    fn of(histogram: &Histogram<u64>) -> Percentiles {
+        Percentiles {
+            p50: histogram.value_at_quantile(0.50),
+            p90: histogram.value_at_quantile(0.90),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+        }
+    }
+}
+
+/// An empty histogram of microseconds that grows to whatever it is given.
+fn histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("three significant figures is in hdrhistogram's range")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("connecting client {user}: {message}")]
+    Connect { user: String, message: String },
+    #[error("HTTP to {authority}: {message}")]
+    Http { authority: String, message: String },
+    #[error("{what}: HTTP {status}: {body}")]
+    Refused {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("reading the gateway's memory: {0}")]
+    Rss(String),
+    #[error("a task of the generator failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A gateway's admin API, for the runs that change flags.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// `http://host:port` of the admin listener.
+    pub url: String,
+    pub token: String,
+}
+
+impl Admin {
+    /// `PATCH /admin/flags/routes/{route}` with `patch`; an answer other than 200 is an error.
+    async fn set_route(&self, route: Route, patch: Value) -> Result<(), BenchError> {
+        let authority = self
+            .url
+            .strip_prefix("http://")
+            .ok_or_else(|| {
+                BenchError::Config(format!("{}: only http:// admin URLs work", self.url))
+            })?
+            .trim_end_matches('/');
+        let path = format!("/admin/flags/routes/{route}");
+        let answer = wire::Connection::open(authority)
+            .await?
+            .send(
+                Method::PATCH,
+                &path,
+                &self.token,
+                Bytes::from(patch.to_string()),
+            )
+            .await?;
+        if answer.status != 200 {
+            return Err(BenchError::Refused {
+                what: format!("PATCH {path}"),
+                status: answer.status.as_u16(),
+                body: String::from_utf8_lossy(&answer.body).into_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One labelled run of a series.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabelledRun {
+    pub label: String,
+    pub report: BenchReport,
+}
+
+/// Makes `rounds` runs; with `compare_shadow`, each round is a run with the route's shadow off
+/// then one with it on, switched through `admin`. `progress` sees each run as it ends.
+pub async fn measure(
+    config: &BenchConfig,
+    rounds: usize,
+    compare_shadow: Option<&Admin>,
+    mut progress: impl FnMut(&LabelledRun),
+) -> Result<Vec<LabelledRun>, BenchError> {
+    let modes: &[Option<bool>] = match compare_shadow {
+        Some(_) => &[Some(false), Some(true)],
+        None => &[None],
+    };
+    let mut runs = Vec::new();
+    for round in 1..=rounds.max(1) {
+        for &mode in modes {
+            if let (Some(shadow), Some(admin)) = (mode, compare_shadow) {
+                let patch = serde_json::json!({"shadow": shadow, "reason": "benchmark"});
+                admin.set_route(config.route, patch).await?;
+            }
+            let label = match mode {
+                None => format!("run {round}"),
+                Some(false) => format!("shadow off {round}"),
+                Some(true) => format!("shadow on {round}"),
+            };
+            let run = LabelledRun {
+                label,
+                report: run(config).await?,
+            };
+            progress(&run);
+            runs.push(run);
+        }
+    }
+    Ok(runs)
+}
+
+/// The median deliveries per second of a shadow comparison's runs, (off, on).
+pub fn shadow_medians(runs: &[LabelledRun]) -> (f64, f64) {
+    let median = |prefix: &str| {
+        let mut rates: Vec<f64> = runs
+            .iter()
+            .filter(|run| run.label.starts_with(prefix))
+            .map(|run| run.report.deliveries_per_second)
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+    };
+    (median("shadow off"), median("shadow on"))
+}
+
+/// A readable table of runs, one line each.
+pub fn table(runs: &[LabelledRun]) -> String {
+    let mut out = format!(
+        "{:<14} {:>12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7}\n",
+        "run",
+        "deliveries/s",
+        "events/s",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "lost",
+        "dup",
+        "foreign"
+    );
+    for LabelledRun { label, report: r } in runs {
+        out.push_str(&format!(
+            "{:<14} {:>12.0} {:>10.0} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7}\n",
+            label,
+            r.deliveries_per_second,
+            r.events_per_second,
+            r.latency_us.p50,
+            r.latency_us.p90,
+            r.latency_us.p99,
+            r.latency_us.p999,
+            r.latency_us.max,
+            r.lost,
+            r.duplicated,
+            r.foreign
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        let mut samples = histogram();
+        for us in 1..=1000 {
+            samples.record(us).unwrap();
+        }
+        let p = Percentiles::of(&samples);
+        assert_eq!((p.p50, p.p90, p.p99, p.max), (500, 900, 990, 1000));
+        // Above 2048 a bucket spans more than one value; three significant figures hold.
+        samples.record(1_234_567).unwrap();
+        let max = Percentiles::of(&samples).max;
+        assert!(max.abs_diff(1_234_567) <= 1_235, "{max}");
+        assert_eq!(Percentiles::of(&histogram()).max, 0);
+    }
+}

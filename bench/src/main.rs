@@ -1,0 +1,200 @@
+//! The `switchyard-bench` binary: loads a running `--dev` gateway with real clients and
+//! producers and reports what they saw. Exit codes: 1 when a frame was lost, duplicated or
+//! foreign (or an event missed a flip), 64 for a wrong command line, 69 when the gateway could not
+//! be reached or refused a call.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use switchyard_bench::{Admin, BenchConfig, BenchError, Route};
+
+const EXIT_CONFIG: u8 = 64;
+const EXIT_UNAVAILABLE: u8 = 69;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard-bench",
+    version,
+    about = "Load a running --dev switchyard gateway with real clients and producers and report what they saw"
+)]
+struct Cli {
+    /// The gateway's public listener, host:port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    target: String,
+    #[arg(long, env = "PRODUCER_TOKEN")]
+    producer_token: String,
+    /// router_broadcast, scoped_broadcast, user_event or broadcast.
+    #[arg(long, default_value = "broadcast")]
+    route: Route,
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Concurrent keep-alive producer connections.
+    #[arg(long, default_value_t = 4)]
+    producers: usize,
+    /// Length of each run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Padding bytes per event (about 120 makes a ~200-byte frame).
+    #[arg(long, default_value_t = 120)]
+    padding: usize,
+    /// Events per request (more than 1 uses the batch endpoint).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Open loop: events per second in all, on a fixed schedule (default: closed loop, as
+    /// fast as answers come back).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Instead of a load run: open this many idle connections and report the gateway's RSS
+    /// per connection (needs --gateway-pid).
+    #[arg(long)]
+    idle_connections: Option<usize>,
+    #[arg(long)]
+    gateway_pid: Option<u32>,
+    /// Instead of a load run: flip the route's flags this many times and report how long a
+    /// flip takes and whether the next event on the route saw it (needs --admin-token).
+    #[arg(long)]
+    flips: Option<usize>,
+    /// Compare `shadow` off and on, alternating runs on the same gateway.
+    #[arg(long)]
+    compare: Option<Compare>,
+    /// Runs to make (with --compare: rounds of off and on; medians are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, env = "ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+    admin_url: String,
+    /// Needed for --flips and --compare, which change flags through the admin API.
+    #[arg(long, env = "ADMIN_TOKEN")]
+    admin_token: Option<String>,
+}
+
+/// What `--compare` switches between runs.
+#[derive(Clone, Copy, ValueEnum)]
+enum Compare {
+    Shadow,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let admin = cli.admin_token.clone().map(|token| Admin {
+        url: cli.admin_url.clone(),
+        token,
+    });
+    let result = if let Some(n) = cli.flips {
+        let Some(admin) = admin else {
+            return usage("--flips needs --admin-token");
+        };
+        runtime.block_on(flips(&cli, &admin, n))
+    } else if let Some(n) = cli.idle_connections {
+        let Some(pid) = cli.gateway_pid else {
+            return usage("--idle-connections needs --gateway-pid");
+        };
+        runtime.block_on(idle(&cli, pid, n))
+    } else {
+        let compare = match (cli.compare, admin) {
+            (None, _) => None,
+            (Some(Compare::Shadow), Some(admin)) => Some(admin),
+            (Some(Compare::Shadow), None) => {
+                return usage(
+                    "--compare shadow flips flags through the admin API: give --admin-token",
+                );
+            }
+        };
+        runtime.block_on(load(&cli, compare.as_ref()))
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(match error {
+                BenchError::Config(_) => EXIT_CONFIG,
+                _ => EXIT_UNAVAILABLE,
+            })
+        }
+    }
+}
+
+/// A command line that cannot run: says why.
+fn usage(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn flips(cli: &Cli, admin: &Admin, n: usize) -> Result<ExitCode, BenchError> {
+    let report =
+        switchyard_bench::flip_latency(&cli.target, admin, &cli.producer_token, cli.route, n)
+            .await?;
+    let p = report.round_trip_us;
+    println!(
+        "{n} flips of {}: round trip p50 {} µs, p99 {} µs, max {} µs; next event on the old path: {}",
+        cli.route, p.p50, p.p99, p.max, report.stale
+    );
+    Ok(if report.stale == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn idle(cli: &Cli, pid: u32, n: usize) -> Result<ExitCode, BenchError> {
+    let (before, after) = switchyard_bench::idle_rss(&cli.target, pid, n, cli.users).await?;
+    let per = (after.saturating_sub(before)) as f64 / n as f64;
+    println!(
+        "gateway RSS {before} KiB before, {after} KiB with {n} idle connections: {per:.2} KiB per connection"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn load(cli: &Cli, compare_shadow: Option<&Admin>) -> Result<ExitCode, BenchError> {
+    let config = BenchConfig {
+        target: cli.target.clone(),
+        producer_token: cli.producer_token.clone(),
+        route: cli.route,
+        users: cli.users,
+        connections_per_user: cli.connections,
+        producers: cli.producers,
+        duration: Duration::from_secs(cli.seconds),
+        padding: cli.padding,
+        batch: cli.batch,
+        rate: cli.rate,
+    };
+    let runs = switchyard_bench::measure(&config, cli.rounds, compare_shadow, |run| {
+        eprintln!(
+            "{}: {:.0} deliveries/s",
+            run.label, run.report.deliveries_per_second
+        );
+    })
+    .await?;
+    if cli.json {
+        println!("{}", serde_json::to_string(&runs).unwrap_or_default());
+    } else {
+        print!("{}", switchyard_bench::table(&runs));
+        if compare_shadow.is_some() {
+            let (off, on) = switchyard_bench::shadow_medians(&runs);
+            println!(
+                "median deliveries/s: shadow off {off:.0}, shadow on {on:.0}; on/off = {:.3}",
+                on / off
+            );
+        }
+    }
+    if runs.iter().any(|run| run.report.failed()) {
+        eprintln!("error: frames were lost, duplicated or delivered to the wrong user");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every measurement in BENCHMARKS.md in one session, side by side, on this machine:
 #   bench/measure.sh [seconds-per-run] [rounds]
-# Needs a release build (cargo build --release) and, for the Node peer, `npm ci` in bench/node.
+# Needs release builds of the gateway and of the load generator
+#   cargo build --release -p switchyard -p switchyard-bench
+# and, for the Node peer, `npm ci` in bench/node. Run by hand only, never in CI.
 # Starts its own gateways on loopback ports 18080-18083 / 19090-19092 and stops them at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -9,6 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECONDS_PER_RUN=${1:-5}
 ROUNDS=${2:-3}
 BIN=target/release/switchyard
+BENCH=target/release/switchyard-bench
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -18,7 +21,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+[ -x "$BIN" ] && [ -x "$BENCH" ] \
+  || { echo "build first: cargo build --release -p switchyard -p switchyard-bench" >&2; exit 1; }
 
 # start_gateway NAME PUBLIC_PORT ADMIN_PORT [ENV=VALUE...]: a quiet --dev gateway with room for
 # many connections; leaves its tokens in $WORK/NAME.out.
@@ -45,14 +49,14 @@ start_gateway bypass 18081 19091 SWITCHYARD_SERVER_BYPASS_ROUTING=true
 P=$(token main PRODUCER_TOKEN); A=$(token main ADMIN_TOKEN); PB=$(token bypass PRODUCER_TOKEN)
 
 RESULTS=$WORK/results.tsv
-# run LABEL BENCH-ARGS...: one bench run (or one off/on pair with --compare); prints and records
-# "label  deliveries/s  events/s  p50 µs  p99 µs  lost dup foreign" for each run in it.
+# run LABEL BENCH-ARGS...: one switchyard-bench run (or one off/on pair with --compare); prints and
+# records "label  deliveries/s  events/s  p50 µs  p99 µs  lost dup foreign" for each run in it.
 run() {
   local label=$1
   shift
-  # bench exits 1 when a frame was lost, duplicated or foreign; the counts are in the results
-  # either way, so keep going, and show its errors.
-  { "$BIN" bench --seconds "$SECONDS_PER_RUN" --rounds 1 --json "$@" 2>"$WORK/bench.err" \
+  # switchyard-bench exits 1 when a frame was lost, duplicated or foreign; the counts are in the
+  # results either way, so keep going, and show its errors.
+  { "$BENCH" --seconds "$SECONDS_PER_RUN" --rounds 1 --json "$@" 2>"$WORK/bench.err" \
       || { echo "bench failed ($label):" >&2; grep -v deliveries/s "$WORK/bench.err" >&2 || true; }; } \
     | python3 -c '
 import json, sys
@@ -110,12 +114,12 @@ for rate in 5000 10000 20000; do
 done
 
 echo "== flag flips"
-"$BIN" bench --target 127.0.0.1:18080 --producer-token "$P" --admin-url http://127.0.0.1:19090 \
+"$BENCH" --target 127.0.0.1:18080 --producer-token "$P" --admin-url http://127.0.0.1:19090 \
     --admin-token "$A" --route router_broadcast --flips 200
 
 echo "== RSS per idle connection at 9000 connections"
 start_gateway idle 18083 19093
-"$BIN" bench --target 127.0.0.1:18083 --idle-connections 9000 --users 3000 \
+"$BENCH" --target 127.0.0.1:18083 --idle-connections 9000 --users 3000 \
     --gateway-pid "$(cat "$WORK/idle.pid")" --producer-token unused
 
 if [ -f bench/node/node_modules/ws/package.json ]; then

@@ -1,5 +1,5 @@
 'use strict';
-// A minimal Node.js peer of switchyard, for side-by-side benchmarks with `switchyard bench`.
+// A minimal Node.js peer of switchyard, for side-by-side benchmarks with `switchyard-bench`.
 //
 // It serves what the load generator uses, as a --dev gateway does:
 //   GET  /ws?user_id=NAME  WebSocket, no auth; greets with connection_established.

@@ -3,115 +3,57 @@
 //! flips are seen by the next event on the very route flipped; the binary takes its options and
 //! prints what `bench/measure.sh` reads.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+// The harness's items are `pub` for the test modules of tests/it; nothing leaves this binary.
+#![allow(unreachable_pub, reason = "a test binary has no public API")]
+
 use std::time::Duration;
 
-use switchyard::config::{Config, Overrides};
-use switchyard::{Listeners, RunError};
 use switchyard_bench::{Admin, BenchConfig, Route, flip_latency, run};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-/// A `--dev` gateway on loopback port 0, with the tokens dev mode made up for it.
-struct Gateway {
-    public: SocketAddr,
-    admin: Admin,
-    producer_token: String,
-    scratch: PathBuf,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), RunError>>,
+use crate::harness::{ADMIN_TOKEN, Gateway, PRODUCER_TOKEN};
+
+/// The gateway harness of the gateway's own integration tests (`tests/it/`), shared rather than
+/// copied: a gateway started in-process through `switchyard::run` on loopback port 0.
+#[path = "../../tests/it/harness.rs"]
+#[allow(dead_code, reason = "this binary uses a few of the harness's helpers")]
+mod harness;
+
+fn admin(gateway: &Gateway) -> Admin {
+    Admin {
+        url: format!("http://{}", gateway.admin),
+        token: ADMIN_TOKEN.to_owned(),
+    }
 }
 
-impl Gateway {
-    async fn start(name: &str) -> Gateway {
-        let scratch =
-            std::env::temp_dir().join(format!("switchyard-bench-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&scratch).unwrap();
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let overrides = Overrides {
-            dev: true,
-            listen: Some(loopback),
-            admin_listen: Some(loopback),
-            flags_path: Some(scratch.join("flags.toml")),
-            ..Default::default()
-        };
-        let config = Config::load_from(&overrides, std::iter::empty()).unwrap();
-        let token = |tokens: &std::collections::BTreeMap<String, String>| tokens["dev"].clone();
-        let producer_token = token(&config.auth.producer_tokens);
-        let admin_token = token(&config.auth.admin_tokens);
-        let listeners = Listeners::bind(&config).await.expect("bind port 0");
-        let (public, admin) = listeners.local_addrs().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(switchyard::run(config, listeners, shutdown.clone()));
-        Gateway {
-            public,
-            admin: Admin {
-                url: format!("http://{admin}"),
-                token: admin_token,
-            },
-            producer_token,
-            scratch,
-            shutdown,
-            task,
-        }
-    }
+/// `switchyard_events_total` served on `path` as primary for `route`.
+async fn events(gateway: &Gateway, route: Route, path: &str) -> u64 {
+    let labels = format!("path=\"{path}\",role=\"primary\",route=\"{route}\"");
+    gateway.metric("events_total", &labels).await as u64
+}
 
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("gateway stops within its grace period")
-            .expect("gateway task did not panic")
-            .expect("gateway ran without error");
-        let _ = std::fs::remove_dir_all(&self.scratch);
-    }
-
-    /// `switchyard_events_total` for one route, path and role 'primary'.
-    async fn events(&self, route: Route, path: &str) -> u64 {
-        let authority = self.admin.url.trim_start_matches("http://");
-        let mut socket = tokio::net::TcpStream::connect(authority).await.unwrap();
-        socket
-            .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        socket.read_to_string(&mut text).await.unwrap();
-        let sample = format!(
-            "switchyard_events_total{{path=\"{path}\",role=\"primary\",route=\"{route}\"}} "
-        );
-        text.lines()
-            .find_map(|line| line.strip_prefix(&sample))
-            .unwrap_or_else(|| panic!("no {sample} in /metrics"))
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn load(&self, route: Route) -> BenchConfig {
-        BenchConfig {
-            target: self.public.to_string(),
-            producer_token: self.producer_token.clone(),
-            route,
-            users: 8,
-            connections_per_user: 2,
-            producers: 2,
-            duration: Duration::from_millis(500),
-            padding: 100,
-            batch: 1,
-            rate: None,
-        }
+/// A short closed-loop run on `route`: 8 users × 2 connections, 2 producers, single events.
+fn load(gateway: &Gateway, route: Route) -> BenchConfig {
+    BenchConfig {
+        target: gateway.public.to_string(),
+        producer_token: PRODUCER_TOKEN.to_owned(),
+        route,
+        users: 8,
+        connections_per_user: 2,
+        producers: 2,
+        duration: Duration::from_millis(500),
+        padding: 100,
+        batch: 1,
+        rate: None,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_run_delivers_every_event_to_the_right_users() {
-    let gateway = Gateway::start("run").await;
+    let gateway = Gateway::start().await;
     for route in [Route::Broadcast, Route::ScopedBroadcast] {
         let report = run(&BenchConfig {
             batch: if route == Route::Broadcast { 1 } else { 10 },
-            ..gateway.load(route)
+            ..load(&gateway, route)
         })
         .await
         .unwrap();
@@ -131,7 +73,7 @@ async fn a_short_run_delivers_every_event_to_the_right_users() {
         connections_per_user: 1,
         padding: 10,
         rate: Some(200.0),
-        ..gateway.load(Route::Broadcast)
+        ..load(&gateway, Route::Broadcast)
     })
     .await
     .unwrap();
@@ -145,11 +87,11 @@ async fn a_short_run_delivers_every_event_to_the_right_users() {
 
 #[tokio::test]
 async fn flip_latency_sees_every_flip_on_the_next_event() {
-    let gateway = Gateway::start("flips").await;
+    let gateway = Gateway::start().await;
     let report = flip_latency(
         &gateway.public.to_string(),
-        &gateway.admin,
-        &gateway.producer_token,
+        &admin(&gateway),
+        PRODUCER_TOKEN,
         Route::RouterBroadcast,
         6,
     )
@@ -165,13 +107,13 @@ async fn flip_latency_sees_every_flip_on_the_next_event() {
 /// Every route's probes must go to that route: half on SSOT, half on legacy, none elsewhere.
 #[tokio::test]
 async fn flips_probe_the_route_they_flip() {
-    let gateway = Gateway::start("flip-routes").await;
+    let gateway = Gateway::start().await;
     let n = 4;
     for (done, flipped) in Route::ALL.into_iter().enumerate() {
         let report = flip_latency(
             &gateway.public.to_string(),
-            &gateway.admin,
-            &gateway.producer_token,
+            &admin(&gateway),
+            PRODUCER_TOKEN,
             flipped,
             n,
         )
@@ -180,8 +122,8 @@ async fn flips_probe_the_route_they_flip() {
         assert_eq!(report.stale, 0, "{flipped}");
         for route in Route::ALL {
             let probes = (
-                gateway.events(route, "ssot").await,
-                gateway.events(route, "legacy").await,
+                events(&gateway, route, "ssot").await,
+                events(&gateway, route, "legacy").await,
             );
             let expected = if Route::ALL[..=done].contains(&route) {
                 (n as u64 / 2, n as u64 / 2)
@@ -200,14 +142,14 @@ async fn flips_probe_the_route_they_flip() {
 /// The binary, as `bench/measure.sh` calls it: a JSON load run and a series of flips.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_takes_the_bench_options_and_prints_json() {
-    let gateway = Gateway::start("binary").await;
+    let gateway = Gateway::start().await;
     let bench = |args: &[&str]| {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard-bench"));
         command
             .args(["--target", &gateway.public.to_string()])
-            .args(["--producer-token", &gateway.producer_token])
-            .args(["--admin-url", &gateway.admin.url])
-            .args(["--admin-token", &gateway.admin.token])
+            .args(["--producer-token", PRODUCER_TOKEN])
+            .args(["--admin-url", &format!("http://{}", gateway.admin)])
+            .args(["--admin-token", ADMIN_TOKEN])
             .args(args)
             .kill_on_drop(true);
         command

@@ -92,7 +92,7 @@ pub struct Percentiles {
 
 impl Percentiles {
     /// All zero for an empty histogram.
-    fn of(histogram: &Histogram<u64>) -> Percentiles {
+    fn of(histogram: &Histogram<Count>) -> Percentiles {
         Percentiles {
             p50: histogram.value_at_quantile(0.50),
             p90: histogram.value_at_quantile(0.90),
@@ -103,8 +103,13 @@ impl Percentiles {
     }
 }
 
+/// A histogram's count per bucket. Every connection keeps its own histogram (tens of KiB at three
+/// significant figures) until the run ends, so the counts are 32-bit: a run records a few million
+/// samples, far from the 4 billion one bucket could hold.
+type Count = u32;
+
 /// An empty histogram of microseconds that grows to whatever it is given.
-fn histogram() -> Histogram<u64> {
+fn histogram() -> Histogram<Count> {
     Histogram::new(3).expect("three significant figures is in hdrhistogram's range")
 }
 

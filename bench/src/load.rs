@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::wire::{Connection, Socket, connect_client};
-use crate::{BenchConfig, BenchError, BenchReport, Percentiles, histogram};
+use crate::{BenchConfig, BenchError, BenchReport, Count, Percentiles, histogram};
 
 /// What one connection, or the whole run, saw.
 struct Tally {
@@ -26,7 +26,7 @@ struct Tally {
     lost: u64,
     duplicated: u64,
     foreign: u64,
-    latencies_us: Histogram<u64>,
+    latencies_us: Histogram<Count>,
 }
 
 /// What one client task returns: its user's index, the last sequence number it saw, its tally.

@@ -1,14 +1,21 @@
 //! The guard: rolls a route back to legacy by itself when SSOT delivers worse.
 //!
 //! Once a second it samples the cumulative counters the gateway already exports (deliveries,
-//! events, shadow comparisons) and judges each route on the deltas over the sliding window of
-//! `[guard] window_seconds`: so it sees exactly the numbers the dashboard shows, and costs the hot
-//! path nothing. A route breaches when, with at least `min_events` behind the figure, SSOT's
-//! delivery ratio is under `min_delivery_ratio` or clearly under legacy's in the same window, or
-//! the shadow mismatch ratio is over `max_mismatch_ratio`. `consecutive_breaches` breaches in a
-//! row latch the route to legacy; a `cross_user` mismatch in an SSOT plan latches it at once.
-//! Only an operator clears a latch. The window of a route restarts at a rollback and when its
-//! latch is cleared, so old evidence never fires twice.
+//! events, shadow comparisons, per-connection evidence) and judges each route on the deltas over
+//! the sliding window of `[guard] window_seconds`: so it sees exactly the numbers the dashboard
+//! shows, and costs the hot path nothing.
+//!
+//! It judges the path, not the clients ([`judge`]). With at least `min_events` behind the
+//! figure, a route breaches when SSOT's *path* delivery ratio (delivered / delivered + frames the
+//! path failed, [`Cause::Path`]) is under `min_delivery_ratio` or clearly under legacy's in the
+//! same window; when, with both paths carrying traffic, SSOT's client-caused drops
+//! ([`Cause::Client`]) are clearly above legacy's per frame *and* spread over clearly more
+//! connections than legacy's rate explains (never when they sit on at most 3 connections or 1% of
+//! them); or when the shadow mismatch ratio is over `max_mismatch_ratio`. Client-caused drops are
+//! never judged on their own: one stalled client or ordinary churn says nothing about the path.
+//! `consecutive_breaches` breaches in a row latch the route to legacy; a `cross_user` mismatch in
+//! an SSOT plan latches it at once. Only an operator clears a latch. The window of a route
+//! restarts at a rollback and when its latch is cleared, so old evidence never fires twice.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -19,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::flags::store::{FlagStore, Trigger, unix_now};
 use crate::flags::{FlagSet, GuardFlags, Latch};
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Cause, Metrics, Outcome};
 use crate::paths::{PathKind, Route};
 use crate::registry::lock;
 use crate::shadow::{ComparisonResult, Shadow};
@@ -28,8 +35,19 @@ use crate::shadow::{ComparisonResult, Shadow};
 pub(crate) const EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How far SSOT's ratio may fall below legacy's, in the same window, before it is "clearly
-/// below" (one percentage point).
+/// below" (one percentage point); likewise how far its client-caused drop share may rise above.
 pub(crate) const RELATIVE_MARGIN: f64 = 0.01;
+
+/// Client-caused drops on at most this many more connections than legacy's rate explains are
+/// never a breach: a few stalled or departing clients say nothing about the path.
+pub(crate) const CONCENTRATED_CONNECTIONS: f64 = 3.0;
+
+/// ... nor on at most this share of the connections the path served.
+pub(crate) const CONCENTRATED_SHARE: f64 = 0.01;
+
+/// How many standard deviations of chance the excess of SSOT's dropping connections must stand
+/// clear of, so two cohorts of clients that behave alike never differ "clearly" by luck.
+pub(crate) const CHANCE_DEVIATIONS: f64 = 3.0;
 
 /// Samples older than this are never needed (the longest window is an hour).
 const MAX_WINDOW: Duration = Duration::from_secs(3600);
@@ -40,8 +58,15 @@ pub(crate) struct PathCounts {
     /// Primary events served.
     pub(crate) events: u64,
     pub(crate) delivered: u64,
-    /// Frames with an outcome other than the offline ones: the delivery ratio's denominator.
-    pub(crate) attempted: u64,
+    /// Frames the path refused or failed ([`Cause::Path`]).
+    pub(crate) path_failed: u64,
+    /// Frames lost to the client: its queue overflowed, it closed, reset or left
+    /// ([`Cause::Client`]).
+    pub(crate) client_dropped: u64,
+    /// Connections that lost at least one frame to a client cause.
+    pub(crate) client_drop_connections: u64,
+    /// Seconds in which a connection was sent a frame, summed over connections.
+    pub(crate) connection_seconds: u64,
 }
 
 impl PathCounts {
@@ -49,13 +74,51 @@ impl PathCounts {
         PathCounts {
             events: self.events.saturating_sub(earlier.events),
             delivered: self.delivered.saturating_sub(earlier.delivered),
-            attempted: self.attempted.saturating_sub(earlier.attempted),
+            path_failed: self.path_failed.saturating_sub(earlier.path_failed),
+            client_dropped: self.client_dropped.saturating_sub(earlier.client_dropped),
+            client_drop_connections: self
+                .client_drop_connections
+                .saturating_sub(earlier.client_drop_connections),
+            connection_seconds: self
+                .connection_seconds
+                .saturating_sub(earlier.connection_seconds),
         }
     }
 
-    pub(crate) fn ratio(self) -> Option<f64> {
-        (self.attempted > 0).then(|| self.delivered as f64 / self.attempted as f64)
+    /// Frames with an outcome other than the offline ones.
+    pub(crate) fn attempted(self) -> u64 {
+        self.delivered + self.path_failed + self.client_dropped
     }
+
+    /// Frames the path is answerable for: delivered or failed by it.
+    pub(crate) fn path_attempted(self) -> u64 {
+        self.delivered + self.path_failed
+    }
+
+    /// Delivered over every attempted frame, client-caused drops included.
+    pub(crate) fn ratio(self) -> Option<f64> {
+        fraction(self.delivered, self.attempted())
+    }
+
+    /// Delivered over the frames the path is answerable for: what the guard judges.
+    pub(crate) fn path_ratio(self) -> Option<f64> {
+        fraction(self.delivered, self.path_attempted())
+    }
+
+    /// Client-caused drops over every attempted frame.
+    pub(crate) fn client_drop_ratio(self) -> Option<f64> {
+        fraction(self.client_dropped, self.attempted())
+    }
+
+    /// About how many connections the path served over a window of `seconds`: its
+    /// connection-seconds over the window's length.
+    pub(crate) fn connections_served(self, seconds: f64) -> f64 {
+        self.connection_seconds as f64 / seconds.max(1.0)
+    }
+}
+
+fn fraction(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
 }
 
 /// Cumulative counts for one route.
@@ -112,27 +175,35 @@ pub(crate) struct Verdict {
     pub(crate) measured: String,
 }
 
-/// Judges one route's window against the guard settings. Pure.
-pub(crate) fn judge(window: &RouteCounts, settings: &GuardFlags) -> Verdict {
+/// Judges one route's window of `seconds` against the guard settings. Pure.
+pub(crate) fn judge(window: &RouteCounts, seconds: f64, settings: &GuardFlags) -> Verdict {
     let mut breaches = Vec::new();
     let ssot = window.ssot;
     let legacy = window.legacy;
     let enough = |n: u64| n >= settings.min_events;
-    if let (true, Some(ssot_ratio)) = (enough(ssot.attempted), ssot.ratio()) {
+    if let (true, Some(ssot_ratio)) = (enough(ssot.path_attempted()), ssot.path_ratio()) {
         if ssot_ratio < settings.min_delivery_ratio {
             breaches.push(format!(
-                "SSOT delivery ratio {ssot_ratio:.4} < {} over {} frames",
-                settings.min_delivery_ratio, ssot.attempted
+                "SSOT path delivery ratio {ssot_ratio:.4} < {} over {} frames ({} failed by the \
+                 path)",
+                settings.min_delivery_ratio,
+                ssot.path_attempted(),
+                ssot.path_failed
             ));
-        } else if let (true, Some(legacy_ratio)) = (enough(legacy.attempted), legacy.ratio())
+        } else if let (true, Some(legacy_ratio)) =
+            (enough(legacy.path_attempted()), legacy.path_ratio())
             && ssot_ratio < legacy_ratio - RELATIVE_MARGIN
         {
             breaches.push(format!(
-                "SSOT delivery ratio {ssot_ratio:.4} is clearly below legacy's {legacy_ratio:.4} \
-                 ({} and {} frames)",
-                ssot.attempted, legacy.attempted
+                "SSOT path delivery ratio {ssot_ratio:.4} is clearly below legacy's \
+                 {legacy_ratio:.4} ({} and {} frames)",
+                ssot.path_attempted(),
+                legacy.path_attempted()
             ));
         }
+    }
+    if let Some(breach) = clients_clearly_worse_on_ssot(ssot, legacy, seconds, settings) {
+        breaches.push(breach);
     }
     if let (true, Some(unexpected_ratio)) = (enough(window.comparisons), window.unexpected_ratio())
         && unexpected_ratio > settings.max_mismatch_ratio
@@ -143,21 +214,75 @@ pub(crate) fn judge(window: &RouteCounts, settings: &GuardFlags) -> Verdict {
         ));
     }
     let show = |ratio: Option<f64>| ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.4}"));
+    let path = |name: &str, counts: PathCounts| {
+        format!(
+            "{name} {}/{} delivered by the path (ratio {}), {} client-caused drops of {} frames \
+             (ratio {}) on {} of ~{:.0} connections",
+            counts.delivered,
+            counts.path_attempted(),
+            show(counts.path_ratio()),
+            counts.client_dropped,
+            counts.attempted(),
+            show(counts.client_drop_ratio()),
+            counts.client_drop_connections,
+            counts.connections_served(seconds)
+        )
+    };
     let measured = format!(
-        "ssot {}/{} delivered (ratio {}), legacy {}/{} (ratio {}), unexpected mismatches {}/{} \
-         (ratio {}; {} mismatches in all)",
-        ssot.delivered,
-        ssot.attempted,
-        show(ssot.ratio()),
-        legacy.delivered,
-        legacy.attempted,
-        show(legacy.ratio()),
+        "{}; {}; unexpected mismatches {}/{} (ratio {}; {} mismatches in all)",
+        path("ssot", ssot),
+        path("legacy", legacy),
         window.unexpected,
         window.comparisons,
         show(window.unexpected_ratio()),
         window.mismatches
     );
     Verdict { breaches, measured }
+}
+
+/// The comparative rule for client-caused drops: with both paths carrying traffic, SSOT's share
+/// of frames lost to clients is more than [`RELATIVE_MARGIN`] above legacy's, and more of its
+/// connections lost frames than legacy's rate explains, by more than [`CONCENTRATED_CONNECTIONS`],
+/// [`CONCENTRATED_SHARE`] of its connections and [`CHANCE_DEVIATIONS`] of chance. A path that
+/// makes clients slow is caught; a few stalled clients or ordinary churn, on either path, are
+/// not. Without legacy traffic there is nothing to compare with, and no verdict.
+fn clients_clearly_worse_on_ssot(
+    ssot: PathCounts,
+    legacy: PathCounts,
+    seconds: f64,
+    settings: &GuardFlags,
+) -> Option<String> {
+    if ssot.attempted() < settings.min_events || legacy.attempted() < settings.min_events {
+        return None;
+    }
+    let (ssot_share, legacy_share) = (ssot.client_drop_ratio()?, legacy.client_drop_ratio()?);
+    if ssot_share <= legacy_share + RELATIVE_MARGIN {
+        return None;
+    }
+    let ssot_served = ssot.connections_served(seconds);
+    let legacy_served = legacy.connections_served(seconds);
+    if ssot_served <= 0.0 || legacy_served <= 0.0 {
+        return None;
+    }
+    // Poisson chance on both counts: SSOT's, and legacy's rate scaled to SSOT's size.
+    let expected = legacy.client_drop_connections as f64 / legacy_served * ssot_served;
+    let chance = CHANCE_DEVIATIONS * (expected * (1.0 + ssot_served / legacy_served)).sqrt();
+    let allowed = CONCENTRATED_CONNECTIONS
+        .max(CONCENTRATED_SHARE * ssot_served)
+        .max(chance);
+    let excess = ssot.client_drop_connections as f64 - expected;
+    (excess > allowed).then(|| {
+        format!(
+            "SSOT's client-caused drops {ssot_share:.4} of {} frames on {} of ~{ssot_served:.0} \
+             connections are clearly above legacy's {legacy_share:.4} of {} frames on {} of \
+             ~{legacy_served:.0} connections ({excess:.1} connections more than legacy's rate \
+             explains; at most {allowed:.1} allowed)",
+            ssot.attempted(),
+            ssot.client_drop_connections,
+            legacy.attempted(),
+            legacy.client_drop_connections
+        )
+    })
 }
 
 struct Sample {
@@ -218,20 +343,20 @@ impl Guard {
     fn sample(&self, at: Instant) -> Sample {
         let counts = Route::ALL.map(|route| {
             let path = |path| {
-                let delivered = self.metrics.delivery_count(route, path, Outcome::Delivered);
-                let attempted = [
-                    Outcome::Delivered,
-                    Outcome::DroppedSlowConsumer,
-                    Outcome::DroppedClosed,
-                    Outcome::WriteError,
-                ]
-                .into_iter()
-                .map(|outcome| self.metrics.delivery_count(route, path, outcome))
-                .sum();
+                let caused = |cause| -> u64 {
+                    Outcome::ALL
+                        .into_iter()
+                        .filter(|outcome| outcome.cause() == cause)
+                        .map(|outcome| self.metrics.delivery_count(route, path, outcome))
+                        .sum()
+                };
                 PathCounts {
                     events: self.metrics.primary_events(route, path),
-                    delivered,
-                    attempted,
+                    delivered: caused(Cause::Delivered),
+                    path_failed: caused(Cause::Path),
+                    client_dropped: caused(Cause::Client),
+                    client_drop_connections: self.metrics.client_drop_connection_count(route, path),
+                    connection_seconds: self.metrics.served_connection_second_count(route, path),
                 }
             };
             let matches = self
@@ -287,16 +412,16 @@ impl Guard {
                 Some(since) if now.saturating_duration_since(since) < window => since,
                 _ => now.checked_sub(window).unwrap_or(now),
             };
-            let baseline = state
+            let (baseline, baseline_at) = state
                 .samples
                 .iter()
                 .rev()
                 .find(|s| s.at <= start)
                 .or(state.samples.front())
-                .map(|s| s.counts[index])
-                .unwrap_or_default();
+                .map_or((RouteCounts::default(), now), |s| (s.counts[index], s.at));
             let counts = latest[index].minus(baseline);
-            let verdict = judge(&counts, settings);
+            let seconds = now.saturating_duration_since(baseline_at).as_secs_f64();
+            let verdict = judge(&counts, seconds, settings);
             let new_cross_user = previous.map_or(latest[index].cross_user_ssot, |p| {
                 latest[index]
                     .cross_user_ssot
@@ -445,18 +570,20 @@ mod tests {
         }
     }
 
+    /// The window the table tests judge, in seconds.
+    const SECONDS: f64 = 10.0;
+
+    /// (delivered, frames the path was answerable for) per path: the rest failed in the path.
     fn counts(ssot: (u64, u64), legacy: (u64, u64), comparisons: (u64, u64)) -> RouteCounts {
+        let path = |(delivered, attempted): (u64, u64)| PathCounts {
+            events: attempted,
+            delivered,
+            path_failed: attempted - delivered,
+            ..PathCounts::default()
+        };
         RouteCounts {
-            ssot: PathCounts {
-                events: ssot.1,
-                delivered: ssot.0,
-                attempted: ssot.1,
-            },
-            legacy: PathCounts {
-                events: legacy.1,
-                delivered: legacy.0,
-                attempted: legacy.1,
-            },
+            ssot: path(ssot),
+            legacy: path(legacy),
             comparisons: comparisons.1,
             mismatches: comparisons.0,
             unexpected: comparisons.0,
@@ -464,8 +591,21 @@ mod tests {
         }
     }
 
+    /// `connections` connections served the whole window, `losing` of which lost `lost` frames
+    /// each to the client, and `frames` delivered in all.
+    fn clients(frames: u64, connections: u64, losing: u64, lost: u64) -> PathCounts {
+        PathCounts {
+            events: frames,
+            delivered: frames,
+            client_dropped: losing * lost,
+            client_drop_connections: losing,
+            connection_seconds: connections * SECONDS as u64,
+            ..PathCounts::default()
+        }
+    }
+
     fn check(window: RouteCounts, breaches: usize) {
-        let verdict = judge(&window, &settings());
+        let verdict = judge(&window, SECONDS, &settings());
         assert_eq!(verdict.breaches.len(), breaches, "{verdict:?}");
     }
 
@@ -483,13 +623,63 @@ mod tests {
             min_events: 100,
             ..GuardFlags::default()
         };
-        let verdict = judge(&counts((950, 1000), (1000, 1000), (0, 0)), &settings);
+        let verdict = judge(
+            &counts((950, 1000), (1000, 1000), (0, 0)),
+            SECONDS,
+            &settings,
+        );
         assert_eq!(verdict.breaches.len(), 1, "{verdict:?}");
         assert!(verdict.breaches[0].contains("clearly below legacy"));
         // Mismatches.
         check(counts((1000, 1000), (0, 0), (11, 1000)), 1);
         check(counts((1000, 1000), (0, 0), (10, 1000)), 0);
         check(counts((1000, 1000), (0, 0), (50, 99)), 0);
+    }
+
+    #[test]
+    fn judging_client_caused_drops() {
+        let window = |ssot, legacy| RouteCounts {
+            ssot,
+            legacy,
+            ..RouteCounts::default()
+        };
+        // The reported case: one stalled client among 20 at 100% SSOT (ratio 0.8848 overall).
+        check(window(clients(6540, 21, 1, 851), PathCounts::default()), 0);
+        // Any number of stalled clients with no legacy traffic to compare with.
+        check(window(clients(6540, 21, 15, 851), PathCounts::default()), 0);
+        // Both paths: three stalled clients on SSOT, none on legacy, is still concentrated.
+        check(
+            window(clients(6000, 200, 3, 2000), clients(6000, 200, 0, 0)),
+            0,
+        );
+        // ... and 1% of a large cohort too.
+        check(
+            window(clients(60_000, 2000, 20, 200), clients(6000, 200, 0, 0)),
+            0,
+        );
+        // Churn alike on both paths: a connection in ten loses a frame on either.
+        check(
+            window(clients(6000, 200, 20, 1), clients(3000, 100, 10, 1)),
+            0,
+        );
+        // A path that makes a quarter of its clients slow is caught...
+        let verdict = judge(
+            &window(clients(6000, 200, 50, 100), clients(6000, 200, 2, 100)),
+            SECONDS,
+            &settings(),
+        );
+        assert_eq!(verdict.breaches.len(), 1, "{verdict:?}");
+        assert!(
+            verdict.breaches[0].contains("client-caused drops 0.4545"),
+            "{verdict:?}"
+        );
+        // ... but not when legacy's clients drop as much.
+        check(
+            window(clients(6000, 200, 50, 100), clients(6000, 200, 45, 100)),
+            0,
+        );
+        // ... nor with too little legacy traffic to compare with.
+        check(window(clients(6000, 200, 50, 100), clients(40, 4, 0, 0)), 0);
     }
 
     struct Fixture {
@@ -526,6 +716,22 @@ mod tests {
             self.metrics
                 .deliveries(origin, Outcome::Delivered, n - failed);
             self.metrics.deliveries(origin, Outcome::WriteError, failed);
+        }
+
+        /// A stalled client among healthy ones on `broadcast`'s SSOT path: `n` frames
+        /// delivered, `lost` lost to the client, on one connection.
+        fn stalled_client(&self, n: u64, lost: u64) {
+            let origin = Origin {
+                route: Route::Broadcast,
+                path: PathKind::Ssot,
+            };
+            for _ in 0..n {
+                self.metrics.event(origin, crate::metrics::Role::Primary);
+            }
+            self.metrics.deliveries(origin, Outcome::Delivered, n);
+            self.metrics
+                .deliveries(origin, Outcome::DroppedSlowConsumer, lost);
+            self.metrics.client_drop_connection(origin);
         }
 
         fn tick(&self, second: u64) -> Vec<Rollback> {
@@ -569,7 +775,7 @@ mod tests {
         assert!(
             rollbacks[0]
                 .reason
-                .contains("SSOT delivery ratio 0.9000 < 0.995"),
+                .contains("SSOT path delivery ratio 0.9000 < 0.995"),
             "{}",
             rollbacks[0].reason
         );
@@ -594,6 +800,28 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_client_never_rolls_back_and_a_path_fault_beside_it_does() {
+        let f = Fixture::new();
+        f.tick(0);
+        for second in 1..=30 {
+            f.stalled_client(200, 1000);
+            assert!(f.tick(second).is_empty(), "second {second}");
+        }
+        // A 3% fault in the path, the stalled client still there.
+        f.traffic(2000, 60);
+        f.stalled_client(200, 1000);
+        assert!(f.tick(31).is_empty());
+        f.traffic(2000, 60);
+        let rollbacks = f.tick(32);
+        assert_eq!(rollbacks.len(), 1, "{rollbacks:?}");
+        assert!(
+            rollbacks[0].reason.contains("SSOT path delivery ratio"),
+            "{}",
+            rollbacks[0].reason
+        );
+    }
+
+    #[test]
     fn the_kill_switch_and_a_disabled_guard_mean_no_rollback() {
         let mut f = Fixture::new();
         f.flags.guard.enabled = false;
@@ -607,6 +835,199 @@ mod tests {
         for second in 6..=10 {
             f.traffic(200, 100);
             assert!(f.tick(second).is_empty());
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::*;
+
+        /// The window the properties judge, in seconds.
+        const WINDOW: u64 = 10;
+
+        /// Few cases, so the suite stays fast in debug builds; no regression files.
+        fn cases(n: u32) -> Config {
+            Config {
+                failure_persistence: None,
+                ..Config::with_cases(n)
+            }
+        }
+
+        /// How clients behave, whichever path serves them.
+        #[derive(Debug, Clone, Copy)]
+        struct Behaviour {
+            /// Frames a second to each connection.
+            rate: u64,
+            /// Frames a churning connection loses when it leaves.
+            churn_lost: u64,
+            /// Seconds a churning connection is served.
+            churn_life: u64,
+        }
+
+        /// The clients one path served in the window, and the share of frames it failed.
+        #[derive(Debug, Clone)]
+        struct Mix {
+            healthy: u64,
+            churning: u64,
+            /// Per stalled connection, the frames it lost when it was released.
+            stalled: Vec<u64>,
+            fault: f64,
+        }
+
+        fn window_of(mix: &Mix, behaviour: Behaviour) -> PathCounts {
+            let n_stalled = mix.stalled.len() as u64;
+            // A stalled connection got a second's frames before it stopped reading.
+            let to_path = behaviour.rate
+                * (mix.healthy * WINDOW + mix.churning * behaviour.churn_life + n_stalled);
+            let path_failed = (to_path as f64 * mix.fault).floor() as u64;
+            let churn_dropping = if behaviour.churn_lost > 0 {
+                mix.churning
+            } else {
+                0
+            };
+            PathCounts {
+                events: to_path,
+                delivered: to_path - path_failed,
+                path_failed,
+                client_dropped: mix.stalled.iter().sum::<u64>()
+                    + mix.churning * behaviour.churn_lost,
+                client_drop_connections: n_stalled + churn_dropping,
+                connection_seconds: mix.healthy * WINDOW
+                    + mix.churning * behaviour.churn_life
+                    + n_stalled,
+            }
+        }
+
+        fn behaviour() -> impl Strategy<Value = Behaviour> {
+            (1u64..=20, 0u64..=3, 1u64..=WINDOW).prop_map(|(rate, churn_lost, churn_life)| {
+                Behaviour {
+                    rate,
+                    churn_lost,
+                    churn_life,
+                }
+            })
+        }
+
+        /// A stalled client loses anything from one frame to a whole queue and more.
+        fn stalled(max: usize) -> impl Strategy<Value = Vec<u64>> {
+            prop::collection::vec(1u64..=100_000, 0..=max)
+        }
+
+        fn mix(max_stalled: usize, fault: f64) -> impl Strategy<Value = Mix> {
+            (0u64..=500, 0u64..=300, stalled(max_stalled)).prop_map(
+                move |(healthy, churning, stalled)| Mix {
+                    healthy,
+                    churning,
+                    stalled,
+                    fault,
+                },
+            )
+        }
+
+        fn judged(ssot: PathCounts, legacy: PathCounts) -> Verdict {
+            let window = RouteCounts {
+                ssot,
+                legacy,
+                ..RouteCounts::default()
+            };
+            judge(&window, WINDOW as f64, &settings())
+        }
+
+        proptest! {
+            #![proptest_config(cases(256))]
+
+            /// With SSOT serving everyone, no number of stalled or churning clients is a breach:
+            /// there is no legacy cohort to compare them with, and the path failed nothing.
+            #[test]
+            fn clients_alone_never_trip_the_guard_at_full_ssot(
+                behaviour in behaviour(), ssot in mix(50, 0.0)
+            ) {
+                let verdict = judged(window_of(&ssot, behaviour), PathCounts::default());
+                prop_assert!(verdict.breaches.is_empty(), "{:?}", verdict);
+            }
+
+            /// Cohorts of any sizes whose clients behave alike (the same healthy/churning make-up
+            /// and habits), with up to three stalled clients on either path, never breach.
+            #[test]
+            fn clients_that_behave_alike_on_both_paths_never_trip_the_guard(
+                behaviour in behaviour(),
+                healthy in 0u64..=300,
+                churning in 0u64..=300,
+                (ssot_size, legacy_size) in (1u64..=4, 1u64..=4),
+                ssot_stalled in stalled(3),
+                legacy_stalled in stalled(3),
+            ) {
+                let cohort = |size: u64, stalled: Vec<u64>| Mix {
+                    healthy: healthy * size,
+                    churning: churning * size,
+                    stalled,
+                    fault: 0.0,
+                };
+                let verdict = judged(
+                    window_of(&cohort(ssot_size, ssot_stalled), behaviour),
+                    window_of(&cohort(legacy_size, legacy_stalled), behaviour),
+                );
+                prop_assert!(verdict.breaches.is_empty(), "{:?}", verdict);
+            }
+
+            /// A path that fails 2% or more of its frames is caught whatever its clients do and
+            /// whether or not legacy carries traffic.
+            #[test]
+            fn a_path_failing_two_percent_of_frames_is_caught_whatever_the_clients_do(
+                behaviour in behaviour(),
+                fault in 0.02f64..=1.0,
+                ssot in mix(50, 0.0),
+                legacy in prop::option::of(mix(50, 0.0)),
+            ) {
+                let ssot = Mix { fault, ..ssot };
+                let ssot = window_of(&ssot, behaviour);
+                prop_assume!(ssot.path_attempted() >= settings().min_events);
+                let legacy = legacy.map_or_else(PathCounts::default, |m| window_of(&m, behaviour));
+                let verdict = judged(ssot, legacy);
+                prop_assert!(
+                    verdict.breaches.iter().any(|b| b.starts_with("SSOT path delivery ratio")),
+                    "{:?}",
+                    verdict
+                );
+            }
+
+            /// A path that makes many of its clients slow (at least four, and one in twenty) is
+            /// caught when legacy's clients, behaving alike otherwise, are fine.
+            #[test]
+            fn a_path_that_makes_many_clients_slow_is_caught(
+                behaviour in behaviour(),
+                healthy in 1u64..=300,
+                (ssot_size, legacy_size) in (1u64..=4, 1u64..=4),
+                slow in 4usize..=200,
+                lost_windows in 1u64..=10,
+            ) {
+                let ssot_healthy = healthy * ssot_size;
+                prop_assume!(slow as u64 * 20 >= ssot_healthy + slow as u64);
+                // A slow client loses at least what a healthy one gets in a window.
+                let lost = behaviour.rate * WINDOW * lost_windows;
+                let ssot = Mix {
+                    healthy: ssot_healthy,
+                    churning: 0,
+                    stalled: vec![lost; slow],
+                    fault: 0.0,
+                };
+                let legacy = Mix {
+                    healthy: healthy * legacy_size,
+                    churning: 0,
+                    stalled: Vec::new(),
+                    fault: 0.0,
+                };
+                let legacy = window_of(&legacy, behaviour);
+                prop_assume!(legacy.attempted() >= settings().min_events);
+                let verdict = judged(window_of(&ssot, behaviour), legacy);
+                prop_assert!(
+                    verdict.breaches.iter().any(|b| b.starts_with("SSOT's client-caused drops")),
+                    "{:?}",
+                    verdict
+                );
+            }
         }
     }
 }

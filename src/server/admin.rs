@@ -317,9 +317,10 @@ pub(crate) async fn shadow_mismatches(
     Ok(Json(views).into_response())
 }
 
-/// `GET /admin/stats`: per route and path over the guard's window — events/s, delivery ratio,
-/// shadow mismatch ratio — the guard's current run of breaches, and the connected users on each
-/// path under the live flags.
+/// `GET /admin/stats`: per route and path over the guard's window — events/s, the path and the
+/// overall delivery ratio, client-caused drops and the connections they hit, shadow mismatch
+/// ratio — the guard's current run of breaches, and the connected users on each path under the
+/// live flags.
 pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Response {
     let flags = state.flags.snapshot();
     let windows = state.guard.windows(&flags);
@@ -339,8 +340,14 @@ pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Response {
                         0.0
                     },
                     delivered: counts.delivered,
-                    attempted: counts.attempted,
+                    attempted: counts.attempted(),
                     delivery_ratio: counts.ratio(),
+                    path_failed: counts.path_failed,
+                    path_delivery_ratio: counts.path_ratio(),
+                    client_dropped: counts.client_dropped,
+                    client_drop_ratio: counts.client_drop_ratio(),
+                    client_drop_connections: counts.client_drop_connections,
+                    connections_served: counts.connections_served(window.seconds),
                 };
                 (path.as_str(), view)
             })

@@ -452,9 +452,21 @@ pub(crate) struct RouteStatsView {
 pub(crate) struct PathStatsView {
     pub(crate) events_per_second: f64,
     pub(crate) delivered: u64,
+    /// Every frame but the offline ones.
     pub(crate) attempted: u64,
-    /// `null` when nothing was attempted.
+    /// Delivered over attempted, client-caused drops included; `null` when nothing was attempted.
     pub(crate) delivery_ratio: Option<f64>,
+    /// Frames the path refused or failed (`write_error`, `path_error`).
+    pub(crate) path_failed: u64,
+    /// Delivered over delivered + path-failed: what the guard judges.
+    pub(crate) path_delivery_ratio: Option<f64>,
+    /// Frames lost to clients (`dropped_slow_consumer`, `dropped_closed`).
+    pub(crate) client_dropped: u64,
+    pub(crate) client_drop_ratio: Option<f64>,
+    /// Connections that lost frames to client causes.
+    pub(crate) client_drop_connections: u64,
+    /// About how many connections the path sent frames to (connection-seconds over the window).
+    pub(crate) connections_served: f64,
 }
 
 #[derive(Serialize)]

@@ -101,7 +101,7 @@ async fn an_ssot_degradation_is_rolled_back_by_the_guard_and_traffic_goes_on_on_
         latch["reason"]
             .as_str()
             .unwrap()
-            .contains("SSOT delivery ratio"),
+            .contains("SSOT path delivery ratio"),
         "{latch}"
     );
     assert_eq!(
@@ -126,7 +126,7 @@ async fn an_ssot_degradation_is_rolled_back_by_the_guard_and_traffic_goes_on_on_
         entry["reason"]
             .as_str()
             .unwrap()
-            .contains("delivered (ratio"),
+            .contains("delivered by the path (ratio"),
         "{entry}"
     );
     assert!(
@@ -138,7 +138,7 @@ async fn an_ssot_degradation_is_rolled_back_by_the_guard_and_traffic_goes_on_on_
         "the fault injection is audited too: {audit}"
     );
     let (_, _, stats) = gateway.admin(Method::GET, "/admin/stats", None, None).await;
-    let ssot_ratio = stats["routes"]["router_broadcast"]["paths"]["ssot"]["delivery_ratio"]
+    let ssot_ratio = stats["routes"]["router_broadcast"]["paths"]["ssot"]["path_delivery_ratio"]
         .as_f64()
         .unwrap();
     assert!(ssot_ratio < 0.995, "{stats}");
@@ -233,6 +233,11 @@ async fn healthy_traffic_is_left_alone() {
     let (_, _, stats) = gateway.admin(Method::GET, "/admin/stats", None, None).await;
     let route = &stats["routes"]["router_broadcast"];
     assert_eq!(route["paths"]["ssot"]["delivery_ratio"], 1.0, "{stats}");
+    assert_eq!(
+        route["paths"]["ssot"]["path_delivery_ratio"], 1.0,
+        "{stats}"
+    );
+    assert_eq!(route["paths"]["ssot"]["client_dropped"], 0, "{stats}");
     assert!(
         route["paths"]["ssot"]["events_per_second"]
             .as_f64()

@@ -5,7 +5,6 @@
 //! stalled client, 200 users churning or a refused connection never roll back, while a 3% fault
 //! beside a stalled client does.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,7 +16,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::harness::{
-    Client, Gateway, PROMPTLY, Producer, config, connect_with_small_receive_buffer, http,
+    Client, Gateway, PROMPTLY, Producer, config, keep_one_stalled, publish_until,
+    slow_consumer_closes,
 };
 
 const WINDOW_SECONDS: u64 = 3;
@@ -304,77 +304,8 @@ async fn readers(gateway: &Gateway, prefix: &str, n: usize) -> (Vec<String>, Vec
     (users, tasks)
 }
 
-/// Keeps one client of `user` connected that never reads: when the gateway releases it as a
-/// slow consumer, another takes its place, as a browser on a bad network reconnects. Its own
-/// producer sends it 32 KiB events, so that it stalls within a second or so even though the
-/// kernel buffers a few megabytes on loopback before the gateway's queue fills.
-fn keep_one_stalled(
-    gateway: &Gateway,
-    user: &str,
-    stop: Arc<AtomicBool>,
-) -> (JoinHandle<u32>, JoinHandle<(u64, Option<Instant>)>) {
-    let load = publish_until(gateway, vec![user.to_owned()], 32 * 1024, Arc::clone(&stop));
-    let url = gateway.ws_url(&format!("user_id={user}"));
-    let (public, admin) = (gateway.public, gateway.admin);
-    let stalls = tokio::spawn(async move {
-        let mut connects = 0;
-        while !stop.load(Ordering::Acquire) {
-            let released_before = slow_consumer_closes(admin).await;
-            let _stalled = connect_with_small_receive_buffer(&url, public).await;
-            connects += 1;
-            while !stop.load(Ordering::Acquire)
-                && slow_consumer_closes(admin).await == released_before
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        connects
-    });
-    (stalls, load)
-}
-
-async fn slow_consumer_closes(admin: SocketAddr) -> f64 {
-    let (_, _, body) = http(admin, Method::GET, "/metrics", &[], Default::default()).await;
-    let prefix = r#"switchyard_connections_closed_total{reason="slow_consumer"} "#;
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|line| line.strip_prefix(prefix))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
-/// Publishes on `router_broadcast` to `users` in turn, each event padded to `pad` bytes, until
-/// `stop`; returns how many events went out and when the first one was served by legacy (a
-/// rollback).
-fn publish_until(
-    gateway: &Gateway,
-    users: Vec<String>,
-    pad: usize,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<(u64, Option<Instant>)> {
-    let public = gateway.public;
-    tokio::spawn(async move {
-        let mut producer = Producer::connect(public).await;
-        let padding = "p".repeat(pad);
-        let (mut n, mut on_legacy) = (0u64, None);
-        while !stop.load(Ordering::Acquire) {
-            let user = &users[n as usize % users.len()];
-            let published = producer
-                .publish(
-                    "router_broadcast",
-                    user,
-                    json!({"type": "agent_thinking", "seq": n, "pad": padding}),
-                )
-                .await;
-            assert_eq!(published.status, 200, "{}", published.body);
-            if published.path == "legacy" && on_legacy.is_none() {
-                on_legacy = Some(Instant::now());
-            }
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        (n, on_legacy)
-    })
-}
+/// The route these tests guard.
+const ROUTE: &str = "router_broadcast";
 
 async fn guard_rollbacks(gateway: &Gateway) -> f64 {
     gateway
@@ -393,8 +324,8 @@ async fn one_stalled_client_among_healthy_ones_never_rolls_back() {
     let gateway = canary_gateway(100, &[]).await;
     let (users, readers) = readers(&gateway, "healthy", 20).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let (stalled, stalled_load) = keep_one_stalled(&gateway, "stalled", Arc::clone(&stop));
-    let load = publish_until(&gateway, users, 1024, Arc::clone(&stop));
+    let (stalled, stalled_load) = keep_one_stalled(&gateway, ROUTE, "stalled", Arc::clone(&stop));
+    let load = publish_until(gateway.public, ROUTE, users, 1024, Arc::clone(&stop));
 
     let started = Instant::now();
     let mut worst_overall_ratio: f64 = 1.0;
@@ -489,7 +420,7 @@ async fn two_hundred_churning_users_and_a_refused_connection_never_roll_back() {
     refused.expect_close(4002).await;
     let mut targets = users.clone();
     targets.push("crowd".to_owned());
-    let load = publish_until(&gateway, targets, 1024, Arc::clone(&stop));
+    let load = publish_until(gateway.public, ROUTE, targets, 1024, Arc::clone(&stop));
 
     let started = Instant::now();
     while started.elapsed() < THREE_WINDOWS {
@@ -551,8 +482,8 @@ async fn a_three_percent_ssot_fault_beside_a_stalled_client_is_rolled_back_withi
     let gateway = canary_gateway(100, &[]).await;
     let (users, readers) = readers(&gateway, "healthy", 20).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let (stalled, stalled_load) = keep_one_stalled(&gateway, "stalled", Arc::clone(&stop));
-    let load = publish_until(&gateway, users, 1024, Arc::clone(&stop));
+    let (stalled, stalled_load) = keep_one_stalled(&gateway, ROUTE, "stalled", Arc::clone(&stop));
+    let load = publish_until(gateway.public, ROUTE, users, 1024, Arc::clone(&stop));
     // A full window with the stalled client in it first.
     tokio::time::sleep(Duration::from_secs(WINDOW_SECONDS + 1)).await;
     assert_eq!(guard_rollbacks(&gateway).await, 0.0);

@@ -203,7 +203,7 @@ fn dashboard_shows_what_design_asks_for() {
             p["targets"].as_array().is_some_and(|targets| {
                 targets
                     .iter()
-                    .any(|t| t["expr"].as_str().is_some_and(|e| wanted(e)))
+                    .any(|t| t["expr"].as_str().is_some_and(wanted))
             })
         })
     };

@@ -215,6 +215,8 @@ pub(crate) struct Metrics {
     flag_ssot_percent: [Gauge; N_ROUTES],
     flag_shadow: [IntGauge; N_ROUTES],
     flag_latched: [IntGauge; N_ROUTES],
+    ramp_step: [IntGauge; N_ROUTES],
+    guard_verdict: [IntGauge; N_ROUTES],
     pub(crate) kill_switch_engaged: IntGauge,
     pub(crate) flags_version: IntGauge,
     /// 1 while the live flags match the file; 0 after a write-back failed (read-only file).
@@ -400,6 +402,15 @@ impl Metrics {
             "flag_rollback_latched",
             "1 while the route is held on legacy by a rollback latch.",
         );
+        let ramp_step = per_route_int_gauge(
+            "ramp_step",
+            "The step a route's ramp holds (1-based); 0 while no ramp runs.",
+        );
+        let guard_verdict = per_route_int_gauge(
+            "guard_verdict",
+            "The guard's latest verdict on a route: 0 no verdict (too little traffic, guard off, \
+             latched or kill switch), 1 pass, 2 breach.",
+        );
         let int_gauge = |name: &str, help: &str| {
             let gauge = IntGauge::new(name, help).expect("valid metric");
             register(Box::new(gauge.clone()));
@@ -497,6 +508,8 @@ impl Metrics {
             flag_ssot_percent,
             flag_shadow,
             flag_latched,
+            ramp_step,
+            guard_verdict,
             kill_switch_engaged,
             flags_version,
             flags_persisted,
@@ -579,6 +592,14 @@ impl Metrics {
 
     pub(crate) fn flag_latched(&self, route: Route) -> &IntGauge {
         &self.flag_latched[route.index()]
+    }
+
+    pub(crate) fn ramp_step(&self, route: Route) -> &IntGauge {
+        &self.ramp_step[route.index()]
+    }
+
+    pub(crate) fn guard_verdict(&self, route: Route) -> &IntGauge {
+        &self.guard_verdict[route.index()]
     }
 
     pub(crate) fn flags_reload(&self, trigger: Trigger, ok: bool) {

@@ -24,8 +24,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::flags::store::{FlagStore, Trigger, unix_now};
-use crate::flags::{FlagSet, GuardFlags, Latch};
+use crate::flags::store::{FlagStore, Trigger, unix_now, unix_now_ceil};
+use crate::flags::{FlagSet, GuardFlags, Latch, Percent, Ramp, RampAt};
 use crate::metrics::{Cause, Metrics, Outcome};
 use crate::paths::{PathKind, Route};
 use crate::registry::lock;
@@ -169,6 +169,9 @@ impl RouteCounts {
 /// What the guard made of one route's window.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Verdict {
+    /// Whether any rule had `min_events` behind it; without, a window passes for want of
+    /// evidence.
+    pub(crate) judged: bool,
     /// Why the window breaches; empty when it does not.
     pub(crate) breaches: Vec<String>,
     /// The measured values, for the audit entry and logs.
@@ -237,7 +240,14 @@ pub(crate) fn judge(window: &RouteCounts, seconds: f64, settings: &GuardFlags) -
         show(window.unexpected_ratio()),
         window.mismatches
     );
-    Verdict { breaches, measured }
+    let judged = enough(ssot.path_attempted())
+        || enough(ssot.attempted()) && enough(legacy.attempted())
+        || enough(window.comparisons);
+    Verdict {
+        judged,
+        breaches,
+        measured,
+    }
 }
 
 /// The comparative rule for client-caused drops: with both paths carrying traffic, SSOT's share
@@ -290,13 +300,68 @@ struct Sample {
     counts: [RouteCounts; Route::ALL.len()],
 }
 
-#[derive(Default, Clone)]
+#[derive(Clone)]
 struct RouteState {
     consecutive: u32,
     /// The route's window starts no earlier than this (a rollback, a cleared latch).
     since: Option<Instant>,
     latched: bool,
     last_verdict: Option<Verdict>,
+    standing: Standing,
+    /// Unix seconds of the last evaluation that breached.
+    last_breach: Option<u64>,
+    /// The ramp step last seen, and when it was first seen: the step's evidence starts there.
+    ramp_seen: Option<RampAt>,
+    step_started: Instant,
+    /// Why the route's ramp did not advance at the last evaluation.
+    ramp_waiting: Option<String>,
+}
+
+impl Default for RouteState {
+    fn default() -> RouteState {
+        RouteState {
+            consecutive: 0,
+            since: None,
+            latched: false,
+            last_verdict: None,
+            standing: Standing::NoVerdict,
+            last_breach: None,
+            ramp_seen: None,
+            step_started: Instant::now(),
+            ramp_waiting: None,
+        }
+    }
+}
+
+/// The guard's standing on a route after an evaluation: the dashboard's and `/admin/stats`'s
+/// "verdict".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// Too little traffic for any rule, or the guard does not judge the route (off, latched,
+    /// kill switch).
+    #[default]
+    NoVerdict,
+    Pass,
+    Breach,
+}
+
+impl Standing {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Standing::NoVerdict => "no_verdict",
+            Standing::Pass => "pass",
+            Standing::Breach => "breach",
+        }
+    }
+
+    /// The value of `switchyard_guard_verdict`.
+    fn gauge(self) -> i64 {
+        match self {
+            Standing::NoVerdict => 0,
+            Standing::Pass => 1,
+            Standing::Breach => 2,
+        }
+    }
 }
 
 /// A rollback the guard decided on, to be applied to the flags.
@@ -304,6 +369,93 @@ struct RouteState {
 pub(crate) struct Rollback {
     pub(crate) route: Route,
     pub(crate) reason: String,
+}
+
+/// A ramp step the guard decided on: from the step it judged to the next.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Advance {
+    pub(crate) route: Route,
+    pub(crate) from: RampAt,
+    pub(crate) reason: String,
+}
+
+/// What one evaluation decided.
+#[derive(Debug, Default)]
+pub(crate) struct Evaluation {
+    pub(crate) rollbacks: Vec<Rollback>,
+    pub(crate) advances: Vec<Advance>,
+}
+
+/// One route's counts from the last sample at or before `start` to the latest, and the seconds
+/// between them.
+fn window_since(
+    samples: &VecDeque<Sample>,
+    index: usize,
+    start: Instant,
+    now: Instant,
+) -> (RouteCounts, f64) {
+    let latest = samples.back().map(|s| s.counts[index]).unwrap_or_default();
+    let (baseline, baseline_at) = samples
+        .iter()
+        .rev()
+        .find(|s| s.at <= start)
+        .or(samples.front())
+        .map_or((RouteCounts::default(), now), |s| (s.counts[index], s.at));
+    (
+        latest.minus(baseline),
+        now.saturating_duration_since(baseline_at).as_secs_f64(),
+    )
+}
+
+/// Whether a ramp holding step `at` may take its next step, or what it waits for. Pure. A step
+/// advances only after it has held `step_seconds` with no breach (`last_breach`, unix seconds,
+/// restarts the hold) and the analysis of the frames since it began — at least `min_events`
+/// SSOT frames the path was answerable for — passes.
+pub(crate) fn ramp_progress(
+    ramp: &Ramp,
+    at: RampAt,
+    unix_now: u64,
+    last_breach: Option<u64>,
+    step: &RouteCounts,
+    step_verdict: &Verdict,
+    settings: &GuardFlags,
+) -> Result<(), String> {
+    if !settings.enabled {
+        return Err("the guard is off; a ramp advances only on its analysis".to_owned());
+    }
+    let held_from = at.since.max(last_breach.map_or(0, |b| b.saturating_add(1)));
+    let ready_at = held_from.saturating_add(ramp.step_seconds);
+    if unix_now < ready_at {
+        let left = ready_at - unix_now;
+        return Err(match last_breach {
+            Some(breach) if breach >= at.since => format!(
+                "the guard found a breach {} s ago; the step must hold {} s without one ({left} s \
+                 more)",
+                unix_now.saturating_sub(breach),
+                ramp.step_seconds
+            ),
+            _ => format!(
+                "holding step {} of {} ({:.2}%) for {left} s more",
+                at.step,
+                ramp.steps.len(),
+                ramp.current().map_or(0.0, Percent::as_f64)
+            ),
+        });
+    }
+    let frames = step.ssot.path_attempted();
+    if frames < settings.min_events {
+        return Err(format!(
+            "waiting for traffic: {frames} of {} SSOT frames since the step began",
+            settings.min_events
+        ));
+    }
+    if !step_verdict.breaches.is_empty() {
+        return Err(format!(
+            "the analysis breaches: {}",
+            step_verdict.breaches.join("; ")
+        ));
+    }
+    Ok(())
 }
 
 /// The guard's memory: recent samples and each route's run of breaches.
@@ -326,6 +478,9 @@ pub(crate) struct RouteWindow {
     pub(crate) counts: RouteCounts,
     pub(crate) consecutive_breaches: u32,
     pub(crate) last_verdict: Option<Verdict>,
+    pub(crate) standing: Standing,
+    /// Why the route's ramp did not advance at the last evaluation.
+    pub(crate) ramp_waiting: Option<String>,
 }
 
 impl Guard {
@@ -380,9 +535,10 @@ impl Guard {
         Sample { at, counts }
     }
 
-    /// Samples the counters and judges every route; returns the rollbacks to apply. `now` is
-    /// passed in so tests can drive the clock.
-    pub(crate) fn evaluate(&self, flags: &FlagSet, now: Instant) -> Vec<Rollback> {
+    /// Samples the counters, judges every route and drives their ramps; returns the rollbacks
+    /// and ramp steps to apply. `now` and `unix_now` (the wall clock, in seconds, that ramps
+    /// are persisted in) are passed in so tests can drive the clocks.
+    pub(crate) fn evaluate(&self, flags: &FlagSet, now: Instant, unix_now: u64) -> Evaluation {
         let sample = self.sample(now);
         let mut state = lock(&self.state);
         let state = &mut *state;
@@ -398,7 +554,7 @@ impl Guard {
         let settings = &flags.guard;
         let window = Duration::from_secs(settings.window_seconds);
         let latest = state.samples.back().map(|s| s.counts).unwrap_or_default();
-        let mut rollbacks = Vec::new();
+        let mut evaluation = Evaluation::default();
         for route in Route::ALL {
             let index = route.index();
             let route_state = &mut state.routes[index];
@@ -412,15 +568,7 @@ impl Guard {
                 Some(since) if now.saturating_duration_since(since) < window => since,
                 _ => now.checked_sub(window).unwrap_or(now),
             };
-            let (baseline, baseline_at) = state
-                .samples
-                .iter()
-                .rev()
-                .find(|s| s.at <= start)
-                .or(state.samples.front())
-                .map_or((RouteCounts::default(), now), |s| (s.counts[index], s.at));
-            let counts = latest[index].minus(baseline);
-            let seconds = now.saturating_duration_since(baseline_at).as_secs_f64();
+            let (counts, seconds) = window_since(&state.samples, index, start, now);
             let verdict = judge(&counts, seconds, settings);
             let new_cross_user = previous.map_or(latest[index].cross_user_ssot, |p| {
                 latest[index]
@@ -429,13 +577,26 @@ impl Guard {
             });
             let route_state = &mut state.routes[index];
             let eligible = settings.enabled && !flags.kill_switch.engaged && !latched;
+            // Mismatches only matter where SSOT serves users; with no SSOT traffic there is
+            // nothing to roll back.
+            let serves_ssot = counts.ssot.events > 0;
+            let breaching = eligible && serves_ssot && !verdict.breaches.is_empty();
+            route_state.standing = match () {
+                () if breaching => Standing::Breach,
+                () if eligible && verdict.judged => Standing::Pass,
+                () => Standing::NoVerdict,
+            };
+            self.metrics
+                .guard_verdict(route)
+                .set(route_state.standing.gauge());
+            if breaching {
+                route_state.last_breach = Some(unix_now);
+            }
+            let mut rolled_back = false;
             if !eligible {
                 route_state.consecutive = 0;
-                route_state.last_verdict = Some(verdict);
-                continue;
-            }
-            if new_cross_user > 0 {
-                rollbacks.push(Rollback {
+            } else if new_cross_user > 0 {
+                evaluation.rollbacks.push(Rollback {
                     route,
                     reason: format!(
                         "guard: {new_cross_user} shadow comparison(s) found the SSOT plan \
@@ -445,18 +606,13 @@ impl Guard {
                 });
                 route_state.consecutive = 0;
                 route_state.since = Some(now);
-                route_state.last_verdict = Some(verdict);
-                continue;
-            }
-            // Mismatches only matter where SSOT serves users; with no SSOT traffic there is
-            // nothing to roll back.
-            let serves_ssot = counts.ssot.events > 0;
-            if verdict.breaches.is_empty() || !serves_ssot {
+                rolled_back = true;
+            } else if !breaching {
                 route_state.consecutive = 0;
             } else {
                 route_state.consecutive += 1;
                 if route_state.consecutive >= settings.consecutive_breaches {
-                    rollbacks.push(Rollback {
+                    evaluation.rollbacks.push(Rollback {
                         route,
                         reason: format!(
                             "guard: {} ({} evaluations in a row); {}",
@@ -467,11 +623,62 @@ impl Guard {
                     });
                     route_state.consecutive = 0;
                     route_state.since = Some(now);
+                    rolled_back = true;
                 }
             }
             route_state.last_verdict = Some(verdict);
+            route_state.ramp_waiting = None;
+            let ramp = flags.route(route).ramp.as_ref();
+            let Some((ramp, at)) = ramp.and_then(|ramp| Some((ramp, ramp.at?))) else {
+                continue;
+            };
+            if route_state.ramp_seen != Some(at) {
+                // A new step (or the first look after a start): its evidence begins now.
+                route_state.ramp_seen = Some(at);
+                route_state.step_started = now;
+            }
+            if (!eligible && settings.enabled) || rolled_back {
+                // The ramp is over: the next change settles it.
+                continue;
+            }
+            let step_started = route_state.step_started;
+            let (step_counts, step_seconds) =
+                window_since(&state.samples, index, start.max(step_started), now);
+            let step_verdict = judge(&step_counts, step_seconds, settings);
+            let route_state = &mut state.routes[index];
+            match ramp_progress(
+                ramp,
+                at,
+                unix_now,
+                route_state.last_breach,
+                &step_counts,
+                &step_verdict,
+                settings,
+            ) {
+                Ok(()) => evaluation.advances.push(Advance {
+                    route,
+                    from: at,
+                    reason: format!(
+                        "ramp: step {} of {} ({:.2}% → {:.2}%) after step {} held {} s with no \
+                         breach; since it began: {}",
+                        at.step + 1,
+                        ramp.steps.len(),
+                        ramp.current().map_or(0.0, Percent::as_f64),
+                        ramp.next().map_or(0.0, Percent::as_f64),
+                        at.step,
+                        unix_now.saturating_sub(at.since),
+                        step_verdict.measured
+                    ),
+                }),
+                Err(waiting) => route_state.ramp_waiting = Some(waiting),
+            }
         }
-        rollbacks
+        evaluation
+    }
+
+    /// Why `route`'s ramp did not advance at the last evaluation.
+    pub(crate) fn ramp_waiting(&self, route: Route) -> Option<String> {
+        lock(&self.state).routes[route.index()].ramp_waiting.clone()
     }
 
     /// Each route's figures over the guard window ending at the latest sample.
@@ -500,13 +707,17 @@ impl Guard {
                     counts: latest.counts[index].minus(baseline.counts[index]),
                     consecutive_breaches: state.routes[index].consecutive,
                     last_verdict: state.routes[index].last_verdict.clone(),
+                    standing: state.routes[index].standing,
+                    ramp_waiting: state.routes[index].ramp_waiting.clone(),
                 }
             })
             .collect()
     }
 }
 
-/// Evaluates every [`EVALUATION_INTERVAL`] until shutdown, latching the routes it rolls back.
+/// Evaluates every [`EVALUATION_INTERVAL`] until shutdown, latching the routes it rolls back and
+/// taking the ramp steps it allows. Ramps a reload of the flags file left unsettled (a ramp
+/// written into the file, a share edited by hand) are settled first.
 pub(crate) async fn run(
     guard: Arc<Guard>,
     store: Arc<FlagStore>,
@@ -520,40 +731,87 @@ pub(crate) async fn run(
             _ = interval.tick() => {}
             () = shutdown.cancelled() => return,
         }
+        if !(*store.snapshot())
+            .clone()
+            .settle_ramps(unix_now())
+            .is_empty()
+        {
+            let reason = "ramps settled after the flags file was reloaded".to_owned();
+            if let Some(flags) = apply(&store, Trigger::Ramp, reason, |_| {}).await {
+                tracing::info!(version = flags.version, "ramps settled");
+            }
+        }
         let flags = store.snapshot();
-        for rollback in guard.evaluate(&flags, Instant::now()) {
-            let store = Arc::clone(&store);
+        let evaluation = guard.evaluate(&flags, Instant::now(), unix_now());
+        for rollback in evaluation.rollbacks {
             let route = rollback.route;
             let reason = rollback.reason.clone();
-            let applied = tokio::task::spawn_blocking(move || {
-                store.change(Trigger::Guard, "guard", &reason, None, |flags| {
-                    flags.route_mut(route).latch = Some(Latch {
-                        reason: reason.clone(),
-                        trigger: Trigger::Guard.as_str().to_owned(),
-                        actor: "guard".to_owned(),
-                        at: unix_now(),
-                    });
-                    Ok(())
-                })
-            })
-            .await;
-            match applied {
-                Ok(Ok(flags)) => {
-                    metrics.rollback(route, Trigger::Guard);
-                    tracing::warn!(
-                        route = route.as_str(),
-                        version = flags.version,
-                        reason = %rollback.reason,
-                        "guard rolled the route back to legacy"
-                    );
-                }
-                Ok(Err(error)) => {
-                    tracing::error!(route = route.as_str(), %error, "guard rollback failed");
-                }
-                Err(error) => {
-                    tracing::error!(route = route.as_str(), %error, "guard rollback task failed");
-                }
+            let latch = move |flags: &mut FlagSet| {
+                flags.route_mut(route).latch = Some(Latch {
+                    reason: reason.clone(),
+                    trigger: Trigger::Guard.as_str().to_owned(),
+                    actor: "guard".to_owned(),
+                    at: unix_now(),
+                });
+            };
+            if let Some(flags) = apply(&store, Trigger::Guard, rollback.reason.clone(), latch).await
+            {
+                metrics.rollback(route, Trigger::Guard);
+                tracing::warn!(
+                    route = route.as_str(),
+                    version = flags.version,
+                    reason = %rollback.reason,
+                    "guard rolled the route back to legacy"
+                );
             }
+        }
+        for advance in evaluation.advances {
+            let (route, from) = (advance.route, advance.from);
+            let step = move |flags: &mut FlagSet| {
+                flags.advance_ramp(route, from, unix_now_ceil());
+            };
+            let before = store.snapshot().version;
+            if let Some(flags) = apply(&store, Trigger::Ramp, advance.reason.clone(), step).await
+                && flags.version != before
+            {
+                tracing::info!(
+                    route = route.as_str(),
+                    version = flags.version,
+                    ssot_percent = flags.route(route).ssot_percent.as_f64(),
+                    reason = %advance.reason,
+                    "ramp advanced"
+                );
+            }
+        }
+    }
+}
+
+/// Applies one change of the guard's (`trigger` `guard` or `ramp`, actor the same) off the async
+/// workers, as the admin API does; returns the new flags, or logs why it failed.
+async fn apply(
+    store: &Arc<FlagStore>,
+    trigger: Trigger,
+    reason: String,
+    edit: impl FnOnce(&mut FlagSet) + Send + 'static,
+) -> Option<Arc<FlagSet>> {
+    let store = Arc::clone(store);
+    let actor = trigger.as_str();
+    let applied = tokio::task::spawn_blocking(move || {
+        store.change(trigger, actor, &reason, None, |flags| {
+            edit(flags);
+            Ok(())
+        })
+    })
+    .await;
+    match applied {
+        Ok(Ok(flags)) => Some(flags),
+        Ok(Err(error)) => {
+            tracing::error!(trigger = actor, %error, "guard change failed");
+            None
+        }
+        Err(error) => {
+            tracing::error!(trigger = actor, %error, "guard change task failed");
+            None
         }
     }
 }
@@ -682,6 +940,9 @@ mod tests {
         check(window(clients(6000, 200, 50, 100), clients(40, 4, 0, 0)), 0);
     }
 
+    /// The wall clock at the fixture's second 0.
+    const UNIX_START: u64 = 1_800_000_000;
+
     struct Fixture {
         metrics: Arc<Metrics>,
         guard: Guard,
@@ -735,8 +996,15 @@ mod tests {
         }
 
         fn tick(&self, second: u64) -> Vec<Rollback> {
-            self.guard
-                .evaluate(&self.flags, self.start + Duration::from_secs(second))
+            self.evaluate(second).rollbacks
+        }
+
+        fn evaluate(&self, second: u64) -> Evaluation {
+            self.guard.evaluate(
+                &self.flags,
+                self.start + Duration::from_secs(second),
+                UNIX_START + second,
+            )
         }
     }
 
@@ -836,6 +1104,153 @@ mod tests {
             f.traffic(200, 100);
             assert!(f.tick(second).is_empty());
         }
+    }
+
+    fn ramp(step: usize, since: u64) -> Ramp {
+        Ramp::new(&[10.0, 50.0, 100.0], 3, Some(RampAt { step, since })).unwrap()
+    }
+
+    fn check_ramp(
+        last_breach: Option<u64>,
+        frames: u64,
+        breaches: usize,
+        settings: &GuardFlags,
+        expected: Result<(), &str>,
+    ) {
+        let step = counts((frames, frames), (0, 0), (0, 0));
+        let verdict = Verdict {
+            judged: true,
+            breaches: vec!["a breach".to_owned(); breaches],
+            measured: String::new(),
+        };
+        let at = RampAt {
+            step: 1,
+            since: 100,
+        };
+        let got = ramp_progress(
+            &ramp(1, 100),
+            at,
+            110,
+            last_breach,
+            &step,
+            &verdict,
+            settings,
+        );
+        match (got, expected) {
+            (Ok(()), Ok(())) => {}
+            (Err(why), Err(needle)) => assert!(why.contains(needle), "{why:?} lacks {needle:?}"),
+            (got, expected) => panic!("{got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn a_ramp_step_needs_its_hold_traffic_and_a_clean_analysis() {
+        let settings = settings();
+        let at = |step, since| (ramp(step, since), RampAt { step, since });
+        // Held long enough (since 100, now 110, 3 s steps), 500 frames, no breach: go.
+        check_ramp(None, 500, 0, &settings, Ok(()));
+        // Still holding.
+        let (r, a) = at(1, 108);
+        let step = counts((500, 500), (0, 0), (0, 0));
+        let clean = judge(&step, 2.0, &settings);
+        assert_eq!(
+            ramp_progress(&r, a, 110, None, &step, &clean, &settings),
+            Err("holding step 1 of 3 (10.00%) for 1 s more".to_owned())
+        );
+        // A breach restarts the hold.
+        check_ramp(
+            Some(108),
+            500,
+            0,
+            &settings,
+            Err("the guard found a breach 2 s ago; the step must hold 3 s without one (2 s more)"),
+        );
+        check_ramp(Some(106), 500, 0, &settings, Ok(()));
+        // Too little traffic since the step began.
+        check_ramp(
+            None,
+            99,
+            0,
+            &settings,
+            Err("waiting for traffic: 99 of 100 SSOT frames since the step began"),
+        );
+        // The step's own analysis breaches.
+        check_ramp(
+            None,
+            500,
+            1,
+            &settings,
+            Err("the analysis breaches: a breach"),
+        );
+        // No guard, no ramp.
+        let off = GuardFlags {
+            enabled: false,
+            ..settings.clone()
+        };
+        check_ramp(None, 500, 0, &off, Err("the guard is off"));
+    }
+
+    /// Puts `broadcast` on step 1 (10%) of a 10 → 50 → 100 ramp of 3 s steps from second 0.
+    fn start_ramp(f: &mut Fixture) {
+        let route = f.flags.route_mut(Route::Broadcast);
+        route.ssot_percent = Percent::from_f64(10.0).unwrap();
+        route.ramp = Some(ramp(1, UNIX_START));
+    }
+
+    #[test]
+    fn a_ramp_on_healthy_traffic_takes_a_step_each_time_one_has_held() {
+        let mut f = Fixture::new();
+        start_ramp(&mut f);
+        let mut steps = Vec::new();
+        for second in 0..=12 {
+            f.traffic(200, 0);
+            let evaluation = f.evaluate(second);
+            assert!(evaluation.rollbacks.is_empty());
+            for advance in evaluation.advances {
+                assert!(
+                    f.flags
+                        .advance_ramp(advance.route, advance.from, UNIX_START + second)
+                );
+                steps.push((
+                    second,
+                    f.flags.route(Route::Broadcast).ssot_percent.as_f64(),
+                ));
+            }
+        }
+        // Step 1 was first seen at second 0, so its evidence starts there; step 2 at 3, when it
+        // began.
+        assert_eq!(steps, [(3, 50.0), (6, 100.0)]);
+        assert_eq!(f.flags.route(Route::Broadcast).ramp, None, "complete");
+        assert_eq!(f.metrics.guard_verdict(Route::Broadcast).get(), 1);
+    }
+
+    #[test]
+    fn a_ramp_waits_for_traffic_and_a_faulty_path_is_rolled_back_instead() {
+        let mut f = Fixture::new();
+        start_ramp(&mut f);
+        // 15 frames a second: 90 by second 5, under `min_events`.
+        for second in 0..=5 {
+            f.traffic(15, 0);
+            assert!(f.evaluate(second).advances.is_empty(), "second {second}");
+        }
+        let waiting = f.guard.windows(&f.flags)[Route::Broadcast.index()]
+            .ramp_waiting
+            .clone();
+        assert!(
+            waiting
+                .as_deref()
+                .is_some_and(|w| w.starts_with("waiting for traffic: ")),
+            "{waiting:?}"
+        );
+        let mut rolled_back = false;
+        for second in 6..=12 {
+            f.traffic(200, 40);
+            let evaluation = f.evaluate(second);
+            assert!(evaluation.advances.is_empty(), "second {second}");
+            rolled_back |= !evaluation.rollbacks.is_empty();
+        }
+        assert!(rolled_back);
+        assert_eq!(f.metrics.guard_verdict(Route::Broadcast).get(), 2);
     }
 
     mod properties {

@@ -47,6 +47,8 @@ const PER_ROUTE_METRICS: &[&str] = &[
     "switchyard_rollbacks_total",
     "switchyard_client_drop_connections_total",
     "switchyard_served_connection_seconds_total",
+    "switchyard_ramp_step",
+    "switchyard_guard_verdict",
 ];
 
 /// Every PromQL expression of the Grafana dashboard, runnable as is: the panel targets, the
@@ -184,6 +186,8 @@ fn dashboard_shows_what_design_asks_for() {
         "switchyard_rollbacks_total",
         "switchyard_client_drop_connections_total",
         "switchyard_served_connection_seconds_total",
+        "switchyard_ramp_step",
+        "switchyard_guard_verdict",
     ] {
         assert!(shown(metric), "no dashboard query shows {metric}");
     }

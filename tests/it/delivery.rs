@@ -241,6 +241,7 @@ async fn a_client_that_never_reads_is_closed_with_4001_and_slows_no_one() {
     .await;
     let mut slow =
         connect_with_small_receive_buffer(&gateway.ws_url("user_id=slow"), gateway.public).await;
+    gateway.metric_reaches("connections", "", 1.0).await;
     let fast_users = ["fast-1", "fast-2", "fast-3"];
     let mut fast_readers = Vec::new();
     for user in fast_users {
@@ -329,6 +330,9 @@ async fn shutdown_flushes_queued_frames_then_closes_with_1001() {
     // A client that does not read while the events pile up in its send queue.
     let mut client =
         connect_with_small_receive_buffer(&gateway.ws_url("user_id=sam"), gateway.public).await;
+    // The handshake is over before the gateway registers the connection: wait for that, or
+    // the first events find sam offline.
+    gateway.metric_reaches("connections", "", 1.0).await;
     let padding = "y".repeat(8 * 1024);
     let mut producer = Producer::connect(gateway.public).await;
     for seq in 0..N {

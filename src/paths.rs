@@ -405,8 +405,9 @@ fn deliver(
         };
     }
     let mut successful_sends = 0;
+    let second = outlet.metrics.second_of(accepted_at);
     for connection in connections.iter().map(Arc::as_ref) {
-        connection.note_served(origin, accepted_at, outlet.metrics);
+        connection.note_served(origin, second, outlet.metrics);
         if outlet.faults.drops(origin) {
             // An injected failure, counted as the path's write error it stands for.
             outlet.metrics.deliveries(origin, Outcome::WriteError, 1);

@@ -206,12 +206,12 @@ impl Connection {
         format!("conn-{:x}", self.id)
     }
 
-    /// Notes that `origin` attempts a frame to this connection at `at`: counts one served
-    /// connection-second the first time in each second. One relaxed load per frame, a store and a
-    /// counter increment once a second: the evidence the guard needs to tell one bad connection
-    /// from many, at no cost worth measuring.
-    pub(crate) fn note_served(&self, origin: Origin, at: Instant, metrics: &Metrics) {
-        let mark = metrics.second_of(at).saturating_add(1);
+    /// Notes that `origin` attempts a frame to this connection in `second` (of
+    /// [`Metrics::second_of`]): counts one served connection-second the first time in each
+    /// second. One relaxed load per frame, a store and a counter increment once a second: the
+    /// evidence the guard needs to tell one bad connection from many, at no cost worth measuring.
+    pub(crate) fn note_served(&self, origin: Origin, second: u32, metrics: &Metrics) {
+        let mark = second.saturating_add(1);
         let slot = &self.served_in[origin.index()];
         if slot.load(Ordering::Relaxed) != mark && slot.swap(mark, Ordering::Relaxed) != mark {
             metrics.connection_second_served(origin);
@@ -769,12 +769,14 @@ mod tests {
             5
         );
         // Served connection-seconds: once per second, however many frames.
-        let start = Instant::now();
+        let start = metrics.second_of(Instant::now());
+        let later = metrics.second_of(Instant::now() + Duration::from_millis(1500));
+        assert_eq!(later, start + 1);
         for _ in 0..3 {
             connection.note_served(ORIGIN, start, &metrics);
         }
-        connection.note_served(ORIGIN, start + Duration::from_millis(1500), &metrics);
-        connection.note_served(other, start + Duration::from_millis(1500), &metrics);
+        connection.note_served(ORIGIN, later, &metrics);
+        connection.note_served(other, later, &metrics);
         assert_eq!(
             metrics.served_connection_second_count(ORIGIN.route, ORIGIN.path),
             2

@@ -518,5 +518,32 @@ async fn bad_ramps_are_refused_and_change_nothing() {
     let (_, _, after) = gateway.admin(Method::GET, "/admin/flags", None, None).await;
     assert_eq!(after["version"], latched["version"], "nothing changed");
     assert_eq!(latched["version"], before["version"].as_u64().unwrap() + 1);
+    let (status, _, killed) = gateway
+        .admin(
+            Method::PUT,
+            "/admin/flags",
+            Some(json!({"reason": "stop everything", "flags": {"kill_switch": {"engaged": true}}})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{killed}");
+    let (status, _, answer) = gateway
+        .admin(
+            Method::PATCH,
+            "/admin/flags/routes/user_event",
+            Some(ramp),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the kill switch is engaged"),
+        "{answer}"
+    );
+    let (_, _, after) = gateway.admin(Method::GET, "/admin/flags", None, None).await;
+    assert_eq!(after["version"], killed["version"], "nothing changed");
     gateway.stop().await;
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use hyper::Method;
 use serde_json::json;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::harness::{
@@ -289,32 +288,8 @@ async fn canary_gateway(ssot_percent: u32, env: &[(&str, &str)]) -> Gateway {
     Gateway::start_with(config).await
 }
 
-/// Connects `n` clients `{prefix}-NN` that read everything they are sent.
-async fn readers(gateway: &Gateway, prefix: &str, n: usize) -> (Vec<String>, Vec<JoinHandle<()>>) {
-    let mut users = Vec::new();
-    let mut tasks = Vec::new();
-    for i in 0..n {
-        let user = format!("{prefix}-{i:02}");
-        let mut client = gateway.connect(&user).await;
-        tasks.push(tokio::spawn(async move {
-            while let Some(Ok(_)) = client.socket.next().await {}
-        }));
-        users.push(user);
-    }
-    (users, tasks)
-}
-
 /// The route these tests guard.
 const ROUTE: &str = "router_broadcast";
-
-async fn guard_rollbacks(gateway: &Gateway) -> f64 {
-    gateway
-        .metric(
-            "rollbacks_total",
-            r#"route="router_broadcast",trigger="guard""#,
-        )
-        .await
-}
 
 /// Three full windows, in which the guard judges about nine times.
 const THREE_WINDOWS: Duration = Duration::from_secs(3 * WINDOW_SECONDS + 1);
@@ -322,7 +297,7 @@ const THREE_WINDOWS: Duration = Duration::from_secs(3 * WINDOW_SECONDS + 1);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_stalled_client_among_healthy_ones_never_rolls_back() {
     let gateway = canary_gateway(100, &[]).await;
-    let (users, readers) = readers(&gateway, "healthy", 20).await;
+    let (users, readers) = gateway.readers("healthy", 20).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (stalled, stalled_load) = keep_one_stalled(&gateway, ROUTE, "stalled", Arc::clone(&stop));
     let load = publish_until(gateway.public, ROUTE, users, 1024, Arc::clone(&stop));
@@ -339,7 +314,7 @@ async fn one_stalled_client_among_healthy_ones_never_rolls_back() {
         if let Some(ratio) = ssot["path_delivery_ratio"].as_f64() {
             assert_eq!(ratio, 1.0, "the path failed nothing: {stats}");
         }
-        assert_eq!(guard_rollbacks(&gateway).await, 0.0, "{stats}");
+        assert_eq!(gateway.guard_rollbacks(ROUTE).await, 0.0, "{stats}");
     }
     stop.store(true, Ordering::Release);
     let (published, on_legacy) = load.await.unwrap();
@@ -425,7 +400,7 @@ async fn two_hundred_churning_users_and_a_refused_connection_never_roll_back() {
     let started = Instant::now();
     while started.elapsed() < THREE_WINDOWS {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(guard_rollbacks(&gateway).await, 0.0);
+        assert_eq!(gateway.guard_rollbacks(ROUTE).await, 0.0);
     }
     stop.store(true, Ordering::Release);
     // At 50% legacy serves half the users all along; the latch says there was no rollback.
@@ -480,13 +455,13 @@ async fn two_hundred_churning_users_and_a_refused_connection_never_roll_back() {
 async fn a_three_percent_ssot_fault_beside_a_stalled_client_is_rolled_back_within_a_window_and_two_evaluations()
  {
     let gateway = canary_gateway(100, &[]).await;
-    let (users, readers) = readers(&gateway, "healthy", 20).await;
+    let (users, readers) = gateway.readers("healthy", 20).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (stalled, stalled_load) = keep_one_stalled(&gateway, ROUTE, "stalled", Arc::clone(&stop));
     let load = publish_until(gateway.public, ROUTE, users, 1024, Arc::clone(&stop));
     // A full window with the stalled client in it first.
     tokio::time::sleep(Duration::from_secs(WINDOW_SECONDS + 1)).await;
-    assert_eq!(guard_rollbacks(&gateway).await, 0.0);
+    assert_eq!(gateway.guard_rollbacks(ROUTE).await, 0.0);
     assert!(slow_consumer_closes(gateway.admin).await >= 1.0);
 
     let (status, _, answer) = gateway

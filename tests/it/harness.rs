@@ -241,6 +241,31 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// `rollbacks_total{route, trigger="guard"}`.
+    pub async fn guard_rollbacks(&self, route: &str) -> f64 {
+        self.metric(
+            "rollbacks_total",
+            &format!(r#"route="{route}",trigger="guard""#),
+        )
+        .await
+    }
+
+    /// Connects `n` clients `{prefix}-NN` that read everything they are sent, each in its own
+    /// task (abort them when done).
+    pub async fn readers(&self, prefix: &str, n: usize) -> (Vec<String>, Vec<JoinHandle<()>>) {
+        let mut users = Vec::new();
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let user = format!("{prefix}-{i:02}");
+            let mut client = self.connect(&user).await;
+            tasks.push(tokio::spawn(async move {
+                while let Some(Ok(_)) = client.socket.next().await {}
+            }));
+            users.push(user);
+        }
+        (users, tasks)
+    }
+
     /// Waits until a sample reaches `want`, for counters the gateway records a little after the
     /// client-visible event (a connection's close is counted once its handshake is over).
     pub async fn metric_reaches(&self, name: &str, labels: &str, want: f64) {

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use hyper::Method;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -190,14 +189,7 @@ async fn a_real_prometheus_sees_every_series_the_dashboard_and_rules_use() {
     let gateway = Gateway::start_with(config).await;
     let prometheus = Prometheus::start(gateway.admin).await;
 
-    let users: Vec<String> = (0..20).map(|n| format!("viewer-{n:02}")).collect();
-    let mut readers = Vec::new();
-    for user in &users {
-        let mut client = gateway.connect(user).await;
-        readers.push(tokio::spawn(async move {
-            while let Some(Ok(_)) = client.socket.next().await {}
-        }));
-    }
+    let (users, readers) = gateway.readers("viewer", 20).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(traffic(gateway.public, users.clone(), Arc::clone(&stop)));
     // A client that stops reading, again and again, on the canonical route (all SSOT): its

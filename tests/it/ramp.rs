@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -33,21 +32,6 @@ async fn ramp_gateway() -> Gateway {
     )
     .unwrap();
     Gateway::start_with(config).await
-}
-
-/// Connects `n` readers `{prefix}-NN` that drain everything.
-async fn readers(gateway: &Gateway, prefix: &str, n: usize) -> (Vec<String>, Vec<JoinHandle<()>>) {
-    let mut users = Vec::new();
-    let mut tasks = Vec::new();
-    for i in 0..n {
-        let user = format!("{prefix}-{i:02}");
-        let mut client = gateway.connect(&user).await;
-        tasks.push(tokio::spawn(async move {
-            while let Some(Ok(_)) = client.socket.next().await {}
-        }));
-        users.push(user);
-    }
-    (users, tasks)
 }
 
 /// Publishes to `users` in turn until `stop`, noting for each user the paths that served it, in
@@ -110,7 +94,7 @@ async fn audit(gateway: &Gateway) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ramp_on_healthy_traffic_reaches_100_one_audited_step_at_a_time() {
     let gateway = ramp_gateway().await;
-    let (users, readers) = readers(&gateway, "ramp", 40).await;
+    let (users, readers) = gateway.readers("ramp", 40).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = traffic(&gateway, users, Arc::clone(&stop));
 
@@ -234,15 +218,7 @@ async fn a_ramp_on_healthy_traffic_reaches_100_one_audited_step_at_a_time() {
     let at = |entry: &Value| entry["version"].as_u64().unwrap();
     assert!(at(start) < at(to_50) && at(to_50) < at(to_100));
     println!("ramp 10 → 50 → 100 with 3 s steps took {took:?}");
-    assert_eq!(
-        gateway
-            .metric(
-                "rollbacks_total",
-                r#"route="router_broadcast",trigger="guard""#
-            )
-            .await,
-        0.0
-    );
+    assert_eq!(gateway.guard_rollbacks(ROUTE).await, 0.0);
     for reader in readers {
         reader.abort();
     }
@@ -252,7 +228,7 @@ async fn a_ramp_on_healthy_traffic_reaches_100_one_audited_step_at_a_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ramp_on_a_faulty_path_is_stopped_latched_and_never_reaches_100() {
     let gateway = ramp_gateway().await;
-    let (users, readers) = readers(&gateway, "ramp", 40).await;
+    let (users, readers) = gateway.readers("ramp", 40).await;
     let (status, _, answer) = gateway
         .admin(
             Method::POST,
@@ -446,11 +422,22 @@ async fn wait_for_route(gateway: &Gateway, done: impl Fn(&Value) -> bool) -> Val
     }
 }
 
+/// PATCHes `body` onto `route`, asserting a 422 whose message contains `needle`.
+async fn refused(gateway: &Gateway, route: &str, body: Value, needle: &str) {
+    let path = format!("/admin/flags/routes/{route}");
+    let (status, _, answer) = gateway
+        .admin(Method::PATCH, &path, Some(body.clone()), None)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains(needle), "{body}: {message}");
+}
+
 #[tokio::test]
 async fn bad_ramps_are_refused_and_change_nothing() {
     let gateway = Gateway::start().await;
-    let (_, _, before) = gateway.admin(Method::GET, "/admin/flags", None, None).await;
-    let path = format!("/admin/flags/routes/{ROUTE}");
+    let version = || async { route_flags_version(&gateway).await };
+    let before = version().await;
     for (body, needle) in [
         (
             json!({"ramp": {"steps": [5, 1], "step_seconds": 60}, "reason": "r"}),
@@ -485,14 +472,11 @@ async fn bad_ramps_are_refused_and_change_nothing() {
             "`reason` is required",
         ),
     ] {
-        let (status, _, answer) = gateway
-            .admin(Method::PATCH, &path, Some(body.clone()), None)
-            .await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
-        let message = answer["error"]["message"].as_str().unwrap();
-        assert!(message.contains(needle), "{body}: {message}");
+        refused(&gateway, ROUTE, body, needle).await;
     }
+    assert_eq!(version().await, before, "nothing changed");
     // Not on a rolled-back route, nor under the kill switch.
+    let ramp = json!({"ramp": {"steps": [1, 5], "step_seconds": 60}, "reason": "r"});
     let (status, _, _) = gateway
         .admin(
             Method::POST,
@@ -502,22 +486,10 @@ async fn bad_ramps_are_refused_and_change_nothing() {
         )
         .await;
     assert_eq!(status, 200);
-    let (_, _, latched) = gateway.admin(Method::GET, "/admin/flags", None, None).await;
-    let ramp = json!({"ramp": {"steps": [1, 5], "step_seconds": 60}, "reason": "r"});
-    let (status, _, answer) = gateway
-        .admin(Method::PATCH, &path, Some(ramp.clone()), None)
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("clear the latch"),
-        "{answer}"
-    );
-    let (_, _, after) = gateway.admin(Method::GET, "/admin/flags", None, None).await;
-    assert_eq!(after["version"], latched["version"], "nothing changed");
-    assert_eq!(latched["version"], before["version"].as_u64().unwrap() + 1);
+    let latched = version().await;
+    assert_eq!(latched, before + 1);
+    refused(&gateway, ROUTE, ramp.clone(), "clear the latch").await;
+    assert_eq!(version().await, latched, "nothing changed");
     let (status, _, killed) = gateway
         .admin(
             Method::PUT,
@@ -527,23 +499,12 @@ async fn bad_ramps_are_refused_and_change_nothing() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{killed}");
-    let (status, _, answer) = gateway
-        .admin(
-            Method::PATCH,
-            "/admin/flags/routes/user_event",
-            Some(ramp),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("the kill switch is engaged"),
-        "{answer}"
-    );
-    let (_, _, after) = gateway.admin(Method::GET, "/admin/flags", None, None).await;
-    assert_eq!(after["version"], killed["version"], "nothing changed");
+    refused(&gateway, "user_event", ramp, "the kill switch is engaged").await;
+    assert_eq!(version().await, latched + 1, "nothing changed");
     gateway.stop().await;
+}
+
+async fn route_flags_version(gateway: &Gateway) -> u64 {
+    let (_, _, flags) = gateway.admin(Method::GET, "/admin/flags", None, None).await;
+    flags["version"].as_u64().unwrap()
 }

@@ -1,5 +1,5 @@
 //! The operator commands besides `serve`: checking a flags file, reading and changing the live
-//! flags through the admin API, and showing where a user lands.
+//! flags through the admin API (ramps included), and showing where a user lands.
 
 use std::path::Path;
 
@@ -76,6 +76,25 @@ pub fn cohort_report(flags_path: &Path, user_id: &str) -> Result<String, String>
     Ok(report)
 }
 
+/// Parses a duration given on the command line into seconds: whole seconds (`300`, `300s`),
+/// minutes (`5m`) or hours (`1h`).
+pub fn parse_duration_seconds(text: &str) -> Result<u64, String> {
+    let invalid = || format!("{text:?} is not a duration like 300, 30s, 5m or 1h");
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(invalid()),
+    };
+    number.checked_mul(scale).ok_or_else(invalid)
+}
+
 /// A call to the admin API: method, path and optional JSON body, with the admin token.
 pub struct AdminCall<'a> {
     /// `http://host:port` of the admin listener.
@@ -141,6 +160,29 @@ pub async fn admin_request(call: AdminCall<'_>) -> Result<(u16, String), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_on_the_command_line() {
+        for (text, expected) in [
+            ("300", Ok(300)),
+            ("30s", Ok(30)),
+            ("5m", Ok(300)),
+            ("1h", Ok(3600)),
+            (" 2m ", Ok(120)),
+            ("5 m", Err(())),
+            ("5min", Err(())),
+            ("-5", Err(())),
+            ("m", Err(())),
+            ("", Err(())),
+            ("99999999999999999999h", Err(())),
+        ] {
+            assert_eq!(
+                parse_duration_seconds(text).map_err(|_| ()),
+                expected,
+                "{text:?}"
+            );
+        }
+    }
 
     #[test]
     fn cohort_report_names_every_route() {

@@ -3,7 +3,8 @@
 //! Parsing goes through raw `deny_unknown_fields` types that keep each value's position, so every
 //! error names the file, the line and the key. A [`FlagSet`] is immutable; changes build a new one
 //! and [`store::FlagStore`] swaps it in atomically. Writing a flag set back renders TOML that
-//! parses to the same set, which is checked on every write.
+//! parses to the same set, which is checked on every write. A route's [`Ramp`] and its progress
+//! are flags like any other, so a ramp survives a restart.
 
 pub(crate) mod store;
 
@@ -67,6 +68,108 @@ pub(crate) struct RouteFlags {
     /// Top-level field names or JSON pointers the shadow comparison ignores.
     pub(crate) ignore_fields: Vec<String>,
     pub(crate) latch: Option<Latch>,
+    /// A progressive ramp of `ssot_percent`, while one runs.
+    pub(crate) ramp: Option<Ramp>,
+}
+
+/// A ramp of a route's SSOT share (DESIGN §4.8): the guard raises `ssot_percent` to the next
+/// step once the current one has held `step_seconds` with enough SSOT traffic and no breach. A
+/// rollback, the kill switch or a hand-set `ssot_percent` ends it ([`FlagSet::settle_ramps`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ramp {
+    /// The shares to go through, strictly rising; at least two.
+    pub(crate) steps: Vec<Percent>,
+    pub(crate) step_seconds: u64,
+    /// Where the ramp is; `None` for a ramp written into the file that has not started yet.
+    pub(crate) at: Option<RampAt>,
+}
+
+/// Which step a ramp holds, and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RampAt {
+    /// 1-based.
+    pub(crate) step: usize,
+    /// Unix seconds the step began.
+    pub(crate) since: u64,
+}
+
+/// More steps than this is a typo, not a ramp.
+pub(crate) const MAX_RAMP_STEPS: usize = 20;
+
+/// A step may hold at most a week.
+pub(crate) const MAX_STEP_SECONDS: u64 = 7 * 24 * 3600;
+
+impl Ramp {
+    /// A validated ramp; the error names the offending field (`steps`, `step_seconds`, `step`).
+    pub(crate) fn new(
+        steps: &[f64],
+        step_seconds: u64,
+        at: Option<RampAt>,
+    ) -> Result<Ramp, (&'static str, String)> {
+        if !(2..=MAX_RAMP_STEPS).contains(&steps.len()) {
+            return Err((
+                "steps",
+                format!(
+                    "a ramp has 2 to {MAX_RAMP_STEPS} steps, not {}",
+                    steps.len()
+                ),
+            ));
+        }
+        let steps = steps
+            .iter()
+            .map(|&step| Percent::from_f64(step))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| ("steps", message))?;
+        if steps[0] == Percent::ZERO {
+            return Err(("steps", "the first step must be above 0".to_owned()));
+        }
+        if let Some(pair) = steps.windows(2).find(|pair| pair[0] >= pair[1]) {
+            return Err((
+                "steps",
+                format!(
+                    "steps must rise: {} is followed by {}",
+                    pair[0].as_f64(),
+                    pair[1].as_f64()
+                ),
+            ));
+        }
+        if !(1..=MAX_STEP_SECONDS).contains(&step_seconds) {
+            return Err((
+                "step_seconds",
+                format!("{step_seconds} is outside 1..={MAX_STEP_SECONDS}"),
+            ));
+        }
+        if let Some(at) = at
+            && !(1..=steps.len()).contains(&at.step)
+        {
+            return Err((
+                "step",
+                format!("{} is outside 1..={}", at.step, steps.len()),
+            ));
+        }
+        Ok(Ramp {
+            steps,
+            step_seconds,
+            at,
+        })
+    }
+
+    /// The share of the step being held.
+    pub(crate) fn current(&self) -> Option<Percent> {
+        self.at.map(|at| self.steps[at.step - 1])
+    }
+
+    /// The share of the next step, if there is one.
+    pub(crate) fn next(&self) -> Option<Percent> {
+        self.at.and_then(|at| self.steps.get(at.step).copied())
+    }
+
+    /// The earliest unix second the next step may come (the guard may wait longer).
+    pub(crate) fn next_advance_at(&self) -> Option<u64> {
+        let at = self.at?;
+        self.next()?;
+        Some(at.since.saturating_add(self.step_seconds))
+    }
 }
 
 impl RouteFlags {
@@ -83,6 +186,7 @@ impl RouteFlags {
             pin_legacy: BTreeSet::new(),
             ignore_fields: Vec::new(),
             latch: None,
+            ramp: None,
         }
     }
 }
@@ -302,6 +406,43 @@ impl FlagSet {
                 actor: latch.actor,
                 at: latch.at,
             });
+            if let Some(raw_ramp) = raw_route.ramp {
+                let key = |field: &str| format!("routes.{}.ramp.{field}", route.as_str());
+                let alone = |span, field| {
+                    invalid(
+                        span,
+                        key(field),
+                        "`step` and `since` go together (the gateway writes both)".into(),
+                    )
+                };
+                let at = match (raw_ramp.step, raw_ramp.since) {
+                    (None, None) => None,
+                    (Some(step), Some(since)) => Some(RampAt {
+                        step: step.into_inner(),
+                        since: since.into_inner(),
+                    }),
+                    (Some(step), None) => return Err(alone(step.span(), "step")),
+                    (None, Some(since)) => return Err(alone(since.span(), "since")),
+                };
+                let spans = [
+                    ("steps", raw_ramp.steps.span()),
+                    ("step_seconds", raw_ramp.step_seconds.span()),
+                ];
+                route_flags.ramp = Some(
+                    Ramp::new(
+                        raw_ramp.steps.get_ref(),
+                        *raw_ramp.step_seconds.get_ref(),
+                        at,
+                    )
+                    .map_err(|(field, message)| {
+                        let span = spans
+                            .iter()
+                            .find(|(name, _)| *name == field)
+                            .map_or_else(|| spans[0].1.clone(), |(_, span)| span.clone());
+                        invalid(span, key(field), message)
+                    })?,
+                );
+            }
         }
         if let Some(guard) = raw.guard {
             let g = &mut flags.guard;
@@ -410,6 +551,29 @@ impl FlagSet {
                     latch.at
                 );
             }
+            if let Some(ramp) = &r.ramp {
+                let steps: Vec<String> = ramp
+                    .steps
+                    .iter()
+                    .map(|step| format!("{:.2}", step.as_f64()))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "\n[routes.{}.ramp]   # the guard raises ssot_percent step by step\n\
+                     steps = [{}]\nstep_seconds = {}",
+                    route.as_str(),
+                    steps.join(", "),
+                    ramp.step_seconds
+                );
+                if let Some(at) = ramp.at {
+                    let _ = writeln!(
+                        out,
+                        "step = {}   # managed: the step being held\n\
+                         since = {}   # managed: unix seconds it began",
+                        at.step, at.since
+                    );
+                }
+            }
             out.push('\n');
         }
         let g = &self.guard;
@@ -425,6 +589,85 @@ impl FlagSet {
             g.consecutive_breaches
         );
         out
+    }
+
+    /// Brings every ramp in line with the rest of the flags: a ramp ends when the kill switch is
+    /// engaged, its route is latched, its `ssot_percent` was set by hand to another share than
+    /// the step it holds, or it holds its last step; a ramp written into the file begins at its
+    /// first step, at `now` (unix seconds). Returns one line per route it changed, for the audit.
+    pub(crate) fn settle_ramps(&mut self, now: u64) -> Vec<String> {
+        let mut notes = Vec::new();
+        let kill_switch = self.kill_switch.engaged;
+        for route in Route::ALL {
+            let flags = self.route_mut(route);
+            let Some(ramp) = &mut flags.ramp else {
+                continue;
+            };
+            let ended = if kill_switch {
+                Some("the kill switch is engaged".to_owned())
+            } else if flags.latch.is_some() {
+                Some("the route is rolled back".to_owned())
+            } else {
+                match ramp.current() {
+                    Some(share) if share != flags.ssot_percent => Some(format!(
+                        "ssot_percent was set by hand to {:.2} during step {:.2}",
+                        flags.ssot_percent.as_f64(),
+                        share.as_f64()
+                    )),
+                    Some(share) if ramp.next().is_none() => {
+                        Some(format!("complete at {:.2}%", share.as_f64()))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(why) = ended {
+                notes.push(format!("ramp of {} ended: {why}", route.as_str()));
+                flags.ramp = None;
+                continue;
+            }
+            if ramp.at.is_none() {
+                ramp.at = Some(RampAt {
+                    step: 1,
+                    since: now,
+                });
+                flags.ssot_percent = ramp.steps[0];
+                notes.push(format!(
+                    "ramp of {} started at step 1 of {} ({:.2}%)",
+                    route.as_str(),
+                    ramp.steps.len(),
+                    ramp.steps[0].as_f64()
+                ));
+            }
+        }
+        notes
+    }
+
+    /// Moves `route`'s ramp from step `from` to the next at `now` (unix seconds), if it still
+    /// holds exactly that step with its share in force: the next step's share becomes
+    /// `ssot_percent`, and reaching the last step completes the ramp. Returns whether it moved.
+    pub(crate) fn advance_ramp(&mut self, route: Route, from: RampAt, now: u64) -> bool {
+        if self.kill_switch.engaged {
+            return false;
+        }
+        let flags = self.route_mut(route);
+        let Some(ramp) = &mut flags.ramp else {
+            return false;
+        };
+        let (Some(current), Some(next)) = (ramp.current(), ramp.next()) else {
+            return false;
+        };
+        if ramp.at != Some(from) || current != flags.ssot_percent || flags.latch.is_some() {
+            return false;
+        }
+        flags.ssot_percent = next;
+        ramp.at = Some(RampAt {
+            step: from.step + 1,
+            since: now,
+        });
+        if ramp.next().is_none() {
+            flags.ramp = None;
+        }
+        true
     }
 
     /// What changed from `self` to `new`, one readable line per setting ("key: old → new").
@@ -540,6 +783,16 @@ struct RawRoute {
     pin_legacy: Option<Spanned<Vec<String>>>,
     ignore_fields: Option<Spanned<Vec<String>>>,
     latch: Option<RawLatch>,
+    ramp: Option<RawRamp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRamp {
+    steps: Spanned<Vec<f64>>,
+    step_seconds: Spanned<u64>,
+    step: Option<Spanned<usize>>,
+    since: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -626,8 +879,157 @@ consecutive_breaches = 2
             at: 1_800_000_000,
         });
         flags.kill_switch.reason = "it's fine".into();
+        flags.route_mut(Route::ScopedBroadcast).ramp = Some(
+            Ramp::new(
+                &[1.0, 5.5, 25.0, 100.0],
+                300,
+                Some(RampAt {
+                    step: 2,
+                    since: 1_800_000_000,
+                }),
+            )
+            .unwrap(),
+        );
+        flags.route_mut(Route::Broadcast).ramp = Some(Ramp::new(&[10.0, 50.0], 3, None).unwrap());
         let text = flags.to_toml();
         assert_eq!(FlagSet::parse(&text, "rendered").unwrap(), flags, "{text}");
+    }
+
+    #[test]
+    fn a_ramp_as_operators_write_it_parses() {
+        let flags = FlagSet::parse(
+            "[routes.user_event]\nssot_percent = 0\n\n[routes.user_event.ramp]\n\
+             steps = [1, 5, 25, 50, 100]\nstep_seconds = 300\n",
+            "flags.toml",
+        )
+        .unwrap();
+        let ramp = flags.route(Route::UserEvent).ramp.clone().unwrap();
+        assert_eq!(ramp.steps.len(), 5);
+        assert_eq!((ramp.step_seconds, ramp.at), (300, None));
+        assert_eq!(ramp.current(), None, "not started until settled");
+    }
+
+    fn ramp_at(step: usize, since: u64) -> Option<RampAt> {
+        Some(RampAt { step, since })
+    }
+
+    /// A set whose `user_event` holds step `step` of a 10 → 50 → 100 ramp since second 100.
+    fn ramping(step: usize) -> FlagSet {
+        let mut flags = FlagSet::defaults();
+        let ramp = Ramp::new(&[10.0, 50.0, 100.0], 3, ramp_at(step, 100)).unwrap();
+        let route = flags.route_mut(Route::UserEvent);
+        route.ssot_percent = ramp.current().unwrap();
+        route.ramp = Some(ramp);
+        flags
+    }
+
+    fn check_settle(mut flags: FlagSet, notes: &[&str], ramp_left: bool) {
+        let before = flags.clone();
+        let got = flags.settle_ramps(500);
+        assert_eq!(got, notes, "{before:?}");
+        assert_eq!(
+            flags.route(Route::UserEvent).ramp.is_some(),
+            ramp_left,
+            "{flags:?}"
+        );
+    }
+
+    #[test]
+    fn settling_ends_overridden_ramps_and_starts_declared_ones() {
+        check_settle(ramping(1), &[], true);
+        let mut flags = ramping(2);
+        flags.kill_switch.engaged = true;
+        check_settle(
+            flags,
+            &["ramp of user_event ended: the kill switch is engaged"],
+            false,
+        );
+        let mut flags = ramping(2);
+        flags.route_mut(Route::UserEvent).latch = Some(Latch {
+            reason: "drill".into(),
+            trigger: "guard".into(),
+            actor: "guard".into(),
+            at: 0,
+        });
+        check_settle(
+            flags,
+            &["ramp of user_event ended: the route is rolled back"],
+            false,
+        );
+        let mut flags = ramping(2);
+        flags.route_mut(Route::UserEvent).ssot_percent = Percent::from_f64(20.0).unwrap();
+        check_settle(
+            flags,
+            &["ramp of user_event ended: ssot_percent was set by hand to 20.00 during step 50.00"],
+            false,
+        );
+        check_settle(
+            ramping(3),
+            &["ramp of user_event ended: complete at 100.00%"],
+            false,
+        );
+        // Declared in the file: starts at its first step, now.
+        let mut flags = FlagSet::defaults();
+        flags.route_mut(Route::UserEvent).ramp = Some(Ramp::new(&[1.0, 5.0], 60, None).unwrap());
+        let notes = flags.settle_ramps(500);
+        assert_eq!(notes, ["ramp of user_event started at step 1 of 2 (1.00%)"]);
+        let route = flags.route(Route::UserEvent);
+        assert_eq!(route.ssot_percent, Percent::from_f64(1.0).unwrap());
+        assert_eq!(route.ramp.as_ref().unwrap().at, ramp_at(1, 500));
+        assert_eq!(route.ramp.as_ref().unwrap().next_advance_at(), Some(560));
+    }
+
+    #[test]
+    fn a_ramp_advances_one_step_from_where_it_was_seen_and_completes_at_the_last() {
+        let mut flags = ramping(1);
+        assert!(
+            !flags.advance_ramp(Route::UserEvent, RampAt { step: 1, since: 99 }, 200),
+            "not the step the guard judged"
+        );
+        assert!(flags.advance_ramp(
+            Route::UserEvent,
+            RampAt {
+                step: 1,
+                since: 100
+            },
+            200
+        ));
+        let route = flags.route(Route::UserEvent);
+        assert_eq!(route.ssot_percent, Percent::from_f64(50.0).unwrap());
+        assert_eq!(route.ramp.as_ref().unwrap().at, ramp_at(2, 200));
+        assert!(
+            !flags.advance_ramp(
+                Route::UserEvent,
+                RampAt {
+                    step: 1,
+                    since: 100
+                },
+                300
+            ),
+            "once"
+        );
+        assert!(flags.advance_ramp(
+            Route::UserEvent,
+            RampAt {
+                step: 2,
+                since: 200
+            },
+            300
+        ));
+        let route = flags.route(Route::UserEvent);
+        assert_eq!(route.ssot_percent, Percent::HUNDRED);
+        assert_eq!(route.ramp, None, "complete");
+        // Nothing moves a ramp the kill switch or a latch overrides.
+        let mut flags = ramping(1);
+        flags.kill_switch.engaged = true;
+        assert!(!flags.advance_ramp(
+            Route::UserEvent,
+            RampAt {
+                step: 1,
+                since: 100
+            },
+            200
+        ));
     }
 
     fn check_error(document: &str, line: usize, needle: &str) {
@@ -681,6 +1083,50 @@ consecutive_breaches = 2
             "ignore_fields",
         );
         check_error("colour = 1\n", 1, "colour");
+        let ramp = |body: &str| {
+            format!("[routes.user_event]\nshadow = true\n\n[routes.user_event.ramp]\n{body}")
+        };
+        check_error(
+            &ramp("steps = [1, 5, 5]\nstep_seconds = 60\n"),
+            5,
+            "routes.user_event.ramp.steps: steps must rise: 5 is followed by 5",
+        );
+        check_error(
+            &ramp("steps = [5]\nstep_seconds = 60\n"),
+            5,
+            "routes.user_event.ramp.steps: a ramp has 2 to 20 steps",
+        );
+        check_error(&ramp("steps = [0, 5]\nstep_seconds = 60\n"), 5, "above 0");
+        check_error(
+            &ramp("steps = [1, 150]\nstep_seconds = 60\n"),
+            5,
+            "150 is outside 0..=100",
+        );
+        check_error(
+            &ramp("steps = [1, 5]\nstep_seconds = 0\n"),
+            6,
+            "routes.user_event.ramp.step_seconds: 0 is outside",
+        );
+        check_error(
+            &ramp("steps = [1, 5]\nstep_seconds = 60\nstep = 3\nsince = 1\n"),
+            5,
+            "routes.user_event.ramp.step: 3 is outside 1..=2",
+        );
+        check_error(
+            &ramp("steps = [1, 5]\nstep_seconds = 60\nsince = 1\n"),
+            7,
+            "routes.user_event.ramp.since: `step` and `since` go together",
+        );
+        check_error(
+            &ramp("steps = [1, 5]\nstep_seconds = 60\nspeed = 1\n"),
+            7,
+            "speed",
+        );
+        check_error(
+            &ramp("steps = [1, 5]\nstep_seconds = \"5m\"\n"),
+            6,
+            "routes.user_event.ramp.step_seconds",
+        );
     }
 
     #[test]

@@ -9,12 +9,13 @@
 //! - `routing`: the pure decision of which path serves an event; cohort hashing.
 //! - `paths`: the broadcast implementations: `paths::legacy` and `paths::ssot`; plans.
 //! - `shadow`: comparing the shadow path's plan with the primary's, off the hot path.
-//! - `guard`: windows over the exported counters; rolls a route back when SSOT degrades.
+//! - `guard`: windows over the exported counters; rolls a route back when the SSOT path degrades,
+//!   and takes ramp steps while it does not.
 //! - `faults`: injected drops and delays for drills (off unless the config allows them).
 //! - `metrics`: every exported metric, on an owned registry.
 //! - `server`: the public listener (`/ws`, `/v1`) and the admin listener (`/metrics`, `/admin`).
 //! - [`client`]: a small WebSocket client for trying the gateway out.
-//! - [`cli`]: the operator commands: `flags check|show|set|rollback`, `cohort`.
+//! - [`cli`]: the operator commands: `flags check|show|set|ramp|rollback`, `cohort`.
 //!
 //! [`run`] takes its listeners and shutdown signal from the caller, so tests run the whole
 //! gateway in-process on port 0.

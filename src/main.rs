@@ -111,6 +111,35 @@ enum FlagsCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Ramp one route's SSOT share on a running gateway: it starts at the first step, and the
+    /// guard takes each next step once the one before has held --step with enough SSOT traffic
+    /// and no breach. A rollback, the kill switch or `flags set --ssot-percent` ends it.
+    Ramp {
+        /// router_broadcast, scoped_broadcast, user_event or broadcast.
+        route: String,
+        /// The shares to go through, comma-separated and rising, e.g. 1,5,25,50,100.
+        #[arg(value_delimiter = ',', required_unless_present = "cancel")]
+        steps: Option<Vec<f64>>,
+        /// How long each step holds at least: seconds, or 30s, 5m, 1h.
+        #[arg(
+            long = "step",
+            value_name = "DURATION",
+            value_parser = switchyard::cli::parse_duration_seconds,
+            required_unless_present = "cancel"
+        )]
+        step_seconds: Option<u64>,
+        /// Stop the route's ramp where it stands instead.
+        #[arg(long, conflicts_with_all = ["steps", "step_seconds"])]
+        cancel: bool,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+        /// Apply only if the live flags are still at this version.
+        #[arg(long)]
+        if_match: Option<u64>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Roll every route (or the given ones) back to legacy, latched until cleared.
     Rollback {
         #[arg(long)]
@@ -251,6 +280,30 @@ async fn flags(command: FlagsCommand) -> ExitCode {
                 Method::PATCH,
                 format!("/admin/flags/routes/{route}"),
                 Some(Value::Object(patch)),
+                if_match,
+            )
+        }
+        FlagsCommand::Ramp {
+            route,
+            steps,
+            step_seconds,
+            cancel,
+            reason,
+            if_match,
+            admin,
+        } => {
+            let ramp = match (cancel, steps, step_seconds) {
+                (false, Some(steps), Some(step_seconds)) => {
+                    json!({ "steps": steps, "step_seconds": step_seconds })
+                }
+                // clap requires both unless --cancel, which excludes them.
+                _ => Value::Null,
+            };
+            (
+                admin,
+                Method::PATCH,
+                format!("/admin/flags/routes/{route}"),
+                Some(json!({ "reason": reason, "ramp": ramp })),
                 if_match,
             )
         }

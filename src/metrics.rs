@@ -8,6 +8,7 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use tokio::time::Instant;
 
 use crate::flags::store::Trigger;
 use crate::paths::{Origin, PathKind, Route};
@@ -17,16 +18,23 @@ const N_ROUTES: usize = Route::ALL.len();
 const N_PATHS: usize = PathKind::ALL.len();
 
 /// What became of one frame addressed to one recipient connection (or to an offline user).
+/// [`Outcome::cause`] says whom an undelivered frame is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// Written to the socket and flushed.
     Delivered,
-    /// Discarded because the connection's send queue overflowed or a write timed out.
+    /// Discarded because the connection's send queue overflowed or a write timed out: the
+    /// client stopped reading.
     DroppedSlowConsumer,
-    /// Discarded because the connection was closing or closed.
+    /// Discarded because the connection was closing or closed: the client closed or reset it,
+    /// it idled out, its token expired, or the gateway was shutting down.
     DroppedClosed,
-    /// The socket write failed.
+    /// The path failed the frame: an injected fault stands for such a failure. A socket that
+    /// fails under a write is the client's doing and counts as `dropped_closed`.
     WriteError,
+    /// The path refused an event for a user with live connections: one per connection it did
+    /// not reach.
+    PathError,
     /// Kept in the user's offline queue.
     OfflineQueued,
     /// Evicted from or expired in the offline queue without being delivered.
@@ -34,11 +42,12 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 6] = [
+    pub(crate) const ALL: [Outcome; 7] = [
         Outcome::Delivered,
         Outcome::DroppedSlowConsumer,
         Outcome::DroppedClosed,
         Outcome::WriteError,
+        Outcome::PathError,
         Outcome::OfflineQueued,
         Outcome::OfflineDropped,
     ];
@@ -49,10 +58,38 @@ impl Outcome {
             Outcome::DroppedSlowConsumer => "dropped_slow_consumer",
             Outcome::DroppedClosed => "dropped_closed",
             Outcome::WriteError => "write_error",
+            Outcome::PathError => "path_error",
             Outcome::OfflineQueued => "offline_queued",
             Outcome::OfflineDropped => "offline_dropped",
         }
     }
+
+    /// The one table of who an outcome is on. README (Metrics), ARCHITECTURE.md, the
+    /// dashboard and the rules in `dashboards/` spell the same table in PromQL: path-caused are
+    /// `write_error|path_error`, client-caused are `dropped_.*`.
+    pub(crate) fn cause(self) -> Cause {
+        match self {
+            Outcome::Delivered => Cause::Delivered,
+            Outcome::WriteError | Outcome::PathError => Cause::Path,
+            Outcome::DroppedSlowConsumer | Outcome::DroppedClosed => Cause::Client,
+            Outcome::OfflineQueued | Outcome::OfflineDropped => Cause::Offline,
+        }
+    }
+}
+
+/// Whom a frame's outcome is on. The path delivery ratio is delivered / (delivered + path);
+/// client-caused drops are judged only by comparing the paths (DESIGN §4.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// Nothing to attribute: the frame was written.
+    Delivered,
+    /// The path refused or failed the frame.
+    Path,
+    /// The client's queue overflowed, or its connection closed, reset, idled out, expired or
+    /// was shut down under the frame.
+    Client,
+    /// There was no connection to attempt: an offline user's queue. Outside every ratio.
+    Offline,
 }
 
 const N_OUTCOMES: usize = Outcome::ALL.len();
@@ -165,6 +202,10 @@ pub(crate) struct Metrics {
     route_requests: IntCounterVec,
     events: IntCounterVec,
     deliveries: [[[IntCounter; N_OUTCOMES]; N_PATHS]; N_ROUTES],
+    client_drop_connections: [[IntCounter; N_PATHS]; N_ROUTES],
+    served_connection_seconds: [[IntCounter; N_PATHS]; N_ROUTES],
+    /// Where the seconds of `served_connection_seconds` are counted from.
+    started: Instant,
     delivery_latency: [[Histogram; N_PATHS]; N_ROUTES],
     path_duration: [[Histogram; N_PATHS]; N_ROUTES],
     pub(crate) connections: IntGauge,
@@ -174,6 +215,8 @@ pub(crate) struct Metrics {
     flag_ssot_percent: [Gauge; N_ROUTES],
     flag_shadow: [IntGauge; N_ROUTES],
     flag_latched: [IntGauge; N_ROUTES],
+    ramp_step: [IntGauge; N_ROUTES],
+    guard_verdict: [IntGauge; N_ROUTES],
     pub(crate) kill_switch_engaged: IntGauge,
     pub(crate) flags_version: IntGauge,
     /// 1 while the live flags match the file; 0 after a write-back failed (read-only file).
@@ -252,6 +295,26 @@ impl Metrics {
                 })
             })
         });
+
+        let per_origin_counter = |name: &str, help: &str| {
+            let vec = IntCounterVec::new(Opts::new(name, help), &["route", "path"])
+                .expect("valid metric");
+            register(Box::new(vec.clone()));
+            Route::ALL.map(|route| {
+                PathKind::ALL.map(|path| vec.with_label_values(&[route.as_str(), path.as_str()]))
+            })
+        };
+        let client_drop_connections = per_origin_counter(
+            "client_drop_connections_total",
+            "Connections that lost at least one frame of the route and path to a client cause \
+             (dropped_slow_consumer, dropped_closed); a connection counts once however many \
+             frames it lost.",
+        );
+        let served_connection_seconds = per_origin_counter(
+            "served_connection_seconds_total",
+            "Seconds in which a connection was sent at least one frame of the route and path, \
+             summed over connections: its rate is the average number of connections served.",
+        );
 
         let latency_vec = HistogramVec::new(
             HistogramOpts::new(
@@ -338,6 +401,15 @@ impl Metrics {
         let flag_latched = per_route_int_gauge(
             "flag_rollback_latched",
             "1 while the route is held on legacy by a rollback latch.",
+        );
+        let ramp_step = per_route_int_gauge(
+            "ramp_step",
+            "The step a route's ramp holds (1-based); 0 while no ramp runs.",
+        );
+        let guard_verdict = per_route_int_gauge(
+            "guard_verdict",
+            "The guard's latest verdict on a route: 0 no verdict (too little traffic, guard off, \
+             latched or kill switch), 1 pass, 2 breach.",
         );
         let int_gauge = |name: &str, help: &str| {
             let gauge = IntGauge::new(name, help).expect("valid metric");
@@ -436,6 +508,8 @@ impl Metrics {
             flag_ssot_percent,
             flag_shadow,
             flag_latched,
+            ramp_step,
+            guard_verdict,
             kill_switch_engaged,
             flags_version,
             flags_persisted,
@@ -446,6 +520,9 @@ impl Metrics {
             route_requests,
             events,
             deliveries,
+            client_drop_connections,
+            served_connection_seconds,
+            started: Instant::now(),
             delivery_latency,
             path_duration,
             connections,
@@ -471,6 +548,22 @@ impl Metrics {
         if n > 0 {
             self.deliveries[origin.route.index()][origin.path.index()][outcome as usize].inc_by(n);
         }
+    }
+
+    /// A connection lost its first frame of `origin` to a client cause.
+    pub(crate) fn client_drop_connection(&self, origin: Origin) {
+        self.client_drop_connections[origin.route.index()][origin.path.index()].inc();
+    }
+
+    /// A connection was sent its first frame of `origin` in one second.
+    pub(crate) fn connection_second_served(&self, origin: Origin) {
+        self.served_connection_seconds[origin.route.index()][origin.path.index()].inc();
+    }
+
+    /// The whole seconds from the metrics' creation to `at`: what "one second" of
+    /// `served_connection_seconds_total` is counted in.
+    pub(crate) fn second_of(&self, at: Instant) -> u32 {
+        u32::try_from(at.saturating_duration_since(self.started).as_secs()).unwrap_or(u32::MAX)
     }
 
     pub(crate) fn delivery_latency(&self, origin: Origin) -> &Histogram {
@@ -501,6 +594,14 @@ impl Metrics {
         &self.flag_latched[route.index()]
     }
 
+    pub(crate) fn ramp_step(&self, route: Route) -> &IntGauge {
+        &self.ramp_step[route.index()]
+    }
+
+    pub(crate) fn guard_verdict(&self, route: Route) -> &IntGauge {
+        &self.guard_verdict[route.index()]
+    }
+
     pub(crate) fn flags_reload(&self, trigger: Trigger, ok: bool) {
         self.flags_reloads
             .with_label_values(&[trigger.as_str(), if ok { "ok" } else { "error" }])
@@ -510,6 +611,16 @@ impl Metrics {
     /// The cumulative count of one delivery outcome (the guard's input).
     pub(crate) fn delivery_count(&self, route: Route, path: PathKind, outcome: Outcome) -> u64 {
         self.deliveries[route.index()][path.index()][outcome as usize].get()
+    }
+
+    /// Connections that lost frames of one route and path to client causes, so far.
+    pub(crate) fn client_drop_connection_count(&self, route: Route, path: PathKind) -> u64 {
+        self.client_drop_connections[route.index()][path.index()].get()
+    }
+
+    /// Connection-seconds one route and path served, so far.
+    pub(crate) fn served_connection_second_count(&self, route: Route, path: PathKind) -> u64 {
+        self.served_connection_seconds[route.index()][path.index()].get()
     }
 
     /// The cumulative count of primary events on one path of one route.
@@ -571,5 +682,45 @@ fn status_label(status: u16) -> &'static str {
         500 => "500",
         503 => "503",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(outcome: Outcome, label: &str, cause: Cause) {
+        assert_eq!((outcome.as_str(), outcome.cause()), (label, cause));
+    }
+
+    /// The outcome → cause table the README, ARCHITECTURE.md and `dashboards/` repeat.
+    #[test]
+    fn every_outcome_has_one_cause() {
+        check(Outcome::Delivered, "delivered", Cause::Delivered);
+        check(Outcome::WriteError, "write_error", Cause::Path);
+        check(Outcome::PathError, "path_error", Cause::Path);
+        check(
+            Outcome::DroppedSlowConsumer,
+            "dropped_slow_consumer",
+            Cause::Client,
+        );
+        check(Outcome::DroppedClosed, "dropped_closed", Cause::Client);
+        check(Outcome::OfflineQueued, "offline_queued", Cause::Offline);
+        check(Outcome::OfflineDropped, "offline_dropped", Cause::Offline);
+        assert_eq!(Outcome::ALL.len(), 7, "a new outcome needs a row above");
+        // The PromQL spelling of the table, as the dashboard and the rules use it.
+        for outcome in Outcome::ALL {
+            let label = outcome.as_str();
+            assert_eq!(
+                outcome.cause() == Cause::Path,
+                ["write_error", "path_error"].contains(&label),
+                "{label}"
+            );
+            assert_eq!(
+                outcome.cause() == Cause::Client,
+                label.starts_with("dropped_"),
+                "{label}"
+            );
+        }
     }
 }

@@ -86,6 +86,16 @@ pub(crate) struct Origin {
     pub(crate) path: PathKind,
 }
 
+impl Origin {
+    /// How many origins there are: every path of every route.
+    pub(crate) const COUNT: usize = Route::ALL.len() * PathKind::ALL.len();
+
+    /// A dense index below [`Origin::COUNT`], for per-origin arrays.
+    pub(crate) fn index(self) -> usize {
+        self.route.index() * PathKind::ALL.len() + self.path.index()
+    }
+}
+
 /// One call as a route hands it to a path: the user as the caller named them, and the event
 /// after the route's enrichment.
 pub(crate) struct Call<'a> {
@@ -225,8 +235,31 @@ pub(crate) struct Outlet<'a> {
 }
 
 /// Serves one event: the primary path's plan is carried out; the shadow path's plan, if any, is
-/// computed against the same registry state under the same lock and only returned.
+/// computed against the same registry state under the same lock and only returned. When the
+/// primary path refuses the event, every live connection of the user it was for counts as a
+/// `path_error`: frames the path, not the client, failed.
 pub(crate) fn serve(
+    outlet: &Outlet<'_>,
+    origin: Origin,
+    primary: &dyn Path,
+    shadow: Option<(PathKind, &dyn Path)>,
+    call: &Call<'_>,
+    accepted_at: Instant,
+) -> Served {
+    let served = plan_and_deliver(outlet, origin, primary, shadow, call, accepted_at);
+    if served.primary.is_err() {
+        // Refusals are rare (an id SSOT rejects), so taking the user's lock again is fine.
+        let missed = outlet
+            .registry
+            .with_user(call.user_id, |view| view.connections().len());
+        outlet
+            .metrics
+            .deliveries(origin, Outcome::PathError, missed as u64);
+    }
+    served
+}
+
+fn plan_and_deliver(
     outlet: &Outlet<'_>,
     origin: Origin,
     primary: &dyn Path,
@@ -372,9 +405,11 @@ fn deliver(
         };
     }
     let mut successful_sends = 0;
+    let second = outlet.metrics.second_of(accepted_at);
     for connection in connections.iter().map(Arc::as_ref) {
+        connection.note_served(origin, second, outlet.metrics);
         if outlet.faults.drops(origin) {
-            // An injected failure, counted as the write error it stands for.
+            // An injected failure, counted as the path's write error it stands for.
             outlet.metrics.deliveries(origin, Outcome::WriteError, 1);
             continue;
         }
@@ -385,7 +420,7 @@ fn deliver(
         };
         match connection.queue.push(frame) {
             Ok(()) => successful_sends += 1,
-            Err(error) => outlet.metrics.deliveries(origin, error.outcome(), 1),
+            Err(error) => connection.count_lost(origin, error.outcome(), 1, outlet.metrics),
         }
     }
     Delivery {
@@ -546,6 +581,74 @@ mod tests {
         assert_eq!(queued(&bob).len(), 1);
         let (kinds, _) = compare(&comparison(served));
         assert!(kinds.contains(&MismatchKind::CrossUser), "{kinds:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_counts_a_path_error_per_live_connection_and_a_fault_a_write_error() {
+        let metrics = Arc::new(Metrics::new());
+        let registry = registry(&metrics);
+        // An id SSOT refuses (a space), connected twice; an id it accepts, once.
+        let _first = registry.register("dora lee", |_| "hello".into()).unwrap();
+        let _second = registry.register("dora lee", |_| "hello".into()).unwrap();
+        let _ok = registry.register("dora", |_| "hello".into()).unwrap();
+        let faults = Faults::default();
+        let origin = Origin {
+            route: Route::RouterBroadcast,
+            path: PathKind::Ssot,
+        };
+        let event = json!({"type": "agent_started"});
+        let event = event.as_object().unwrap();
+        let outlet = Outlet {
+            registry: &registry,
+            metrics: &metrics,
+            faults: &faults,
+        };
+        for shadow in [None, Some((PathKind::Legacy, &legacy::Legacy as &dyn Path))] {
+            let served = serve(
+                &outlet,
+                origin,
+                &ssot::Ssot,
+                shadow,
+                &Call::new("dora lee", event),
+                Instant::now(),
+            );
+            assert!(served.primary.is_err());
+        }
+        // Refused for a user nobody is connected as: nothing was missed.
+        serve(
+            &outlet,
+            origin,
+            &ssot::Ssot,
+            None,
+            &Call::new("nobody here", event),
+            Instant::now(),
+        );
+        let count = |outcome| metrics.delivery_count(origin.route, origin.path, outcome);
+        assert_eq!(count(Outcome::PathError), 4);
+        // An injected fault is the path's failure too, and the connection was still served.
+        faults.set(
+            origin.route,
+            origin.path,
+            crate::faults::Fault::new(1.0, Duration::ZERO),
+        );
+        let served = serve(
+            &outlet,
+            origin,
+            &ssot::Ssot,
+            None,
+            &Call::new("dora", event),
+            Instant::now(),
+        );
+        assert_eq!(served.delivery.successful_sends, 0);
+        assert_eq!(count(Outcome::WriteError), 1);
+        assert_eq!(
+            metrics.served_connection_second_count(origin.route, origin.path),
+            1
+        );
+        assert_eq!(
+            metrics.client_drop_connection_count(origin.route, origin.path),
+            0
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::metrics::{CloseReason, Metrics, Outcome};
+use crate::metrics::{Cause, CloseReason, Metrics, Outcome};
 use crate::paths::{Origin, Recipient, connection_recipients};
 
 const N_SHARDS: usize = 64;
@@ -69,6 +69,9 @@ impl PushError {
 pub(crate) struct SendQueue {
     state: Mutex<QueueState>,
     notify: Notify,
+    /// Woken when the queue overflows, so a writer stuck on a socket that stopped draining
+    /// lets go at once instead of at the write timeout.
+    overflow: Notify,
     max_bytes: usize,
 }
 
@@ -88,6 +91,7 @@ impl SendQueue {
                 closing: None,
             }),
             notify: Notify::new(),
+            overflow: Notify::new(),
             max_bytes,
         }
     }
@@ -104,6 +108,7 @@ impl SendQueue {
             state.closing = Some(CloseReason::SlowConsumer);
             drop(state);
             self.notify.notify_one();
+            self.overflow.notify_one();
             return Err(PushError::Overflow);
         }
         state.bytes += len;
@@ -132,6 +137,9 @@ impl SendQueue {
         }
         drop(state);
         self.notify.notify_one();
+        if first && reason == CloseReason::SlowConsumer {
+            self.overflow.notify_one();
+        }
         first
     }
 
@@ -153,6 +161,18 @@ impl SendQueue {
     pub(crate) async fn changed(&self) {
         self.notify.notified().await;
     }
+
+    /// Returns once the queue has overflowed: the connection is closing as a slow consumer.
+    pub(crate) async fn overflowed(&self) {
+        loop {
+            if lock(&self.state).closing == Some(CloseReason::SlowConsumer) {
+                return;
+            }
+            // `notify_one` keeps a permit when no one waits, so an overflow between the look
+            // above and this wait is not missed.
+            self.overflow.notified().await;
+        }
+    }
 }
 
 /// One live client connection as the registry sees it.
@@ -160,12 +180,59 @@ pub(crate) struct Connection {
     pub(crate) id: u64,
     pub(crate) user_id: Arc<str>,
     pub(crate) queue: SendQueue,
+    /// Per origin ([`Origin::index`]), one more than the last second (of
+    /// [`Metrics::second_of`]) in which it was sent a frame of that origin; 0 for never.
+    served_in: [AtomicU32; Origin::COUNT],
+    /// Per origin, a bit set once it lost a frame of that origin to a client cause.
+    lost_to_client: AtomicU8,
 }
 
+// One bit per origin in `lost_to_client`.
+const _: () = assert!(Origin::COUNT <= u8::BITS as usize);
+
 impl Connection {
+    fn new(id: u64, user_id: Arc<str>, send_queue_bytes: usize) -> Connection {
+        Connection {
+            id,
+            user_id,
+            queue: SendQueue::new(send_queue_bytes),
+            served_in: Default::default(),
+            lost_to_client: AtomicU8::new(0),
+        }
+    }
+
     /// The connection id as clients and logs see it.
     pub(crate) fn wire_id(&self) -> String {
         format!("conn-{:x}", self.id)
+    }
+
+    /// Notes that `origin` attempts a frame to this connection in `second` (of
+    /// [`Metrics::second_of`]): counts one served connection-second the first time in each
+    /// second. One relaxed load per frame, a store and a counter increment once a second: the
+    /// evidence the guard needs to tell one bad connection from many, at no cost worth measuring.
+    pub(crate) fn note_served(&self, origin: Origin, second: u32, metrics: &Metrics) {
+        let mark = second.saturating_add(1);
+        let slot = &self.served_in[origin.index()];
+        if slot.load(Ordering::Relaxed) != mark && slot.swap(mark, Ordering::Relaxed) != mark {
+            metrics.connection_second_served(origin);
+        }
+    }
+
+    /// Counts `n` frames of `origin` this connection did not get, with their outcome; a
+    /// client-caused loss also counts the connection, once per origin.
+    pub(crate) fn count_lost(&self, origin: Origin, outcome: Outcome, n: u64, metrics: &Metrics) {
+        if n == 0 {
+            return;
+        }
+        metrics.deliveries(origin, outcome, n);
+        if outcome.cause() == Cause::Client {
+            let bit = 1u8 << origin.index();
+            if self.lost_to_client.load(Ordering::Relaxed) & bit == 0
+                && self.lost_to_client.fetch_or(bit, Ordering::Relaxed) & bit == 0
+            {
+                metrics.client_drop_connection(origin);
+            }
+        }
     }
 }
 
@@ -292,11 +359,11 @@ impl Registry {
             }
             return Err(RegisterError::TooManyForUser { limit });
         }
-        let connection = Arc::new(Connection {
-            id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
-            user_id: key,
-            queue: SendQueue::new(self.limits.send_queue_bytes),
-        });
+        let connection = Arc::new(Connection::new(
+            self.next_connection_id.fetch_add(1, Ordering::Relaxed),
+            key,
+            self.limits.send_queue_bytes,
+        ));
         let greeting = greeting(&connection);
         connection
             .queue
@@ -645,6 +712,78 @@ mod tests {
         assert_eq!(
             queue.push(Frame::control("1".into())),
             Err(PushError::Closed)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_waiting_for_an_overflow_wakes_at_once_and_only_for_one() {
+        let queue = Arc::new(SendQueue::new(10));
+        let waiter = tokio::spawn({
+            let queue = Arc::clone(&queue);
+            async move { queue.overflowed().await }
+        });
+        assert_eq!(queue.push(Frame::control("123456".into())), Ok(()));
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "a push that fits is no overflow");
+        assert_eq!(
+            queue.push(Frame::control("123456".into())),
+            Err(PushError::Overflow)
+        );
+        tokio::time::timeout(Duration::from_millis(1), waiter)
+            .await
+            .expect("the overflow wakes the waiter")
+            .unwrap();
+        // Another close reason is not an overflow.
+        let other = SendQueue::new(10);
+        other.close(CloseReason::Shutdown);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), other.overflowed())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_caused_losses_count_each_connection_once_per_origin() {
+        let metrics = Metrics::new();
+        let registry = registry(0, 1 << 20);
+        let connection = registry.register("erin", |_| "hi".into()).unwrap();
+        let other = Origin {
+            route: Route::UserEvent,
+            path: PathKind::Legacy,
+        };
+        connection.count_lost(ORIGIN, Outcome::DroppedSlowConsumer, 5, &metrics);
+        connection.count_lost(ORIGIN, Outcome::DroppedClosed, 2, &metrics);
+        connection.count_lost(other, Outcome::WriteError, 3, &metrics);
+        assert_eq!(
+            metrics.client_drop_connection_count(ORIGIN.route, ORIGIN.path),
+            1
+        );
+        assert_eq!(
+            metrics.client_drop_connection_count(other.route, other.path),
+            0,
+            "a path-caused loss is not the client's"
+        );
+        assert_eq!(
+            metrics.delivery_count(ORIGIN.route, ORIGIN.path, Outcome::DroppedSlowConsumer),
+            5
+        );
+        // Served connection-seconds: once per second, however many frames.
+        let start = metrics.second_of(Instant::now());
+        let later = metrics.second_of(Instant::now() + Duration::from_millis(1500));
+        assert_eq!(later, start + 1);
+        for _ in 0..3 {
+            connection.note_served(ORIGIN, start, &metrics);
+        }
+        connection.note_served(ORIGIN, later, &metrics);
+        connection.note_served(other, later, &metrics);
+        assert_eq!(
+            metrics.served_connection_second_count(ORIGIN.route, ORIGIN.path),
+            2
+        );
+        assert_eq!(
+            metrics.served_connection_second_count(other.route, other.path),
+            1
         );
     }
 

@@ -2,10 +2,12 @@
 //!
 //! [`FlagStore`] holds the current [`FlagSet`] in an `ArcSwap`: readers load it without locking
 //! and keep it for exactly one event. Every change — a reload from the file (startup, the file
-//! changing on disk, SIGHUP, the admin API) or an edit (admin API, guard) — goes through this
-//! module, one at a time, is validated the same way, bumps the version, is audited, and is
+//! changing on disk, SIGHUP, the admin API) or an edit (admin API, guard, ramp) — goes through
+//! this module, one at a time, is validated the same way, bumps the version, is audited, and is
 //! reflected in the flag metrics. Edits are written back to the file atomically; a reload that
-//! finds what we wrote is a no-op, so write-back never loops.
+//! finds what we wrote is a no-op, so write-back never loops. Every edit also settles the ramps
+//! ([`FlagSet::settle_ramps`]): a rollback, the kill switch or a hand-set share ends a ramp in
+//! the same audited change.
 
 use std::collections::VecDeque;
 use std::io::Write as _;
@@ -33,15 +35,18 @@ pub(crate) enum Trigger {
     /// The admin API (an edit, a rollback or `POST /admin/flags/reload`).
     Api,
     Guard,
+    /// A ramp's step, start or end, applied by the guard's loop.
+    Ramp,
 }
 
 impl Trigger {
-    pub(crate) const ALL: [Trigger; 5] = [
+    pub(crate) const ALL: [Trigger; 6] = [
         Trigger::Startup,
         Trigger::File,
         Trigger::Sighup,
         Trigger::Api,
         Trigger::Guard,
+        Trigger::Ramp,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -51,6 +56,7 @@ impl Trigger {
             Trigger::Sighup => "sighup",
             Trigger::Api => "api",
             Trigger::Guard => "guard",
+            Trigger::Ramp => "ramp",
         }
     }
 }
@@ -224,8 +230,9 @@ impl FlagStore {
     }
 
     /// Applies an edit made to a copy of the live set, if the live set is still at
-    /// `if_match` (when given). The result is validated exactly as the file is, bumped, installed,
-    /// audited and written back to the file.
+    /// `if_match` (when given). The result's ramps are settled (what that did is added to the
+    /// audited reason), and it is validated exactly as the file is, bumped, installed, audited and
+    /// written back to the file.
     pub(crate) fn change(
         &self,
         trigger: Trigger,
@@ -246,6 +253,12 @@ impl FlagStore {
         }
         let mut new = (*current).clone();
         edit(&mut new)?;
+        let settled = new.settle_ramps(unix_now_ceil());
+        let reason = if settled.is_empty() {
+            reason.to_owned()
+        } else {
+            format!("{reason} ({})", settled.join("; "))
+        };
         new.version = current.version + 1;
         // The same validation as the file, and proof that what we write reads back the same.
         let text = new.to_toml();
@@ -263,7 +276,7 @@ impl FlagStore {
         if persisted {
             *lock(&self.file_flags) = Some(new.clone());
         }
-        Ok(self.install(current, new, trigger, actor, reason, persisted))
+        Ok(self.install(current, new, trigger, actor, &reason, persisted))
     }
 
     /// Records something operators changed outside the flags (fault injection) in the same
@@ -394,6 +407,12 @@ impl FlagStore {
             m.flag_ssot_percent(route).set(r.ssot_percent.as_f64());
             m.flag_shadow(route).set(i64::from(r.shadow));
             m.flag_latched(route).set(i64::from(r.latch.is_some()));
+            m.ramp_step(route).set(
+                r.ramp
+                    .as_ref()
+                    .and_then(|ramp| ramp.at)
+                    .map_or(0, |at| at.step as i64),
+            );
         }
     }
 }
@@ -402,6 +421,14 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The wall clock in whole seconds, rounded up: a ramp step stamped with it has, once the
+/// (rounded down) clock reads `since + step_seconds`, held at least `step_seconds`.
+pub(crate) fn unix_now_ceil() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 #[cfg(test)]

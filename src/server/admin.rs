@@ -5,7 +5,7 @@
 //! | method and path                     | purpose                                              |
 //! |-------------------------------------|------------------------------------------------------|
 //! | `GET /admin/flags`                  | the live flags, with version, source and persistence |
-//! | `PATCH /admin/flags/routes/{route}` | change one route (`reason` required, `If-Match`)     |
+//! | `PATCH /admin/flags/routes/{route}` | change one route, start or cancel its ramp (`reason`) |
 //! | `PUT /admin/flags`                  | replace the whole flag set                           |
 //! | `POST /admin/flags/reload`          | re-read `flags.toml`                                 |
 //! | `POST /admin/rollback`              | every (or the listed) route to legacy, latched       |
@@ -33,14 +33,15 @@ use serde_json::Value;
 
 use crate::faults::Fault;
 use crate::flags::store::{ChangeError, ReloadOutcome, Trigger, unix_now};
-use crate::flags::{FlagSet, Latch, Percent};
+use crate::flags::{FlagSet, Latch, Percent, Ramp};
 use crate::paths::{PathKind, Route};
 use crate::routing::decide;
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
     AuditView, DiffView, FaultRequest, FaultView, FlagsReplace, FlagsView, GuardStatsView,
-    GuardView, KillSwitchView, LatchView, MismatchView, PathStatsView, ReloadView, RollbackRequest,
-    RoutePatch, RouteStatsView, RouteView, ShadowStatsView, StatsView, admin_request, rfc3339,
+    GuardView, KillSwitchView, LatchView, MismatchView, PathStatsView, RampView, ReloadView,
+    RollbackRequest, RoutePatch, RouteStatsView, RouteView, ShadowStatsView, StatsView,
+    admin_request, rfc3339,
 };
 use crate::server::{AppState, body};
 
@@ -124,7 +125,14 @@ pub(crate) async fn patch_route(
     let patch: RoutePatch = read_request(&headers, request).await?;
     let reason = required_reason(patch.reason.as_deref())?;
     change(&state, actor, reason, if_match, move |flags| {
+        let kill_switch = flags.kill_switch.engaged;
         let route_flags = flags.route_mut(route);
+        if patch.ramp.is_some() && patch.ssot_percent.is_some() {
+            return Err(ChangeError::Invalid(
+                "`ramp` and `ssot_percent` cannot change together: a ramp sets the share itself"
+                    .to_owned(),
+            ));
+        }
         if let Some(percent) = patch.ssot_percent {
             route_flags.ssot_percent = percent_field("ssot_percent", percent)?;
         }
@@ -145,6 +153,28 @@ pub(crate) async fn patch_route(
         }
         if patch.clear_latch == Some(true) {
             route_flags.latch = None;
+        }
+        match patch.ramp {
+            None => {}
+            Some(None) => route_flags.ramp = None,
+            Some(Some(request)) => {
+                if kill_switch {
+                    return Err(ChangeError::Invalid(
+                        "the kill switch is engaged: no ramp can run".to_owned(),
+                    ));
+                }
+                if route_flags.latch.is_some() {
+                    return Err(ChangeError::Invalid(format!(
+                        "{} is rolled back: clear the latch (`clear_latch`) to ramp it",
+                        route.as_str()
+                    )));
+                }
+                // It starts at its first step when the change is settled.
+                let ramp = Ramp::new(&request.steps, request.step_seconds, None).map_err(
+                    |(field, message)| ChangeError::Invalid(format!("ramp.{field}: {message}")),
+                )?;
+                route_flags.ramp = Some(ramp);
+            }
         }
         Ok(())
     })
@@ -317,9 +347,10 @@ pub(crate) async fn shadow_mismatches(
     Ok(Json(views).into_response())
 }
 
-/// `GET /admin/stats`: per route and path over the guard's window — events/s, delivery ratio,
-/// shadow mismatch ratio — the guard's current run of breaches, and the connected users on each
-/// path under the live flags.
+/// `GET /admin/stats`: per route and path over the guard's window — events/s, the path and the
+/// overall delivery ratio, client-caused drops and the connections they hit, shadow mismatch
+/// ratio — the guard's current run of breaches, and the connected users on each path under the
+/// live flags.
 pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Response {
     let flags = state.flags.snapshot();
     let windows = state.guard.windows(&flags);
@@ -339,8 +370,14 @@ pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Response {
                         0.0
                     },
                     delivered: counts.delivered,
-                    attempted: counts.attempted,
+                    attempted: counts.attempted(),
                     delivery_ratio: counts.ratio(),
+                    path_failed: counts.path_failed,
+                    path_delivery_ratio: counts.path_ratio(),
+                    client_dropped: counts.client_dropped,
+                    client_drop_ratio: counts.client_drop_ratio(),
+                    client_drop_connections: counts.client_drop_connections,
+                    connections_served: counts.connections_served(window.seconds),
                 };
                 (path.as_str(), view)
             })
@@ -366,7 +403,13 @@ pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Response {
                     unexpected_mismatch_ratio: window.counts.unexpected_ratio(),
                 },
                 cohort,
+                ramp: flags
+                    .route(window.route)
+                    .ramp
+                    .as_ref()
+                    .map(|ramp| ramp_view(ramp, window.ramp_waiting.clone())),
                 guard: GuardStatsView {
+                    verdict: window.standing.as_str(),
                     consecutive_breaches: window.consecutive_breaches,
                     breaches: verdict.map(|v| v.breaches.clone()).unwrap_or_default(),
                     measured: verdict.map(|v| v.measured.clone()),
@@ -527,6 +570,10 @@ fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
                     actor: &latch.actor,
                     at: rfc3339(latch.at),
                 }),
+                ramp: r
+                    .ramp
+                    .as_ref()
+                    .map(|ramp| ramp_view(ramp, state.guard.ramp_waiting(route))),
             };
             (route.as_str(), view)
         })
@@ -559,6 +606,19 @@ fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
         response.headers_mut().insert(ETAG, etag);
     }
     response
+}
+
+fn ramp_view(ramp: &Ramp, waiting: Option<String>) -> RampView {
+    RampView {
+        steps: ramp.steps.iter().map(|step| step.as_f64()).collect(),
+        step_seconds: ramp.step_seconds,
+        step: ramp.at.map(|at| at.step),
+        step_percent: ramp.current().map(Percent::as_f64),
+        since: ramp.at.map(|at| rfc3339(at.since)),
+        next_percent: ramp.next().map(Percent::as_f64),
+        next_advance_at: ramp.next_advance_at().map(rfc3339),
+        waiting,
+    }
 }
 
 /// `If-Match: "7"` (quotes and a weak `W/` prefix tolerated) as a version.

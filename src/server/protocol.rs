@@ -314,6 +314,24 @@ pub(crate) struct RouteView<'a> {
     pub(crate) ignore_fields: &'a [String],
     /// Present while the route is held on legacy by a rollback.
     pub(crate) latch: Option<LatchView<'a>>,
+    /// Present while a ramp runs.
+    pub(crate) ramp: Option<RampView>,
+}
+
+/// A route's ramp and where it stands, in `GET /admin/flags` and `GET /admin/stats`.
+#[derive(Serialize)]
+pub(crate) struct RampView {
+    pub(crate) steps: Vec<f64>,
+    pub(crate) step_seconds: u64,
+    /// The step being held (1-based), its share and since when; `null` before it starts.
+    pub(crate) step: Option<usize>,
+    pub(crate) step_percent: Option<f64>,
+    pub(crate) since: Option<String>,
+    /// The next step's share and the earliest time it may come.
+    pub(crate) next_percent: Option<f64>,
+    pub(crate) next_advance_at: Option<String>,
+    /// Why the guard did not take the next step at its last evaluation.
+    pub(crate) waiting: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -347,6 +365,27 @@ pub(crate) struct RoutePatch {
     pub(crate) ignore_fields: Option<Vec<String>>,
     /// Clears the route's rollback latch.
     pub(crate) clear_latch: Option<bool>,
+    /// Starts a ramp, or with `null` cancels the one running; absent leaves it alone.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) ramp: Option<Option<RampRequest>>,
+}
+
+/// `"ramp": {"steps": [1, 5, 25, 50, 100], "step_seconds": 300}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RampRequest {
+    pub(crate) steps: Vec<f64>,
+    pub(crate) step_seconds: u64,
+}
+
+/// A field that is present, `null` included: `Some(None)` for `null`, `None` (through
+/// `default`) when absent.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// `PUT /admin/flags`: a whole flag document, in the shape of `flags.toml` as JSON.
@@ -446,15 +485,28 @@ pub(crate) struct RouteStatsView {
     /// Connected users on each path under the live flags.
     pub(crate) cohort: BTreeMap<&'static str, usize>,
     pub(crate) guard: GuardStatsView,
+    pub(crate) ramp: Option<RampView>,
 }
 
 #[derive(Serialize)]
 pub(crate) struct PathStatsView {
     pub(crate) events_per_second: f64,
     pub(crate) delivered: u64,
+    /// Every frame but the offline ones.
     pub(crate) attempted: u64,
-    /// `null` when nothing was attempted.
+    /// Delivered over attempted, client-caused drops included; `null` when nothing was attempted.
     pub(crate) delivery_ratio: Option<f64>,
+    /// Frames the path refused or failed (`write_error`, `path_error`).
+    pub(crate) path_failed: u64,
+    /// Delivered over delivered + path-failed: what the guard judges.
+    pub(crate) path_delivery_ratio: Option<f64>,
+    /// Frames lost to clients (`dropped_slow_consumer`, `dropped_closed`).
+    pub(crate) client_dropped: u64,
+    pub(crate) client_drop_ratio: Option<f64>,
+    /// Connections that lost frames to client causes.
+    pub(crate) client_drop_connections: u64,
+    /// About how many connections the path sent frames to (connection-seconds over the window).
+    pub(crate) connections_served: f64,
 }
 
 #[derive(Serialize)]
@@ -470,6 +522,9 @@ pub(crate) struct ShadowStatsView {
 
 #[derive(Serialize)]
 pub(crate) struct GuardStatsView {
+    /// `pass`, `breach`, or `no_verdict` (too little traffic, or the guard does not judge the
+    /// route: off, latched, kill switch).
+    pub(crate) verdict: &'static str,
     pub(crate) consecutive_breaches: u32,
     pub(crate) breaches: Vec<String>,
     pub(crate) measured: Option<String>,

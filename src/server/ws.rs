@@ -5,6 +5,11 @@
 //! [`SendQueue`](crate::registry::SendQueue), writes it as one batch and flushes once, under the
 //! write timeout, and it alone decides how the connection closes (the close codes of DESIGN §4.2).
 //! The reader answers `ping`/`heartbeat` through the same queue and enforces the idle timeout.
+//!
+//! A client that stops reading is let go at once: when its queue overflows, the writer abandons
+//! the write it is stuck in, gives the 4001 close [`SLOW_CONSUMER_CLOSE_TIMEOUT`] to get out,
+//! and drops the socket, so the connection's registry entry, gauge and memory are released
+//! within about a second of the overflow, never after the write timeout.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +33,10 @@ use crate::server::protocol::{ClientMessage, ConnectionData, ServerMessage};
 
 /// How long the writer waits for the client to answer its close frame.
 const CLOSE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a slow consumer's close frame (4001) may take to leave before the socket is
+/// dropped without it. DESIGN §5 releases a stalled client within 2 s of its queue overflowing.
+const SLOW_CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The close code and reason a connection ends with, for each reason the gateway closes it.
 fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
@@ -187,8 +196,12 @@ async fn serve_connection(
     tokio::pin!(writer, reader);
     let reason = tokio::select! {
         reason = &mut writer => {
-            // The writer sent its close frame; give the client a moment to answer it.
-            let _ = timeout(CLOSE_ACK_TIMEOUT, &mut reader).await;
+            // The writer sent its close frame; give the client a moment to answer it. A slow
+            // consumer gets no such moment: it is not reading, and its socket and memory are to
+            // be released now.
+            if !is_slow_consumer(reason) {
+                let _ = timeout(CLOSE_ACK_TIMEOUT, &mut reader).await;
+            }
             reason
         }
         () = &mut reader => writer.await,
@@ -198,7 +211,7 @@ async fn serve_connection(
     // Anything pushed between the writer's last look and unregistering was never written.
     let mut left = Vec::new();
     connection.queue.take(&mut left);
-    count_dropped(&state, &left, Outcome::DroppedClosed);
+    count_dropped(&state, &connection, &left, Outcome::DroppedClosed);
     state.metrics.connection_closed(reason);
     tracing::debug!(
         connection_id = %connection.wire_id(),
@@ -229,19 +242,19 @@ async fn write_loop(
     loop {
         let closing = connection.queue.take(&mut batch);
         match closing {
-            Some(reason @ (CloseReason::SlowConsumer | CloseReason::WriteTimeout)) => {
-                count_dropped(state, &batch, Outcome::DroppedSlowConsumer);
-                send_close(&mut sink, reason, limits.write_timeout).await;
+            Some(reason) if is_slow_consumer(reason) => {
+                count_dropped(state, connection, &batch, Outcome::DroppedSlowConsumer);
+                send_close(&mut sink, reason, SLOW_CONSUMER_CLOSE_TIMEOUT).await;
                 return reason;
             }
             Some(reason @ (CloseReason::ClientClosed | CloseReason::WriteError)) => {
-                count_dropped(state, &batch, Outcome::DroppedClosed);
+                count_dropped(state, connection, &batch, Outcome::DroppedClosed);
                 return reason;
             }
             _ => {}
         }
         if !batch.is_empty() {
-            if let Err(reason) = write_batch(state, &mut sink, &mut batch).await {
+            if let Err(reason) = write_batch(state, connection, &mut sink, &mut batch).await {
                 connection.queue.close(reason);
                 continue;
             }
@@ -258,11 +271,17 @@ async fn write_loop(
         tokio::select! {
             () = connection.queue.changed() => {}
             _ = ping.tick() => {
-                let sent = timeout(limits.write_timeout, sink.send(Message::Ping(Default::default()))).await;
+                let ping = timeout(limits.write_timeout, sink.send(Message::Ping(Default::default())));
+                // An overflow while the ping is stuck is seen by the next `take`.
+                let sent = tokio::select! {
+                    biased;
+                    sent = ping => Some(sent),
+                    () = connection.queue.overflowed() => None,
+                };
                 match sent {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => { connection.queue.close(CloseReason::WriteError); }
-                    Err(_) => { connection.queue.close(CloseReason::WriteTimeout); }
+                    Some(Ok(Ok(()))) | None => {}
+                    Some(Ok(Err(_))) => { connection.queue.close(CloseReason::WriteError); }
+                    Some(Err(_)) => { connection.queue.close(CloseReason::WriteTimeout); }
                 }
             }
             () = &mut expiry => { connection.queue.close(CloseReason::TokenExpired); }
@@ -271,10 +290,13 @@ async fn write_loop(
     }
 }
 
-/// Writes every frame of `batch` and flushes once, under the write timeout. Delivered frames
-/// are counted with their latency; on failure the whole batch is counted as lost.
+/// Writes every frame of `batch` and flushes once, under the write timeout, giving up at once
+/// if the queue overflows meanwhile. Delivered frames are counted with their latency; on failure
+/// the whole batch is counted as lost to the client (a socket that fails under a write was
+/// closed or reset by the peer; one that does not drain is a slow consumer).
 async fn write_batch(
     state: &AppState,
+    connection: &Connection,
     sink: &mut SplitSink<WebSocket, Message>,
     batch: &mut Vec<Frame>,
 ) -> Result<(), CloseReason> {
@@ -284,7 +306,16 @@ async fn write_batch(
         }
         sink.flush().await
     };
-    let result = match timeout(state.config.limits.write_timeout, write).await {
+    let written = tokio::select! {
+        biased;
+        written = timeout(state.config.limits.write_timeout, write) => written,
+        () = connection.queue.overflowed() => {
+            count_dropped(state, connection, batch, Outcome::DroppedSlowConsumer);
+            batch.clear();
+            return Err(CloseReason::SlowConsumer);
+        }
+    };
+    let result = match written {
         Ok(Ok(())) => {
             let now = Instant::now();
             for frame in batch.iter() {
@@ -300,11 +331,11 @@ async fn write_batch(
         }
         Ok(Err(error)) => {
             tracing::debug!(%error, "websocket write failed");
-            count_dropped(state, batch, Outcome::WriteError);
+            count_dropped(state, connection, batch, Outcome::DroppedClosed);
             Err(CloseReason::WriteError)
         }
         Err(_elapsed) => {
-            count_dropped(state, batch, Outcome::DroppedSlowConsumer);
+            count_dropped(state, connection, batch, Outcome::DroppedSlowConsumer);
             Err(CloseReason::WriteTimeout)
         }
     };
@@ -322,12 +353,20 @@ async fn send_close(
     }
 }
 
-fn count_dropped(state: &AppState, frames: &[Frame], outcome: Outcome) {
+fn count_dropped(state: &AppState, connection: &Connection, frames: &[Frame], outcome: Outcome) {
     for frame in frames {
         if let Some(origin) = frame.origin {
-            state.metrics.deliveries(origin, outcome, 1);
+            connection.count_lost(origin, outcome, 1, &state.metrics);
         }
     }
+}
+
+/// Whether a connection closes because its client does not read fast enough (close code 4001).
+fn is_slow_consumer(reason: CloseReason) -> bool {
+    matches!(
+        reason,
+        CloseReason::SlowConsumer | CloseReason::WriteTimeout
+    )
 }
 
 /// Reads client frames until the client goes away, answering protocol messages through the

@@ -301,6 +301,7 @@ async fn get_flags_shows_the_live_snapshot_with_an_etag() {
             "pin_legacy": [],
             "ignore_fields": [],
             "latch": null,
+            "ramp": null,
         });
         assert_eq!(view, expected, "{route}");
     }

@@ -497,3 +497,76 @@ async fn flags_commands_without_a_gateway_exit_unavailable() {
     assert_eq!(run.code, Some(69), "{run:?}");
     assert!(run.stderr.contains("connecting"), "{run:?}");
 }
+
+#[tokio::test]
+async fn flags_ramp_starts_and_cancels_a_ramp_on_a_running_gateway() {
+    let gateway = Gateway::start().await;
+    let run = admin_command(
+        &gateway,
+        "ramp",
+        &[
+            "user_event",
+            "1,5,25,50,100",
+            "--step",
+            "5m",
+            "--reason",
+            "canary",
+        ],
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(run.succeeded(), "{run:?}");
+    let route = &run.json()["routes"]["user_event"];
+    assert_eq!(route["ssot_percent"], 1.0, "{route}");
+    assert_eq!(
+        (&route["ramp"]["steps"], &route["ramp"]["step_seconds"]),
+        (&json!([1.0, 5.0, 25.0, 50.0, 100.0]), &json!(300)),
+        "{route}"
+    );
+    let flags = live_flags(&gateway).await;
+    assert_eq!(flags["routes"]["user_event"]["ramp"]["step"], 1, "{flags}");
+
+    let run = admin_command(
+        &gateway,
+        "ramp",
+        &["user_event", "--cancel", "--reason", "enough"],
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(run.succeeded(), "{run:?}");
+    let route = &run.json()["routes"]["user_event"];
+    assert!(route["ramp"].is_null(), "{route}");
+    assert_eq!(route["ssot_percent"], 1.0, "{route}");
+
+    // Mistakes are caught before or by the gateway, and change nothing.
+    let version = live_flags(&gateway).await["version"].clone();
+    for (args, needle) in [
+        (
+            &["user_event", "1,5", "--step", "5 minutes", "--reason", "r"][..],
+            "is not a duration like 300, 30s, 5m or 1h",
+        ),
+        (&["user_event", "1,5", "--reason", "r"][..], "--step"),
+        (
+            &[
+                "user_event",
+                "1,5",
+                "--step",
+                "1m",
+                "--cancel",
+                "--reason",
+                "r",
+            ][..],
+            "cannot be used with",
+        ),
+        (
+            &["user_event", "5,1", "--step", "1m", "--reason", "r"][..],
+            "ramp.steps: steps must rise",
+        ),
+    ] {
+        let run = admin_command(&gateway, "ramp", args, ADMIN_TOKEN).await;
+        assert!(!run.succeeded(), "{args:?}: {run:?}");
+        assert!(run.stderr.contains(needle), "{args:?}: {run:?}");
+    }
+    assert_eq!(live_flags(&gateway).await["version"], version);
+    gateway.stop().await;
+}

@@ -241,6 +241,7 @@ async fn a_client_that_never_reads_is_closed_with_4001_and_slows_no_one() {
     .await;
     let mut slow =
         connect_with_small_receive_buffer(&gateway.ws_url("user_id=slow"), gateway.public).await;
+    gateway.metric_reaches("connections", "", 1.0).await;
     let fast_users = ["fast-1", "fast-2", "fast-3"];
     let mut fast_readers = Vec::new();
     for user in fast_users {
@@ -286,7 +287,12 @@ async fn a_client_that_never_reads_is_closed_with_4001_and_slows_no_one() {
         !slow_accepted[N - 1],
         "the slow consumer's queue overflowed and stopped accepting"
     );
-    // Now the slow client reads: an in-order prefix of its events, then close code 4001.
+    // Released already, though it never read a byte.
+    gateway
+        .metric_reaches("connections_closed_total", r#"reason="slow_consumer""#, 1.0)
+        .await;
+    // Now the slow client reads: an in-order prefix of its events, then the end. The 4001
+    // close frame could not get past the bytes it left unread, so the socket ends without it.
     let mut expected_seq = 0;
     loop {
         match slow.next().await {
@@ -299,13 +305,10 @@ async fn a_client_that_never_reads_is_closed_with_4001_and_slows_no_one() {
                 assert_eq!(code, Some(4001));
                 break;
             }
-            Received::Ended => panic!("connection ended without a close frame"),
+            Received::Ended => break,
         }
     }
     assert!(expected_seq < N as u64);
-    gateway
-        .metric_reaches("connections_closed_total", r#"reason="slow_consumer""#, 1.0)
-        .await;
     let dropped = gateway
         .metric(
             "deliveries_total",
@@ -327,6 +330,9 @@ async fn shutdown_flushes_queued_frames_then_closes_with_1001() {
     // A client that does not read while the events pile up in its send queue.
     let mut client =
         connect_with_small_receive_buffer(&gateway.ws_url("user_id=sam"), gateway.public).await;
+    // The handshake is over before the gateway registers the connection: wait for that, or
+    // the first events find sam offline.
+    gateway.metric_reaches("connections", "", 1.0).await;
     let padding = "y".repeat(8 * 1024);
     let mut producer = Producer::connect(gateway.public).await;
     for seq in 0..N {
@@ -349,5 +355,131 @@ async fn shutdown_flushes_queued_frames_then_closes_with_1001() {
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (0..N).collect::<Vec<_>>());
     client.expect_close(1001).await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_released_within_two_seconds_of_its_queue_overflowing() {
+    // A small queue so it overflows fast; the default 10 s write timeout, which must not be what
+    // releases the client.
+    let gateway = Gateway::start_with(config(
+        true,
+        &[("SWITCHYARD_LIMITS_SEND_QUEUE_BYTES", "65536")],
+    ))
+    .await;
+    // Completes the handshake, then never reads.
+    let _stalled =
+        connect_with_small_receive_buffer(&gateway.ws_url("user_id=stalled"), gateway.public).await;
+    gateway.metric_reaches("connections", "", 1.0).await;
+    let padding = "z".repeat(16 * 1024);
+    let mut producer = Producer::connect(gateway.public).await;
+    let mut overflowed_by = None;
+    for seq in 0..2000 {
+        let sent_at = tokio::time::Instant::now();
+        let (status, result) = producer
+            .broadcast(
+                "stalled",
+                json!({"type": "agent_thinking", "seq": seq, "pad": padding}),
+            )
+            .await;
+        assert_eq!(status, 200, "{result}");
+        if result["successful_sends"] == 0 {
+            // The push that overflowed happened during this request.
+            overflowed_by = Some(sent_at);
+            break;
+        }
+    }
+    let overflowed_by = overflowed_by.expect("the queue of a client that never reads overflows");
+    let released_after = loop {
+        let metrics = gateway.metrics().await;
+        let value = |line_prefix: &str| {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(line_prefix))
+                .map_or(-1.0, |v| v.trim().parse::<f64>().unwrap())
+        };
+        if value("switchyard_connections ") == 0.0
+            && value("switchyard_connected_users ") == 0.0
+            && value(r#"switchyard_connections_closed_total{reason="slow_consumer"} "#) == 1.0
+        {
+            break overflowed_by.elapsed();
+        }
+        assert!(
+            overflowed_by.elapsed() < PROMPTLY,
+            "the stalled client is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    println!("stalled client released {released_after:?} after its queue overflowed");
+    assert!(
+        released_after <= Duration::from_secs(2),
+        "released {released_after:?} after the overflow; at most 2 s"
+    );
+    // Its frames are the client's loss, counted once as a connection; none is a write error.
+    let outcome = |outcome: &str| format!(r#"outcome="{outcome}",path="ssot",route="broadcast""#);
+    assert!(
+        gateway
+            .metric("deliveries_total", &outcome("dropped_slow_consumer"))
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        gateway
+            .metric("deliveries_total", &outcome("write_error"))
+            .await,
+        0.0
+    );
+    assert_eq!(
+        gateway
+            .metric(
+                "client_drop_connections_total",
+                r#"path="ssot",route="broadcast""#
+            )
+            .await,
+        1.0
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_a_reading_clients_queue_ends_in_close_4001_after_an_in_order_prefix() {
+    let gateway = Gateway::start_with(config(
+        true,
+        &[("SWITCHYARD_LIMITS_SEND_QUEUE_BYTES", "4096")],
+    ))
+    .await;
+    let mut client = gateway.connect("bursty").await;
+    let padding = "b".repeat(1024);
+    let items: Vec<Value> = (0..200)
+        .map(|seq| {
+            json!({"user_id": "bursty", "event": {"type": "agent_thinking", "seq": seq, "pad": padding}})
+        })
+        .collect();
+    let (status, _, body) = gateway
+        .post_json(
+            "/v1/broadcast/batch",
+            Some(crate::harness::PRODUCER_TOKEN),
+            Value::from(items).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let mut expected_seq = 0;
+    loop {
+        match client.next().await {
+            Received::Json(event) => {
+                assert_eq!(event["seq"], expected_seq, "no gap before the close");
+                expected_seq += 1;
+            }
+            Received::Close(code) => {
+                assert_eq!(code, Some(4001), "a client that reads gets the close code");
+                break;
+            }
+            Received::Ended => panic!("the connection ended without its close frame"),
+        }
+    }
+    assert!(expected_seq < 200, "the burst overflowed the 4 KiB queue");
+    gateway
+        .metric_reaches("connections_closed_total", r#"reason="slow_consumer""#, 1.0)
+        .await;
     gateway.stop().await;
 }

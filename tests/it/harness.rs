@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -240,6 +241,31 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// `rollbacks_total{route, trigger="guard"}`.
+    pub async fn guard_rollbacks(&self, route: &str) -> f64 {
+        self.metric(
+            "rollbacks_total",
+            &format!(r#"route="{route}",trigger="guard""#),
+        )
+        .await
+    }
+
+    /// Connects `n` clients `{prefix}-NN` that read everything they are sent, each in its own
+    /// task (abort them when done).
+    pub async fn readers(&self, prefix: &str, n: usize) -> (Vec<String>, Vec<JoinHandle<()>>) {
+        let mut users = Vec::new();
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let user = format!("{prefix}-{i:02}");
+            let mut client = self.connect(&user).await;
+            tasks.push(tokio::spawn(async move {
+                while let Some(Ok(_)) = client.socket.next().await {}
+            }));
+            users.push(user);
+        }
+        (users, tasks)
+    }
+
     /// Waits until a sample reaches `want`, for counters the gateway records a little after the
     /// client-visible event (a connection's close is counted once its handshake is over).
     pub async fn metric_reaches(&self, name: &str, labels: &str, want: f64) {
@@ -517,4 +543,88 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
     }
+}
+
+/// Publishes on `route` to `users` in turn, each event padded to `pad` bytes, until `stop`;
+/// returns how many events went out and when the first one was served by legacy.
+pub fn publish_until(
+    public: SocketAddr,
+    route: &'static str,
+    users: Vec<String>,
+    pad: usize,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<(u64, Option<tokio::time::Instant>)> {
+    tokio::spawn(async move {
+        let mut producer = Producer::connect(public).await;
+        let padding = "p".repeat(pad);
+        let (mut n, mut on_legacy) = (0u64, None);
+        while !stop.load(Ordering::Acquire) {
+            let user = &users[n as usize % users.len()];
+            let published = producer
+                .publish(
+                    route,
+                    user,
+                    serde_json::json!({"type": "agent_thinking", "seq": n, "pad": padding}),
+                )
+                .await;
+            assert_eq!(published.status, 200, "{}", published.body);
+            if published.path == "legacy" && on_legacy.is_none() {
+                on_legacy = Some(tokio::time::Instant::now());
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (n, on_legacy)
+    })
+}
+
+/// Keeps one client of `user` connected that never reads: when the gateway releases it as a
+/// slow consumer, another takes its place, as a browser on a bad network reconnects. Its own
+/// producer sends it 32 KiB events on `route`, so that it stalls within a second or so even
+/// though the kernel buffers a few megabytes on loopback before the gateway's queue fills.
+/// Returns the task counting its connections and its producer's.
+pub fn keep_one_stalled(
+    gateway: &Gateway,
+    route: &'static str,
+    user: &str,
+    stop: Arc<AtomicBool>,
+) -> (
+    JoinHandle<u32>,
+    JoinHandle<(u64, Option<tokio::time::Instant>)>,
+) {
+    let load = publish_until(
+        gateway.public,
+        route,
+        vec![user.to_owned()],
+        32 * 1024,
+        Arc::clone(&stop),
+    );
+    let url = gateway.ws_url(&format!("user_id={user}"));
+    let (public, admin) = (gateway.public, gateway.admin);
+    let stalls = tokio::spawn(async move {
+        let mut connects = 0;
+        while !stop.load(Ordering::Acquire) {
+            let released_before = slow_consumer_closes(admin).await;
+            let _stalled = connect_with_small_receive_buffer(&url, public).await;
+            connects += 1;
+            while !stop.load(Ordering::Acquire)
+                && slow_consumer_closes(admin).await == released_before
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        connects
+    });
+    (stalls, load)
+}
+
+/// `connections_closed_total{reason="slow_consumer"}` of the gateway whose admin listener is
+/// `admin`.
+pub async fn slow_consumer_closes(admin: SocketAddr) -> f64 {
+    let (_, _, body) = http(admin, Method::GET, "/metrics", &[], Bytes::new()).await;
+    let prefix = r#"switchyard_connections_closed_total{reason="slow_consumer"} "#;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
 }

@@ -18,6 +18,7 @@ mod liveness;
 mod metrics_format;
 mod producer_api;
 mod prometheus;
+mod ramp;
 mod readme;
 mod rules;
 mod shadow;

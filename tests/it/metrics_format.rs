@@ -26,6 +26,10 @@ const METRIC_NAMES: &[&str] = &[
     "switchyard_flags_version",
     "switchyard_flags_reloads_total",
     "switchyard_rollbacks_total",
+    "switchyard_client_drop_connections_total",
+    "switchyard_served_connection_seconds_total",
+    "switchyard_ramp_step",
+    "switchyard_guard_verdict",
 ];
 
 #[tokio::test]

@@ -45,6 +45,10 @@ const PER_ROUTE_METRICS: &[&str] = &[
     "switchyard_flag_shadow",
     "switchyard_flag_rollback_latched",
     "switchyard_rollbacks_total",
+    "switchyard_client_drop_connections_total",
+    "switchyard_served_connection_seconds_total",
+    "switchyard_ramp_step",
+    "switchyard_guard_verdict",
 ];
 
 /// Every PromQL expression of the Grafana dashboard, runnable as is: the panel targets, the
@@ -180,6 +184,10 @@ fn dashboard_shows_what_design_asks_for() {
         "switchyard_connected_users",
         "switchyard_connections_closed_total",
         "switchyard_rollbacks_total",
+        "switchyard_client_drop_connections_total",
+        "switchyard_served_connection_seconds_total",
+        "switchyard_ramp_step",
+        "switchyard_guard_verdict",
     ] {
         assert!(shown(metric), "no dashboard query shows {metric}");
     }
@@ -191,21 +199,33 @@ fn dashboard_shows_what_design_asks_for() {
         );
     }
 
-    // The delivery ratio panel draws the 99.5% line.
+    // The delivery ratio panel judges the path (the outcome → cause table of README, Metrics:
+    // path-caused are write_error and path_error) and draws the 99.5% line.
     let panels = leaf_panels(&dashboard);
-    let ratio = panels
-        .iter()
-        .find(|p| {
+    let with_expr = |wanted: &dyn Fn(&str) -> bool| {
+        panels.iter().copied().find(|p| {
             p["targets"].as_array().is_some_and(|targets| {
-                targets.iter().any(|t| {
-                    t["expr"].as_str().is_some_and(|e| {
-                        e.contains(r#"outcome="delivered""#)
-                            && e.contains(r#"outcome!~"offline_.*""#)
-                    })
-                })
+                targets
+                    .iter()
+                    .any(|t| t["expr"].as_str().is_some_and(wanted))
             })
         })
-        .expect("a delivery ratio panel");
+    };
+    let ratio = with_expr(&|e| {
+        e.contains(r#"outcome="delivered""#)
+            && e.contains(r#"outcome=~"delivered|write_error|path_error""#)
+    })
+    .expect("a path delivery ratio panel");
+    assert!(
+        with_expr(&|e| e.contains(r#"outcome!~"offline_.*""#)).is_none(),
+        "no panel shows a ratio that counts clients' losses against the path"
+    );
+    // Client-caused drops have their own panel, by reason (outcome) and path.
+    let drops = with_expr(&|e| {
+        e.contains(r#"outcome=~"dropped_.*""#) && e.contains("by (route, path, outcome)")
+    })
+    .expect("a client-caused drops panel by reason and path");
+    assert!(drops["title"].as_str().unwrap().contains("Client-caused"));
     let defaults = &ratio["fieldConfig"]["defaults"];
     assert_eq!(
         defaults["custom"]["thresholdsStyle"]["mode"], "line",

@@ -1,7 +1,8 @@
 //! Every metric switchyard exports, defined in one place on an owned prometheus registry.
 //!
 //! Label values come from the `as_str()` of enums ([`Route`], [`PathKind`], [`Outcome`],
-//! [`CloseReason`], [`AuthFailure`]), never from free-form strings, so the series set is bounded.
+//! [`CloseReason`], [`AuthFailure`], [`Listener`], [`HttpTimeout`]), never from free-form
+//! strings, so the series set is bounded.
 //! The hot-path series (per frame) are resolved once at start-up into arrays indexed by enum.
 
 use prometheus::{
@@ -159,6 +160,47 @@ impl Role {
     }
 }
 
+/// Which HTTP listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// WebSocket clients and the producer API.
+    Public,
+    /// Metrics, health and the admin API.
+    Admin,
+}
+
+impl Listener {
+    pub(crate) const ALL: [Listener; 2] = [Listener::Public, Listener::Admin];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Listener::Public => "public",
+            Listener::Admin => "admin",
+        }
+    }
+}
+
+/// What an HTTP connection ran out of time for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpTimeout {
+    /// No whole request head within the header-read timeout: a slow head, or a connection that
+    /// sat idle that long (a fresh one, or a keep-alive one between requests). Closed.
+    Header,
+    /// A request body not whole within the body timeout. Answered 408 and closed.
+    Body,
+}
+
+impl HttpTimeout {
+    pub(crate) const ALL: [HttpTimeout; 2] = [HttpTimeout::Header, HttpTimeout::Body];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            HttpTimeout::Header => "header",
+            HttpTimeout::Body => "body",
+        }
+    }
+}
+
 /// The process's metrics. Cheap to share behind an `Arc`; every handle is lock-free.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -184,6 +226,9 @@ pub(crate) struct Metrics {
     shadow_comparisons: [[IntCounter; ComparisonResult::ALL.len()]; N_ROUTES],
     shadow_mismatches: [[IntCounter; MismatchKind::ALL.len()]; N_ROUTES],
     shadow_unexpected: [IntCounter; N_ROUTES],
+    http_connections: [IntGauge; Listener::ALL.len()],
+    http_refused: [IntCounter; Listener::ALL.len()],
+    http_timeouts: [[IntCounter; HttpTimeout::ALL.len()]; Listener::ALL.len()],
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -429,7 +474,47 @@ impl Metrics {
         let shadow_unexpected =
             Route::ALL.map(|route| unexpected_vec.with_label_values(&[route.as_str()]));
 
+        let http_connections_vec = IntGaugeVec::new(
+            Opts::new(
+                "http_connections",
+                "Open HTTP connections per listener (a WebSocket leaves it once upgraded).",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        register(Box::new(http_connections_vec.clone()));
+        let http_connections = Listener::ALL
+            .map(|listener| http_connections_vec.with_label_values(&[listener.as_str()]));
+        let refused_vec = IntCounterVec::new(
+            Opts::new(
+                "http_connections_refused_total",
+                "HTTP connections closed on accept because the listener was at its connection cap.",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        register(Box::new(refused_vec.clone()));
+        let http_refused =
+            Listener::ALL.map(|listener| refused_vec.with_label_values(&[listener.as_str()]));
+        let timeouts_vec = IntCounterVec::new(
+            Opts::new(
+                "http_timeouts_total",
+                "HTTP connections that ran out of time: a request head (or an idle connection) \
+                 past the header-read timeout, or a request body past the body timeout.",
+            ),
+            &["listener", "kind"],
+        )
+        .expect("valid metric");
+        register(Box::new(timeouts_vec.clone()));
+        let http_timeouts = Listener::ALL.map(|listener| {
+            HttpTimeout::ALL
+                .map(|kind| timeouts_vec.with_label_values(&[listener.as_str(), kind.as_str()]))
+        });
+
         Metrics {
+            http_connections,
+            http_refused,
+            http_timeouts,
             shadow_unexpected,
             shadow_comparisons,
             shadow_mismatches,
@@ -543,6 +628,20 @@ impl Metrics {
         self.rollbacks
             .with_label_values(&[route.as_str(), trigger.as_str()])
             .inc();
+    }
+
+    /// Open HTTP connections on `listener`.
+    pub(crate) fn http_connections(&self, listener: Listener) -> &IntGauge {
+        &self.http_connections[listener as usize]
+    }
+
+    pub(crate) fn http_refused(&self, listener: Listener) {
+        self.http_refused[listener as usize].inc();
+    }
+
+    /// The counter of one kind of HTTP timeout, to be counted where the timeout fires.
+    pub(crate) fn http_timeouts(&self, listener: Listener, kind: HttpTimeout) -> &IntCounter {
+        &self.http_timeouts[listener as usize][kind as usize]
     }
 
     /// The Prometheus text exposition of every metric.

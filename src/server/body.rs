@@ -1,5 +1,6 @@
 //! Reading a JSON request body: content type (415), size (413), syntax (400), in that order,
-//! with the error every API caller gets in the same shape.
+//! with the error every API caller gets in the same shape; a body that does not arrive in time
+//! (`server::listen`'s deadline) is a 408.
 
 use axum::body::{Body, Bytes};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -8,6 +9,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::server::api_error::ApiError;
+use crate::server::listen::body_timed_out;
 
 /// How a body's events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,13 @@ pub(crate) async fn read_bytes(
             .is_some()
         {
             too_large()
+        } else if let Some(timed_out) = body_timed_out(&*inner) {
+            // The connection closes after this answer: the rest of the body is never read.
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                timed_out.to_string(),
+            )
         } else {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

@@ -24,6 +24,7 @@ use crate::metrics::{AuthFailure, CloseReason, Outcome};
 use crate::registry::{Connection, ConnectionSlot, Frame, RegisterError};
 use crate::server::AppState;
 use crate::server::api_error::ApiError;
+use crate::server::listen::until_grace_over;
 use crate::server::protocol::{ClientMessage, ConnectionData, ServerMessage};
 
 /// How long the writer waits for the client to answer its close frame.
@@ -91,10 +92,16 @@ pub(crate) async fn handler(
     }
     let thread_id = params.get("thread_id").cloned();
     let tracker = state.tracker.clone();
+    let (shutdown, grace) = (state.shutdown.clone(), state.config.server.shutdown_grace);
     upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
-            tracker.track_future(serve_connection(state, socket, identity, thread_id, slot))
+            // Closing with 1001 is bounded by the write timeout and the close handshake; the
+            // grace period bounds it whatever the client does.
+            let connection = serve_connection(state, socket, identity, thread_id, slot);
+            tracker.track_future(async move {
+                until_grace_over(connection, &shutdown, grace).await;
+            })
         })
 }
 

@@ -15,6 +15,7 @@ mod conformance;
 mod delivery;
 mod flip;
 mod guard;
+mod http_limits;
 mod liveness;
 mod metrics_format;
 mod producer_api;

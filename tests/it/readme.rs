@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
-use crate::harness::{PROMPTLY, http, parse_json};
+use crate::harness::{PROMPTLY, Raw, http, parse_json};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -161,6 +161,80 @@ async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
         None,
         "the client prints nothing after the event"
     );
+}
+
+#[tokio::test]
+async fn sigterm_with_a_half_sent_request_open_exits_0_within_the_grace_period() {
+    let mut gateway = switchyard()
+        .args(["serve", "--dev"])
+        .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
+        .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0")
+        .env(
+            "SWITCHYARD_SERVER_FLAGS_PATH",
+            "/nonexistent/switchyard/flags.toml",
+        )
+        .env("SWITCHYARD_SERVER_SHUTDOWN_GRACE_MS", "1000")
+        // Only the grace period can end the requests below.
+        .env("SWITCHYARD_LIMITS_HTTP_HEADER_READ_TIMEOUT_MS", "600000")
+        .env("SWITCHYARD_LIMITS_HTTP_BODY_TIMEOUT_MS", "600000")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start switchyard serve");
+    let mut out = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let (mut addresses, mut producer_token) = (None, None);
+    while addresses.is_none() || producer_token.is_none() {
+        let line = next_line(&mut out, "gateway").await;
+        if line.starts_with("switchyard listening:") {
+            addresses = Some(parse_listening(&line));
+        } else if let Some(rest) = line.strip_prefix("export PRODUCER_TOKEN=") {
+            producer_token = rest.split_whitespace().next().map(str::to_owned);
+        }
+    }
+    let ((public, admin), producer_token) = (addresses.unwrap(), producer_token.unwrap());
+    let mut half_head = Raw::connect(public).await;
+    half_head
+        .send(b"POST /v1/broadcast HTTP/1.1\r\nhost: switchyard\r\ncontent-le")
+        .await
+        .unwrap();
+    let mut half_body = Raw::connect(public).await;
+    half_body
+        .send(
+            format!(
+                "POST /v1/broadcast HTTP/1.1\r\nhost: switchyard\r\ncontent-type: application/json\r\n\
+                 authorization: Bearer {producer_token}\r\ncontent-length: 100\r\n\r\n{{\"user_id\""
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Both are being served before the signal.
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        let (_, _, metrics) = http(admin, Method::GET, "/metrics", &[], Bytes::new()).await;
+        let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+        if metrics.contains("switchyard_http_connections{listener=\"public\"} 2") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let pid = gateway.id().expect("gateway still running").to_string();
+    let kill = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(kill.success(), "kill -TERM {pid}: {kill}");
+    // The grace period is 1 s; every other timeout is ten minutes.
+    let status = tokio::time::timeout(PROMPTLY, gateway.wait())
+        .await
+        .expect("the gateway exits within its grace period after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+    for raw in [&mut half_head, &mut half_body] {
+        raw.read_until_closed(PROMPTLY).await;
+    }
 }
 
 #[tokio::test]

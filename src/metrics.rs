@@ -592,6 +592,13 @@ impl Metrics {
             .inc();
     }
 
+    #[cfg(test)]
+    pub(crate) fn flags_reload_count(&self, trigger: Trigger, ok: bool) -> u64 {
+        self.flags_reloads
+            .with_label_values(&[trigger.as_str(), if ok { "ok" } else { "error" }])
+            .get()
+    }
+
     /// The cumulative count of one delivery outcome (the guard's input).
     pub(crate) fn delivery_count(&self, route: Route, path: PathKind, outcome: Outcome) -> u64 {
         self.deliveries[route.index()][path.index()][outcome as usize].get()

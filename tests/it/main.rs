@@ -13,6 +13,7 @@ mod bench;
 mod cli;
 mod conformance;
 mod delivery;
+mod flags_file;
 mod flip;
 mod guard;
 mod http_limits;

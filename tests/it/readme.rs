@@ -257,6 +257,32 @@ async fn serve_without_dev_or_secrets_exits_64_naming_the_missing_key() {
 }
 
 #[tokio::test]
+async fn serve_refuses_an_emptied_flags_file_with_64() {
+    let dir = crate::harness::scratch_dir();
+    let flags = dir.join("flags.toml");
+    std::fs::write(&flags, "# emptied by a bad copy\n").unwrap();
+    let output = exit_output(
+        switchyard()
+            .args(["serve", "--dev", "--flags"])
+            .arg(&flags)
+            .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
+            .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0"),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(
+        stderr.contains("empty or only comments"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&flags).unwrap(),
+        "# emptied by a bad copy\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn dev_mode_refuses_a_non_loopback_address() {
     let output = exit_output(
         switchyard()

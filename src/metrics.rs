@@ -115,10 +115,14 @@ pub(crate) enum AuthFailure {
     InvalidClaims,
     UnknownProducerToken,
     UnknownAdminToken,
+    /// `nbf` or `iat` in the future, beyond the allowed clock skew.
+    NotYetValid,
+    /// The client's user id (a token's `sub`, dev mode's `?user_id=`) breaks the user id rule.
+    InvalidUserId,
 }
 
 impl AuthFailure {
-    pub(crate) const ALL: [AuthFailure; 8] = [
+    pub(crate) const ALL: [AuthFailure; 10] = [
         AuthFailure::MissingToken,
         AuthFailure::Malformed,
         AuthFailure::BadSignature,
@@ -127,6 +131,8 @@ impl AuthFailure {
         AuthFailure::InvalidClaims,
         AuthFailure::UnknownProducerToken,
         AuthFailure::UnknownAdminToken,
+        AuthFailure::NotYetValid,
+        AuthFailure::InvalidUserId,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -139,6 +145,8 @@ impl AuthFailure {
             AuthFailure::InvalidClaims => "invalid_claims",
             AuthFailure::UnknownProducerToken => "unknown_producer_token",
             AuthFailure::UnknownAdminToken => "unknown_admin_token",
+            AuthFailure::NotYetValid => "not_yet_valid",
+            AuthFailure::InvalidUserId => "invalid_user_id",
         }
     }
 }

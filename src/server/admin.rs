@@ -260,7 +260,11 @@ pub(crate) async fn rollback(
         Ok(())
     })
     .await?;
-    tracing::warn!(%reason, "operator rollback: routes latched to legacy");
+    // A plain string field: the subscriber escapes it (`%` would write a newline in it raw).
+    tracing::warn!(
+        reason = reason.as_str(),
+        "operator rollback: routes latched to legacy"
+    );
     Ok(response)
 }
 

@@ -19,7 +19,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::auth::{ClientIdentity, token_from_subprotocols};
+use crate::auth::{ClientIdentity, client_user_id, token_from_subprotocols};
 use crate::metrics::{AuthFailure, CloseReason, Outcome};
 use crate::registry::{Connection, ConnectionSlot, Frame, RegisterError};
 use crate::server::AppState;
@@ -137,7 +137,7 @@ fn authenticate(
         None => match params.get("user_id") {
             Some(user_id) if state.auth.allows_anonymous() && !user_id.is_empty() => Ok((
                 ClientIdentity {
-                    user_id: user_id.clone(),
+                    user_id: client_user_id(user_id)?.to_owned(),
                     expires_at: None,
                 },
                 None,
@@ -167,7 +167,11 @@ async fn serve_connection(
     let connection = match registered {
         Ok(connection) => connection,
         Err(RegisterError::TooManyForUser { limit }) => {
-            tracing::info!(user_id = %identity.user_id, limit, "refused connection over the per-user limit");
+            tracing::info!(
+                user_id = identity.user_id.as_str(),
+                limit,
+                "refused connection over the per-user limit"
+            );
             let close = close_frame(CloseReason::TooManyConnections);
             let _ = timeout(
                 state.config.limits.write_timeout,
@@ -182,7 +186,7 @@ async fn serve_connection(
     };
     tracing::debug!(
         connection_id = %connection.wire_id(),
-        user_id = %identity.user_id,
+        user_id = identity.user_id.as_str(),
         thread_id = thread_id.as_deref().unwrap_or(""),
         "client connected"
     );

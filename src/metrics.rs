@@ -72,10 +72,12 @@ pub(crate) enum CloseReason {
     TooManyConnections,
     ProtocolError,
     Shutdown,
+    /// A text frame that is not UTF-8.
+    InvalidUtf8,
 }
 
 impl CloseReason {
-    pub(crate) const ALL: [CloseReason; 10] = [
+    pub(crate) const ALL: [CloseReason; 11] = [
         CloseReason::ClientClosed,
         CloseReason::SlowConsumer,
         CloseReason::WriteTimeout,
@@ -86,6 +88,7 @@ impl CloseReason {
         CloseReason::TooManyConnections,
         CloseReason::ProtocolError,
         CloseReason::Shutdown,
+        CloseReason::InvalidUtf8,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -100,6 +103,7 @@ impl CloseReason {
             CloseReason::TooManyConnections => "too_many_connections",
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
         }
     }
 }

@@ -41,6 +41,7 @@ fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
         CloseReason::IdleTimeout => (1000, "idle timeout"),
         CloseReason::TooManyConnections => (4002, "too many connections for this user"),
         CloseReason::ProtocolError => (1002, "protocol error"),
+        CloseReason::InvalidUtf8 => (1007, "text frame is not valid UTF-8"),
         // The peer is gone or the socket failed: there is no one to tell.
         CloseReason::ClientClosed | CloseReason::WriteError => return None,
     };
@@ -410,7 +411,9 @@ fn read_error_reason(error: axum::Error) -> CloseReason {
         Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
             CloseReason::ClientClosed
         }
-        Some(WsError::Protocol(_) | WsError::Utf8(_)) => CloseReason::ProtocolError,
+        // RFC 6455 §7.4.1: 1007 for data inconsistent with the message type.
+        Some(WsError::Utf8(_)) => CloseReason::InvalidUtf8,
+        Some(WsError::Protocol(_)) => CloseReason::ProtocolError,
         _ => CloseReason::ClientClosed,
     }
 }

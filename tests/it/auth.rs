@@ -704,3 +704,32 @@ async fn client_protocol_messages_are_answered_and_oversized_frames_closed_with_
     drop(client);
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007_and_reaches_nobody() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let gateway = Gateway::start().await;
+    let mut other = gateway.connect("quentin").await;
+    let mut client = gateway.connect("quentin").await;
+    let invalid = Frame::message(
+        &b"{\"type\":\"ping\xff\"}"[..],
+        OpCode::Data(Data::Text),
+        true,
+    );
+    client
+        .socket
+        .send(Message::Frame(invalid))
+        .await
+        .expect("send");
+    client.expect_close(1007).await;
+    gateway
+        .metric_reaches("connections_closed_total", r#"reason="invalid_utf8""#, 1.0)
+        .await;
+    // The user's other connection is untouched and still served.
+    other.expect_silence(Duration::from_millis(50)).await;
+    assert_receives(&gateway, &mut other, "quentin").await;
+    drop((client, other));
+    gateway.stop().await;
+}

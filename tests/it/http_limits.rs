@@ -296,3 +296,32 @@ async fn shutdown_ends_within_the_grace_period_whatever_the_clients_do() {
         .unwrap();
     drop(deaf);
 }
+
+#[tokio::test]
+async fn what_hyper_cannot_parse_it_answers_itself_with_an_empty_body_and_closes() {
+    let gateway = Gateway::start().await;
+    let mut alice = gateway.connect("alice").await;
+    let body = r#"{"user_id":"alice","event":{"type":"t"}}"#;
+    let two_lengths = format!(
+        "POST /v1/broadcast HTTP/1.1\r\nhost: switchyard\r\nauthorization: Bearer {PRODUCER_TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\ncontent-length: 5\r\n\r\n{body}",
+        body.len()
+    );
+    let huge_head = format!(
+        "GET /healthz HTTP/1.1\r\nhost: switchyard\r\nx-padding: {}\r\n\r\n",
+        "x".repeat(70 * 1024)
+    );
+    for (name, request, status) in [
+        ("two Content-Length headers", two_lengths, 400),
+        ("a head over 64 KiB", huge_head, 431),
+    ] {
+        let mut raw = Raw::connect(gateway.public).await;
+        let _ = raw.send(request.as_bytes()).await;
+        let answer = raw.read_until_closed(PROMPTLY).await;
+        let (got, body) = parse_raw_response(&answer);
+        assert_eq!((got, &body), (status, &serde_json::Value::Null), "{name}");
+    }
+    alice.expect_silence(Duration::from_millis(100)).await;
+    drop(alice);
+    gateway.stop().await;
+}

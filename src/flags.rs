@@ -777,6 +777,41 @@ consecutive_breaches = 2
         );
     }
 
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::super::*;
+
+        proptest! {
+            #![proptest_config(Config { failure_persistence: None, ..Config::with_cases(512) })]
+
+            /// Any text is a flag set or an error naming the file; never a panic.
+            #[test]
+            fn any_text_parses_or_is_an_error_naming_the_file(text in "(?s).{0,300}") {
+                if let Err(error) = FlagSet::parse_document(&text, "fuzz.toml") {
+                    let message = error.to_string();
+                    prop_assert!(message.contains("fuzz.toml"), "{}", message);
+                }
+            }
+
+            /// Any prefix of a file switchyard wrote is refused or is the whole file.
+            #[test]
+            fn a_cut_short_managed_file_is_never_read_as_a_smaller_one(at in 0usize..2000) {
+                let text = FlagSet::defaults().to_toml();
+                let at = at.min(text.len());
+                let cut = &text[..at];
+                if let Ok(document) = FlagSet::parse_document(cut, "cut.toml") {
+                    prop_assert!(
+                        !document.has_settings || cut.trim_end() == text.trim_end(),
+                        "{:?} parsed",
+                        cut
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn percent_accepts_two_decimals_only() {
         assert_eq!(Percent::from_f64(0.01).unwrap().basis_points(), 1);

@@ -741,6 +741,39 @@ mod tests {
         }
     }
 
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::super::*;
+
+        proptest! {
+            #![proptest_config(Config { failure_persistence: None, ..Config::with_cases(512) })]
+
+            /// On any bytes the parser agrees with serde_json, but for refusing repeated keys.
+            #[test]
+            fn any_bytes_parse_as_serde_json_does_or_name_a_repeated_key(
+                bytes in prop::collection::vec(
+                    prop_oneof![
+                        prop::sample::select(b"{}[]\":,0123456789.-eE truefalsnu\\x".to_vec()),
+                        any::<u8>(),
+                    ],
+                    0..64,
+                )
+            ) {
+                let theirs = serde_json::from_slice::<Value>(&bytes);
+                match parse_unique_keys(&bytes) {
+                    Ok(ours) => prop_assert_eq!(Some(ours), theirs.ok()),
+                    Err(error) if error.is_data() => {
+                        prop_assert!(theirs.is_ok(), "{}", error);
+                        prop_assert!(error.to_string().contains("duplicate key"), "{}", error);
+                    }
+                    Err(_) => prop_assert!(theirs.is_err()),
+                }
+            }
+        }
+    }
+
     #[test]
     fn timestamps_are_rfc3339() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");

@@ -15,6 +15,7 @@ mod conformance;
 mod delivery;
 mod flags_file;
 mod flip;
+mod fuzz;
 mod guard;
 mod http_limits;
 mod liveness;

@@ -46,6 +46,9 @@ pub struct BenchConfig {
     /// latency from each event's intended send time, so a stall shows instead of hiding. `None`
     /// publishes as fast as answers come back.
     pub rate: Option<f64>,
+    /// Users are `{user_prefix}-NNNNN`, so runs against one gateway at once keep apart. Letters,
+    /// digits and `-` only: it is written into request bodies unescaped.
+    pub user_prefix: String,
 }
 
 /// What one run measured.
@@ -128,8 +131,20 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             "users and connections must be at least 1",
         ));
     }
+    if config.user_prefix.is_empty()
+        || !config
+            .user_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(BenchError::Config(
+            "the user prefix must be letters, digits and -",
+        ));
+    }
     let epoch = Instant::now();
-    let users: Vec<String> = (0..config.users).map(|n| format!("bench-{n:05}")).collect();
+    let users: Vec<String> = (0..config.users)
+        .map(|n| format!("{}-{n:05}", config.user_prefix))
+        .collect();
     let stop = CancellationToken::new();
     let mut receivers = Vec::new();
     for (index, user) in users.iter().enumerate() {
@@ -338,7 +353,7 @@ async fn publish(
                 r#"{{"type":"agent_thinking","u":{index},"seq":{},"t":{stamp},"pad":"{padding}"}}"#,
                 sent[slot]
             );
-            // User ids are bench-NNNNN: nothing in them needs escaping.
+            // User ids are {user_prefix}-NNNNN, checked above: nothing in them needs escaping.
             // Writing to a String cannot fail.
             let _ = if scoped {
                 write!(

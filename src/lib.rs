@@ -156,28 +156,32 @@ pub async fn run(
     // has its own and outlives the public one, so metrics stay scrapable while draining.
     let admin_stop = CancellationToken::new();
     let admin_tracker = TaskTracker::new();
-    tracker.spawn(server::listen::serve(
-        listeners.public,
-        Serving {
-            router: server::public_router(Arc::clone(&state)),
-            settings: public_settings,
+    for (listener, router, settings, stop, tracker) in [
+        (
+            listeners.public,
+            server::public_router(Arc::clone(&state)),
+            public_settings,
+            &shutdown,
+            &tracker,
+        ),
+        (
+            listeners.admin,
+            server::admin_router(Arc::clone(&state)),
+            admin_settings,
+            &admin_stop,
+            &admin_tracker,
+        ),
+    ] {
+        let serving = Serving {
+            router,
+            settings,
             metrics: Arc::clone(&state.metrics),
-            stop: shutdown.clone(),
+            stop: stop.clone(),
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
-        },
-    ));
-    admin_tracker.spawn(server::listen::serve(
-        listeners.admin,
-        Serving {
-            router: server::admin_router(Arc::clone(&state)),
-            settings: admin_settings,
-            metrics: Arc::clone(&state.metrics),
-            stop: admin_stop.clone(),
-            shutdown: shutdown.clone(),
-            tracker: admin_tracker.clone(),
-        },
-    ));
+        };
+        tracker.spawn(server::listen::serve(listener, serving));
+    }
     state.ready.store(true, Ordering::Release);
     tracing::info!("switchyard serving");
 

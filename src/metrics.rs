@@ -241,6 +241,8 @@ pub(crate) struct Metrics {
     http_connections: [IntGauge; Listener::ALL.len()],
     http_refused: [IntCounter; Listener::ALL.len()],
     http_timeouts: [[IntCounter; HttpTimeout::ALL.len()]; Listener::ALL.len()],
+    /// Tokio tasks alive, sampled when `/metrics` is rendered: a leak shows as a climb.
+    runtime_tasks: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -523,7 +525,15 @@ impl Metrics {
                 .map(|kind| timeouts_vec.with_label_values(&[listener.as_str(), kind.as_str()]))
         });
 
+        let runtime_tasks = IntGauge::new(
+            "runtime_tasks",
+            "Tokio tasks alive in the gateway process, sampled at each scrape.",
+        )
+        .expect("valid metric");
+        register(Box::new(runtime_tasks.clone()));
+
         Metrics {
+            runtime_tasks,
             http_connections,
             http_refused,
             http_timeouts,
@@ -665,6 +675,10 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub(crate) fn render(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks
+                .set(runtime.metrics().num_alive_tasks() as i64);
+        }
         let mut buffer = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buffer)

@@ -22,6 +22,7 @@ async fn a_short_run_delivers_every_event_to_the_right_users() {
             padding: 100,
             batch: if route == "broadcast" { 1 } else { 10 },
             rate: None,
+            user_prefix: "bench".to_owned(),
         })
         .await
         .unwrap();
@@ -47,6 +48,7 @@ async fn a_short_run_delivers_every_event_to_the_right_users() {
         padding: 10,
         batch: 1,
         rate: Some(200.0),
+        user_prefix: "open-loop".to_owned(),
     })
     .await
     .unwrap();

@@ -35,6 +35,34 @@ fn runner(cases: u32) -> TestRunner {
     TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha))
 }
 
+/// Runs `test` on cases of `strategy` until `cases` have run or [`BUDGET`] is spent. Fails the
+/// test on a failing case (shrunk and printed) or if fewer than 50 cases fit in the budget.
+/// Returns how many ran.
+fn run_bounded<S: Strategy>(
+    cases: u32,
+    strategy: &S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) -> u32 {
+    let started = Instant::now();
+    let ran = Cell::new(0u32);
+    let result = runner(cases).run(strategy, |value| {
+        if started.elapsed() > BUDGET {
+            return Ok(());
+        }
+        ran.set(ran.get() + 1);
+        test(value)
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    assert!(
+        ran.get() >= 50,
+        "only {} cases ran in {BUDGET:?}",
+        ran.get()
+    );
+    ran.get()
+}
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -272,13 +300,8 @@ fn generated_bad_producer_bodies_get_a_clear_error_and_reach_nobody() {
         let victim = gateway.connect(VICTIM).await;
         (gateway, victim)
     });
-    let started = Instant::now();
-    let (ran, served) = (Cell::new(0u32), Cell::new(0u64));
-    let result = runner(400).run(&producer_request(), |request| {
-        if started.elapsed() > BUDGET {
-            return Ok(());
-        }
-        ran.set(ran.get() + 1);
+    let served = Cell::new(0u64);
+    run_bounded(400, &producer_request(), |request| {
         let headers = [
             ("content-type", request.content_type.to_owned()),
             ("authorization", format!("Bearer {PRODUCER_TOKEN}")),
@@ -300,14 +323,6 @@ fn generated_bad_producer_bodies_get_a_clear_error_and_reach_nobody() {
         }
         Ok(())
     });
-    if let Err(failure) = result {
-        panic!("{failure}");
-    }
-    assert!(
-        ran.get() >= 50,
-        "only {} cases ran in {BUDGET:?}",
-        ran.get()
-    );
     rt.block_on(async {
         // The victim got nothing, and every served event and only those were counted.
         victim.expect_silence(Duration::from_millis(200)).await;
@@ -367,13 +382,8 @@ fn generated_bad_flags_files_change_nothing_and_never_clear_a_latch() {
             flags
         })
     };
-    let started = Instant::now();
-    let (ran, refused) = (Cell::new(0u32), Cell::new(0u32));
-    let result = runner(300).run(&flags_file(written), |text| {
-        if started.elapsed() > BUDGET {
-            return Ok(());
-        }
-        ran.set(ran.get() + 1);
+    let refused = Cell::new(0u32);
+    let ran = run_bounded(300, &flags_file(written), |text| {
         let before = flags(&gateway);
         std::fs::write(&gateway.flags_path, &text).unwrap();
         let headers = [("authorization", format!("Bearer {ADMIN_TOKEN}"))];
@@ -410,19 +420,10 @@ fn generated_bad_flags_files_change_nothing_and_never_clear_a_latch() {
         );
         Ok(())
     });
-    if let Err(failure) = result {
-        panic!("{failure}");
-    }
     assert!(
-        ran.get() >= 50,
-        "only {} cases ran in {BUDGET:?}",
-        ran.get()
-    );
-    assert!(
-        refused.get() > ran.get() / 2,
-        "{} of {} refused",
-        refused.get(),
-        ran.get()
+        refused.get() > ran / 2,
+        "{} of {ran} refused",
+        refused.get()
     );
     rt.block_on(gateway.stop());
 }

@@ -9,14 +9,14 @@
 #     `scoped_broadcast`, whose flags are flipped between 0% and 100% SSOT all along;
 #   - churn: 2-second bench runs of 300 users on `user_event`, connecting and leaving;
 #   - flips: `switchyard bench --flips` on `scoped_broadcast`, checking the next event saw each;
-#   - stalled clients: 20 WebSockets that never read while 4 KiB events are published to them
-#     (each is closed as a slow consumer; they come back every 15 s);
+#   - stalled clients: 5 WebSockets that never read while 16 KiB events are published to them
+#     (each is closed as a slow consumer; they come back every 30 s);
 #   - slow HTTP clients: 10 connections trickling a request head a byte a second.
 # The report: RSS, open descriptors, threads, tokio tasks and connections before, at the end
 # (after the traffic stopped and the gateway settled) and at peak; the bench runs' lost,
 # duplicated and foreign frames; flips whose next event took the old path; what was closed as a
-# slow consumer or timed out. Exits 1 if a frame was lost, duplicated or foreign, or a flip was
-# stale.
+# slow consumer or timed out; guard rollbacks. Exits 1 if a frame was lost, duplicated or
+# foreign, a flip was stale, or the guard rolled a route back (nothing here warrants one).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -114,7 +114,7 @@ def slow():
     return s
 
 publisher = http.client.HTTPConnection(host, port)
-pad = "x" * 4096
+pad = "x" * 16384
 waves = published = slow_closed = 0
 stalled_socks, slow_socks, next_wave = [], [], 0.0
 while time.monotonic() < end:
@@ -122,9 +122,9 @@ while time.monotonic() < end:
     if now >= next_wave:
         for s in stalled_socks:
             s.close()
-        stalled_socks = [stalled(i) for i in range(20)]
+        stalled_socks = [stalled(i) for i in range(5)]
         waves += 1
-        next_wave = now + 15
+        next_wave = now + 30
     while len(slow_socks) < 10:
         slow_socks.append(slow())
         try:
@@ -140,7 +140,7 @@ while time.monotonic() < end:
             s.close()
     deadline = time.monotonic() + 1
     while time.monotonic() < deadline:
-        body = json.dumps({"user_id": f"stalled-{published % 20}", "event": {"type": "soak", "pad": pad}})
+        body = json.dumps({"user_id": f"stalled-{published % 5}", "event": {"type": "soak", "pad": pad}})
         try:
             publisher.request("POST", "/v1/broadcast", body,
                               {"content-type": "application/json", "authorization": f"Bearer {token}"})
@@ -192,11 +192,19 @@ print((work / "clients.out").read_text().strip())
 errors = (work / "bench.err").read_text() if (work / "bench.err").exists() else ""
 bench_errors = [l for l in errors.splitlines() if l.startswith("error")]
 print(f"bench errors {len(bench_errors)}" + (f": {bench_errors[:3]}" if bench_errors else ""))
-gateway_err = (work / "gateway.err").read_text().splitlines()
-print(f"gateway WARN/ERROR log lines {sum(' WARN ' in l or ' ERROR ' in l for l in gateway_err)}")
+# The log may be coloured: strip the escapes before looking for the level.
+gateway_err = [re.sub(r"\x1b\[[0-9;]*m", "", l) for l in (work / "gateway.err").read_text().splitlines()]
+warnings = [l for l in gateway_err if " WARN " in l or " ERROR " in l]
+print(f"gateway WARN/ERROR log lines {len(warnings)}")
+for line in warnings[:5]:
+    print(f"  {line[:200]}")
 bad = total("lost") + total("duplicated") + total("foreign") + stale
 sys.exit(1 if bad or not runs else 0)
 PY
+# The guard must never roll a route back for stalled clients or churn.
+ROLLBACKS=$(curl -s "http://$ADMIN/metrics" | awk '/^switchyard_rollbacks_total/ {s += $2} END {print s + 0}')
+echo "guard rollbacks $ROLLBACKS"
+[ "$ROLLBACKS" = 0 ] || status=1
 echo "gateway metrics at the end:"
-curl -s "http://$ADMIN/metrics" | grep -E '^switchyard_(connections_closed_total|http_timeouts_total|http_connections_refused_total|deliveries_total\{outcome="dropped_slow_consumer")' | grep -v ' 0$' || true
+curl -s "http://$ADMIN/metrics" | grep -E '^switchyard_(connections_closed_total|http_timeouts_total|http_connections_refused_total|rollbacks_total|deliveries_total\{outcome="dropped_slow_consumer")' | grep -v ' 0$' || true
 exit $status

@@ -301,12 +301,7 @@ async fn publish(
             .await
             .map_err(|e| BenchError::Publish(e.to_string()))?;
     tokio::spawn(connection);
-    let endpoint = match config.route.as_str() {
-        "router_broadcast" => "/v1/legacy/router/broadcast",
-        "scoped_broadcast" => "/v1/legacy/scoped/broadcast",
-        "user_event" => "/v1/legacy/user-event",
-        _ => "/v1/broadcast",
-    };
+    let endpoint = route_endpoint(&config.route);
     let batch = config.batch.max(1);
     let endpoint = if batch > 1 {
         format!("{endpoint}/batch")
@@ -605,7 +600,12 @@ pub async fn flip_latency(
             return Err(BenchError::Publish(format!("flip: HTTP {status}: {text}")));
         }
         let expected = if percent == 100 { "ssot" } else { "legacy" };
-        let body = json!({"user_id": "flip-probe", "event": {"type": "probe"}});
+        let body = match route {
+            "scoped_broadcast" | "user_event" => {
+                json!({"user_context": {"user_id": "flip-probe"}, "event": {"type": "probe"}})
+            }
+            _ => json!({"user_id": "flip-probe", "event": {"type": "probe"}}),
+        };
         let path = publish_once(target, producer_token, route, &body).await?;
         if path != expected {
             stale += 1;
@@ -615,16 +615,23 @@ pub async fn flip_latency(
 }
 
 /// Publishes one event on a fresh connection; returns the `X-Switchyard-Path` of the answer.
+/// The producer endpoint of a route, by name (`broadcast` for any other name).
+fn route_endpoint(route: &str) -> &'static str {
+    match route {
+        "router_broadcast" => "/v1/legacy/router/broadcast",
+        "scoped_broadcast" => "/v1/legacy/scoped/broadcast",
+        "user_event" => "/v1/legacy/user-event",
+        _ => "/v1/broadcast",
+    }
+}
+
 async fn publish_once(
     target: &str,
     producer_token: &str,
     route: &str,
     body: &Value,
 ) -> Result<String, BenchError> {
-    let endpoint = match route {
-        "router_broadcast" => "/v1/legacy/router/broadcast",
-        _ => "/v1/broadcast",
-    };
+    let endpoint = route_endpoint(route);
     let stream = TcpStream::connect(target)
         .await
         .map_err(|e| BenchError::Publish(e.to_string()))?;

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Soak test (not in CI): one --dev gateway under everything at once for N minutes, then whether
 # anything leaked or went astray.
-#   bench/soak.sh [minutes]        (default 10; BIN=... to use another build)
-# Needs a release build (cargo build --release) and python3. Uses loopback ports 18280/19290.
+#   bench/soak.sh [minutes]        (default 10)
+# Needs a release build of the gateway and the load generator, and python3; BIN and BENCH name
+# other builds (BENCH defaults to target/release/switchyard-bench, or `$BIN bench` where the
+# load generator is still a subcommand). Uses loopback ports 18280/19290.
 #
 # At once, until the time is up:
-#   - steady traffic: open-loop `switchyard bench` runs of 30 s on `broadcast` (SSOT) and on
-#     `scoped_broadcast`, whose flags are flipped between 0% and 100% SSOT all along;
-#   - churn: 2-second bench runs of 300 users on `user_event`, connecting and leaving;
-#   - flips: `switchyard bench --flips` on `scoped_broadcast`, checking the next event saw each;
+#   - load generator runs, one after another (they share user names): 20 s open loop on
+#     `broadcast` (SSOT); 20 s open loop on `router_broadcast`, whose flags are flipped between
+#     0% and 100% SSOT all along; five 2-second runs of 300 users on `user_event` (churn:
+#     clients connecting and leaving);
+#   - flips: the load generator's `--flips` on `router_broadcast`, checking the next event saw
+#     each;
 #   - stalled clients: 5 WebSockets that never read while 16 KiB events are published to them
 #     (each is closed as a slow consumer; they come back every 30 s);
 #   - slow HTTP clients: 10 connections trickling a request head a byte a second.
@@ -22,6 +26,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 MINUTES=${1:-10}
 BIN=${BIN:-target/release/switchyard}
+if [ -z "${BENCH:-}" ]; then
+  if [ -x target/release/switchyard-bench ]; then BENCH=target/release/switchyard-bench; else BENCH="$BIN bench"; fi
+fi
 PUBLIC=127.0.0.1:18280
 ADMIN=127.0.0.1:19290
 WORK=$(mktemp -d)
@@ -34,6 +41,7 @@ cleanup() {
 trap cleanup EXIT
 
 [ -x "$BIN" ] || { echo "build first: cargo build --release (or set BIN)" >&2; exit 1; }
+[ -x "${BENCH%% *}" ] || { echo "no load generator at ${BENCH%% *} (set BENCH)" >&2; exit 1; }
 ulimit -n 20000 2>/dev/null || true
 
 (cd "$WORK" && exec env RUST_LOG=warn SWITCHYARD_SERVER_LISTEN=$PUBLIC \
@@ -66,27 +74,30 @@ sample start >"$WORK/samples"
 END=$((SECONDS + MINUTES * 60))
 remaining() { echo $((END - SECONDS)); }
 
-bench_loop() { # bench_loop PREFIX RUN_SECONDS BENCH-ARGS...: bench runs until the time is up
-  local prefix=$1 run=$2
-  shift 2
+bench_run() { # bench_run SECONDS BENCH-ARGS...: one load run, cut to the time left
+  local seconds=$1
+  shift
+  [ "$(remaining)" -lt "$seconds" ] && seconds=$(remaining)
+  [ "$seconds" -gt 0 ] || return 0
+  $BENCH --target "$PUBLIC" --seconds "$seconds" --rounds 1 --json "$@" \
+    >>"$WORK/runs.jsonl" 2>>"$WORK/bench.err" || true
+}
+traffic_loop() {
   while [ "$(remaining)" -gt 2 ]; do
-    local seconds=$run
-    [ "$(remaining)" -lt "$seconds" ] && seconds=$(remaining)
-    "$BIN" bench --target "$PUBLIC" --user-prefix "$prefix" --seconds "$seconds" --rounds 1 \
-      --json "$@" >>"$WORK/runs.jsonl" 2>>"$WORK/bench.err" || true
+    bench_run 20 --route broadcast --users 200 --rate 2000 --padding 120
+    bench_run 20 --route router_broadcast --users 200 --rate 2000
+    for _ in 1 2 3 4 5; do bench_run 2 --route user_event --users 300 --producers 2; done
   done
 }
 flip_loop() {
   while [ "$(remaining)" -gt 2 ]; do
-    "$BIN" bench --target "$PUBLIC" --admin-url "http://$ADMIN" --admin-token "$ADMIN_TOKEN" \
-      --route scoped_broadcast --flips 20 >>"$WORK/flips.out" 2>>"$WORK/bench.err" || true
+    $BENCH --target "$PUBLIC" --admin-url "http://$ADMIN" --admin-token "$ADMIN_TOKEN" \
+      --route router_broadcast --flips 20 >>"$WORK/flips.out" 2>>"$WORK/bench.err" || true
     sleep 1
   done
 }
 
-bench_loop steady 30 --route broadcast --users 200 --rate 2000 --padding 120 & PIDS+=($!)
-bench_loop flipped 30 --route scoped_broadcast --users 200 --rate 2000 & PIDS+=($!)
-bench_loop churn 2 --route user_event --users 300 --producers 2 & PIDS+=($!)
+traffic_loop & PIDS+=($!)
 flip_loop & PIDS+=($!)
 python3 - "$PUBLIC" "$PRODUCER_TOKEN" "$END" "$SECONDS" >"$WORK/clients.out" 2>&1 <<'PY' &
 # Stalled WebSocket clients and slow HTTP clients, until the end time.

@@ -46,9 +46,6 @@ pub struct BenchConfig {
     /// latency from each event's intended send time, so a stall shows instead of hiding. `None`
     /// publishes as fast as answers come back.
     pub rate: Option<f64>,
-    /// Users are `{user_prefix}-NNNNN`, so runs against one gateway at once keep apart. Letters,
-    /// digits and `-` only: it is written into request bodies unescaped.
-    pub user_prefix: String,
 }
 
 /// What one run measured.
@@ -131,20 +128,8 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             "users and connections must be at least 1",
         ));
     }
-    if config.user_prefix.is_empty()
-        || !config
-            .user_prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(BenchError::Config(
-            "the user prefix must be letters, digits and -",
-        ));
-    }
     let epoch = Instant::now();
-    let users: Vec<String> = (0..config.users)
-        .map(|n| format!("{}-{n:05}", config.user_prefix))
-        .collect();
+    let users: Vec<String> = (0..config.users).map(|n| format!("bench-{n:05}")).collect();
     let stop = CancellationToken::new();
     let mut receivers = Vec::new();
     for (index, user) in users.iter().enumerate() {
@@ -301,7 +286,12 @@ async fn publish(
             .await
             .map_err(|e| BenchError::Publish(e.to_string()))?;
     tokio::spawn(connection);
-    let endpoint = route_endpoint(&config.route);
+    let endpoint = match config.route.as_str() {
+        "router_broadcast" => "/v1/legacy/router/broadcast",
+        "scoped_broadcast" => "/v1/legacy/scoped/broadcast",
+        "user_event" => "/v1/legacy/user-event",
+        _ => "/v1/broadcast",
+    };
     let batch = config.batch.max(1);
     let endpoint = if batch > 1 {
         format!("{endpoint}/batch")
@@ -348,7 +338,7 @@ async fn publish(
                 r#"{{"type":"agent_thinking","u":{index},"seq":{},"t":{stamp},"pad":"{padding}"}}"#,
                 sent[slot]
             );
-            // User ids are {user_prefix}-NNNNN, checked above: nothing in them needs escaping.
+            // User ids are bench-NNNNN: nothing in them needs escaping.
             // Writing to a String cannot fail.
             let _ = if scoped {
                 write!(
@@ -600,12 +590,7 @@ pub async fn flip_latency(
             return Err(BenchError::Publish(format!("flip: HTTP {status}: {text}")));
         }
         let expected = if percent == 100 { "ssot" } else { "legacy" };
-        let body = match route {
-            "scoped_broadcast" | "user_event" => {
-                json!({"user_context": {"user_id": "flip-probe"}, "event": {"type": "probe"}})
-            }
-            _ => json!({"user_id": "flip-probe", "event": {"type": "probe"}}),
-        };
+        let body = json!({"user_id": "flip-probe", "event": {"type": "probe"}});
         let path = publish_once(target, producer_token, route, &body).await?;
         if path != expected {
             stale += 1;
@@ -615,23 +600,16 @@ pub async fn flip_latency(
 }
 
 /// Publishes one event on a fresh connection; returns the `X-Switchyard-Path` of the answer.
-/// The producer endpoint of a route, by name (`broadcast` for any other name).
-fn route_endpoint(route: &str) -> &'static str {
-    match route {
-        "router_broadcast" => "/v1/legacy/router/broadcast",
-        "scoped_broadcast" => "/v1/legacy/scoped/broadcast",
-        "user_event" => "/v1/legacy/user-event",
-        _ => "/v1/broadcast",
-    }
-}
-
 async fn publish_once(
     target: &str,
     producer_token: &str,
     route: &str,
     body: &Value,
 ) -> Result<String, BenchError> {
-    let endpoint = route_endpoint(route);
+    let endpoint = match route {
+        "router_broadcast" => "/v1/legacy/router/broadcast",
+        _ => "/v1/broadcast",
+    };
     let stream = TcpStream::connect(target)
         .await
         .map_err(|e| BenchError::Publish(e.to_string()))?;

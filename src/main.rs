@@ -114,9 +114,6 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// Users are PREFIX-NNNNN; give concurrent runs against one gateway different prefixes.
-        #[arg(long, default_value = "bench")]
-        user_prefix: String,
         #[arg(long, env = "ADMIN_URL", default_value = "http://127.0.0.1:9090")]
         admin_url: String,
         /// Needed for --compare, which flips flags through the admin API.
@@ -269,7 +266,6 @@ fn main() -> ExitCode {
             compare,
             rounds,
             json,
-            user_prefix,
             admin_url,
             admin_token,
         } => {
@@ -339,7 +335,6 @@ fn main() -> ExitCode {
                 padding,
                 batch,
                 rate,
-                user_prefix,
             };
             let admin = admin_token.map(|token| (admin_url, token));
             runtime.block_on(bench(config, compare.is_some(), rounds, json, admin))

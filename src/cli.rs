@@ -18,7 +18,9 @@ use crate::routing::{cohort_bucket, decide};
 pub fn check_flags_file(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("flags file {}: {error}", path.display()))?;
-    let flags = FlagSet::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    let document =
+        FlagSet::parse_document(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    let flags = document.flags;
     let routes: Vec<String> = Route::ALL
         .into_iter()
         .map(|route| {
@@ -32,10 +34,15 @@ pub fn check_flags_file(path: &Path) -> Result<String, String> {
             )
         })
         .collect();
+    let version = match document.declared_version {
+        Some(version) => version.to_string(),
+        // Valid as a first file at startup, but a running gateway refuses to reload it.
+        None => "none: give the live version before reloading".to_owned(),
+    };
     Ok(format!(
         "{}: ok (version {}{}); ssot share: {}",
         path.display(),
-        flags.version,
+        version,
         if flags.kill_switch.engaged {
             ", KILL SWITCH ENGAGED"
         } else {

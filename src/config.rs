@@ -73,6 +73,16 @@ pub struct Limits {
     pub shadow_queue_len: usize,
     pub heartbeat_interval: Duration,
     pub idle_timeout: Duration,
+    /// Open HTTP connections on the public listener (WebSockets count once upgraded against
+    /// `max_connections` instead).
+    pub max_http_connections: usize,
+    /// Open HTTP connections on the admin listener.
+    pub max_admin_http_connections: usize,
+    /// How long a request head may take to arrive; hyper restarts this clock whenever a
+    /// keep-alive connection goes idle, so it is also the keep-alive idle timeout.
+    pub http_header_read_timeout: Duration,
+    /// How long a request body may take to arrive whole, from the end of its head.
+    pub http_body_timeout: Duration,
 }
 
 impl Limits {
@@ -172,6 +182,10 @@ struct RawLimits {
     shadow_queue_len: usize,
     heartbeat_interval_ms: u64,
     idle_timeout_ms: u64,
+    max_http_connections: usize,
+    max_admin_http_connections: usize,
+    http_header_read_timeout_ms: u64,
+    http_body_timeout_ms: u64,
 }
 
 impl Config {
@@ -352,6 +366,16 @@ impl Limits {
             shadow_queue_len: size("limits.shadow_queue_len", raw.shadow_queue_len)?,
             heartbeat_interval: ms("limits.heartbeat_interval_ms", raw.heartbeat_interval_ms)?,
             idle_timeout: ms("limits.idle_timeout_ms", raw.idle_timeout_ms)?,
+            max_http_connections: size("limits.max_http_connections", raw.max_http_connections)?,
+            max_admin_http_connections: size(
+                "limits.max_admin_http_connections",
+                raw.max_admin_http_connections,
+            )?,
+            http_header_read_timeout: ms(
+                "limits.http_header_read_timeout_ms",
+                raw.http_header_read_timeout_ms,
+            )?,
+            http_body_timeout: ms("limits.http_body_timeout_ms", raw.http_body_timeout_ms)?,
         };
         if limits.idle_timeout <= limits.heartbeat_interval {
             return Err(ConfigError::Invalid {
@@ -555,6 +579,31 @@ mod tests {
         .unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(error.to_string().contains("max_frobs"), "{error}");
+    }
+
+    #[test]
+    fn http_limits_have_their_defaults_and_refuse_zero() {
+        let dev = Overrides {
+            dev: true,
+            ..Default::default()
+        };
+        let limits = load(&dev, &[]).unwrap().limits;
+        assert_eq!(limits.max_http_connections, 4096);
+        assert_eq!(limits.max_admin_http_connections, 64);
+        assert_eq!(limits.http_header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.http_body_timeout, Duration::from_secs(30));
+        for var in [
+            "SWITCHYARD_LIMITS_MAX_HTTP_CONNECTIONS",
+            "SWITCHYARD_LIMITS_MAX_ADMIN_HTTP_CONNECTIONS",
+            "SWITCHYARD_LIMITS_HTTP_HEADER_READ_TIMEOUT_MS",
+            "SWITCHYARD_LIMITS_HTTP_BODY_TIMEOUT_MS",
+        ] {
+            let error = load(&dev, &[(var, "0")]).unwrap_err();
+            let key = var
+                .trim_start_matches("SWITCHYARD_LIMITS_")
+                .to_ascii_lowercase();
+            assert!(error.to_string().contains(&key), "{var}: {error}");
+        }
     }
 
     #[test]

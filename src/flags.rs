@@ -3,8 +3,10 @@
 //! Parsing goes through raw `deny_unknown_fields` types that keep each value's position, so every
 //! error names the file, the line and the key. A [`FlagSet`] is immutable; changes build a new one
 //! and [`store::FlagStore`] swaps it in atomically. Writing a flag set back renders TOML that
-//! parses to the same set, which is checked on every write. A route's [`Ramp`] and its progress
-//! are flags like any other, so a ramp survives a restart.
+//! parses to the same set, which is checked on every write; the rendered file starts with a
+//! header and ends with an `# end of flags` line, so a copy of it cut short (the line lost) is
+//! recognised.
+//! A route's [`Ramp`] and its progress are flags like any other, so a ramp survives a restart.
 
 pub(crate) mod store;
 
@@ -250,6 +252,10 @@ pub(crate) enum FlagsError {
         line: usize,
         message: String,
     },
+    /// A valid file that may not replace the live flags (no version, an older version, a
+    /// latch dropped without `clear_latch`, an empty file at startup).
+    #[error("flags file {path}: {message}")]
+    Refused { path: String, message: String },
 }
 
 impl FlagSet {
@@ -284,6 +290,13 @@ impl FlagSet {
 
     /// Parses and validates a flags document; `origin` names it in errors (a path, usually).
     pub(crate) fn parse(text: &str, origin: &str) -> Result<FlagSet, FlagsError> {
+        FlagSet::parse_document(text, origin).map(|document| document.flags)
+    }
+
+    /// Parses and validates a flags document, keeping what it says beyond the flag set: whether
+    /// it names a version or sets anything at all, and the latches it clears.
+    pub(crate) fn parse_document(text: &str, origin: &str) -> Result<FlagsDocument, FlagsError> {
+        check_complete(text, origin)?;
         let raw: RawFlags = toml::from_str(text).map_err(|error| {
             let span = error.span().unwrap_or(0..0);
             let line = line_of(text, &span);
@@ -310,6 +323,13 @@ impl FlagSet {
             message,
         };
         let mut flags = FlagSet::defaults();
+        let declared_version = raw.version;
+        let has_settings = raw.version.is_some()
+            || raw.rollout.is_some()
+            || raw.kill_switch.is_some()
+            || !raw.routes.is_empty()
+            || raw.guard.is_some();
+        let mut clear_latches = Vec::new();
         flags.version = raw.version.unwrap_or(0);
         if let Some(rollout) = raw.rollout {
             let salt = rollout.salt;
@@ -399,6 +419,18 @@ impl FlagSet {
                     }
                     route_flags.ignore_fields.push(field);
                 }
+            }
+            if let Some(why) = raw_route.clear_latch {
+                if why.get_ref().trim().is_empty() || raw_route.latch.is_some() {
+                    return Err(invalid(
+                        why.span(),
+                        key("clear_latch"),
+                        "clears the route's rollback latch on the next reload: give the reason, \
+                         and no [latch] table beside it"
+                            .into(),
+                    ));
+                }
+                clear_latches.push((route, why.into_inner()));
             }
             route_flags.latch = raw_route.latch.map(|latch| Latch {
                 reason: latch.reason,
@@ -502,7 +534,12 @@ impl FlagSet {
                 g.consecutive_breaches = value.into_inner();
             }
         }
-        Ok(flags)
+        Ok(FlagsDocument {
+            flags,
+            declared_version,
+            has_settings,
+            clear_latches,
+        })
     }
 
     /// Renders the set as a `flags.toml` document that parses back to the same set.
@@ -515,8 +552,9 @@ impl FlagSet {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "# switchyard routing flags. `version` is managed: it is bumped on every applied change,\n\
-             # and changes made through the admin API or by the guard are written back here."
+            "{MANAGED_HEADER}\n\
+             # `version` is managed: it is bumped on every applied change, and changes made through\n\
+             # the admin API or by the guard are written back here."
         );
         let _ = writeln!(out, "version = {}\n", self.version);
         let _ = writeln!(out, "[rollout]\nsalt = {}\n", s(&self.salt));
@@ -588,6 +626,7 @@ impl FlagSet {
             g.min_events,
             g.consecutive_breaches
         );
+        let _ = writeln!(out, "\n{END_MARKER}");
         out
     }
 
@@ -691,6 +730,44 @@ impl FlagSet {
     }
 }
 
+/// The first line of every flags file switchyard writes. A file that starts with it must still
+/// hold the [`END_MARKER`] line; one that does not was cut short, and a TOML file cut short
+/// between two tables still parses, to fewer settings than were written. Operators may add
+/// settings anywhere, after the marker too: only its absence says the file was cut.
+const MANAGED_HEADER: &str = "# switchyard routing flags, written by switchyard; keep the `# end of flags` line: a file without it is taken as cut short.";
+
+/// The last line of every flags file switchyard writes.
+const END_MARKER: &str = "# end of flags";
+
+/// Refuses a file switchyard wrote that has lost its end.
+fn check_complete(text: &str, origin: &str) -> Result<(), FlagsError> {
+    if text.lines().next() != Some(MANAGED_HEADER)
+        || text.lines().any(|line| line.trim() == END_MARKER)
+    {
+        return Ok(());
+    }
+    Err(FlagsError::Syntax {
+        origin: origin.to_owned(),
+        line: text.lines().count(),
+        message: format!(
+            "the file starts as switchyard writes it but has lost its {END_MARKER:?} line: \
+             it was cut short (a partial copy or write?); restore it whole"
+        ),
+    })
+}
+
+/// A flags document as written: the flag set it describes, and what it says beyond it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FlagsDocument {
+    pub(crate) flags: FlagSet,
+    /// `version` as written; `None` when the document has no `version` key.
+    pub(crate) declared_version: Option<u64>,
+    /// Whether it sets anything at all; false for an empty or comment-only file.
+    pub(crate) has_settings: bool,
+    /// Routes whose rollback latch it clears (`clear_latch = "<why>"`), with the reason.
+    pub(crate) clear_latches: Vec<(Route, String)>,
+}
+
 /// Every setting as `key = value` pairs, from the rendered document (so the diff speaks the
 /// file's language).
 fn settings_lines(flags: &FlagSet) -> BTreeMap<String, String> {
@@ -784,6 +861,9 @@ struct RawRoute {
     ignore_fields: Option<Spanned<Vec<String>>>,
     latch: Option<RawLatch>,
     ramp: Option<RawRamp>,
+    /// An operator's explicit "clear this route's latch", with the reason; an action, never
+    /// written back.
+    clear_latch: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1142,6 +1222,41 @@ consecutive_breaches = 2
                 "routes.router_broadcast.ssot_percent: 0.00 → 5.00"
             ]
         );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::super::*;
+
+        proptest! {
+            #![proptest_config(Config { failure_persistence: None, ..Config::with_cases(512) })]
+
+            /// Any text is a flag set or an error naming the file; never a panic.
+            #[test]
+            fn any_text_parses_or_is_an_error_naming_the_file(text in "(?s).{0,300}") {
+                if let Err(error) = FlagSet::parse_document(&text, "fuzz.toml") {
+                    let message = error.to_string();
+                    prop_assert!(message.contains("fuzz.toml"), "{}", message);
+                }
+            }
+
+            /// Any prefix of a file switchyard wrote is refused or is the whole file.
+            #[test]
+            fn a_cut_short_managed_file_is_never_read_as_a_smaller_one(at in 0usize..2000) {
+                let text = FlagSet::defaults().to_toml();
+                let at = at.min(text.len());
+                let cut = &text[..at];
+                if let Ok(document) = FlagSet::parse_document(cut, "cut.toml") {
+                    prop_assert!(
+                        !document.has_settings || cut.trim_end() == text.trim_end(),
+                        "{:?} parsed",
+                        cut
+                    );
+                }
+            }
+        }
     }
 
     #[test]

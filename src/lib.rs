@@ -42,6 +42,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,6 +53,7 @@ use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryLimits};
 use crate::server::AppState;
+use crate::server::listen::{HttpSettings, Serving};
 use crate::shadow::Shadow;
 
 /// How often expired offline events are swept away.
@@ -86,15 +88,15 @@ pub enum RunError {
     Auth(#[from] AuthSetupError),
     #[error("{0}")]
     Flags(String),
-    #[error("serving {listener} listener: {source}")]
-    Serve {
-        listener: &'static str,
-        source: std::io::Error,
-    },
 }
 
+/// How long `run` waits, past the grace period, for the tasks cut at its end to be dropped.
+const CUT_MARGIN: Duration = Duration::from_secs(1);
+
 /// Serves until `shutdown` is cancelled, then stops accepting, flushes every connection's queue,
-/// closes clients with 1001 and returns, waiting at most the configured grace period.
+/// closes clients with 1001 and returns. Every listener, HTTP connection, request and WebSocket
+/// gets at most `server.shutdown_grace_ms` from the cancellation; what is still running then is
+/// dropped (its socket closed) and `run` returns `Ok` all the same: the stop was asked for.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -119,6 +121,8 @@ pub async fn run(
             .map_err(|error| RunError::Flags(error.to_string()))?,
     );
     let grace = config.server.shutdown_grace;
+    let public_settings = HttpSettings::new(metrics::Listener::Public, limits, grace);
+    let admin_settings = HttpSettings::new(metrics::Listener::Admin, limits, grace);
     let (shadow, comparisons) = Shadow::new(config.limits.shadow_queue_len, Arc::clone(&metrics));
     let guard = Arc::new(Guard::new(Arc::clone(&metrics), Arc::clone(&shadow)));
     let tracker = TaskTracker::new();
@@ -147,35 +151,66 @@ pub async fn run(
     tracker.spawn(reload_on_file_change(Arc::clone(&flags), shutdown.clone()));
     tracker.spawn(reload_on_sighup(Arc::clone(&flags), shutdown.clone()));
 
-    // The admin listener outlives the public one so metrics stay scrapable while draining.
+    // The public listener's connections and the WebSockets share `tracker`; the admin listener
+    // has its own and outlives the public one, so metrics stay scrapable while draining.
     let admin_stop = CancellationToken::new();
-    let public = axum::serve(listeners.public, server::public_router(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let admin = axum::serve(listeners.admin, server::admin_router(Arc::clone(&state)))
-        .with_graceful_shutdown(admin_stop.clone().cancelled_owned());
-    let admin_task = tokio::spawn(async move { admin.await });
+    let admin_tracker = TaskTracker::new();
+    for (listener, router, settings, stop, tracker) in [
+        (
+            listeners.public,
+            server::public_router(Arc::clone(&state)),
+            public_settings,
+            &shutdown,
+            &tracker,
+        ),
+        (
+            listeners.admin,
+            server::admin_router(Arc::clone(&state)),
+            admin_settings,
+            &admin_stop,
+            &admin_tracker,
+        ),
+    ] {
+        let serving = Serving {
+            router,
+            settings,
+            metrics: Arc::clone(&state.metrics),
+            stop: stop.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        };
+        tracker.spawn(server::listen::serve(listener, serving));
+    }
     state.ready.store(true, Ordering::Release);
     tracing::info!("switchyard serving");
 
-    let public_result = public.await;
-    // The public listener stops once shutdown begins; connections are flushing and closing.
+    shutdown.cancelled().await;
+    // Every connection task cuts itself `grace` after this moment; the margin only lets
+    // those last drops happen before we count what is left.
+    let deadline = Instant::now() + grace;
     tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    let public_done = tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_ok();
+    if !public_done {
         tracing::warn!(
-            remaining = registry.n_connections(),
-            "shutdown grace period over; dropping the connections left"
+            remaining_tasks = tracker.len(),
+            remaining_connections = registry.n_connections(),
+            "shutdown grace period over; cutting the connections left"
         );
     }
     admin_stop.cancel();
-    let admin_result = admin_task.await.unwrap_or(Ok(()));
-    public_result.map_err(|source| RunError::Serve {
-        listener: "public",
-        source,
-    })?;
-    admin_result.map_err(|source| RunError::Serve {
-        listener: "admin",
-        source,
-    })?;
+    admin_tracker.close();
+    let admin_done = tokio::time::timeout_at(deadline, admin_tracker.wait())
+        .await
+        .is_ok();
+    if !(public_done && admin_done) {
+        let _ = tokio::time::timeout(CUT_MARGIN, async {
+            tracker.wait().await;
+            admin_tracker.wait().await;
+        })
+        .await;
+    }
     tracing::info!("switchyard stopped");
     Ok(())
 }

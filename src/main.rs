@@ -404,15 +404,13 @@ async fn serve(overrides: Overrides) -> ExitCode {
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    // `run` fails only on what it finds at start (a key, the flags file); once serving, it ends
+    // when asked to and exits 0, even when the grace period had to cut connections short.
     match run(config, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error @ (switchyard::RunError::Auth(_) | switchyard::RunError::Flags(_))) => {
-            eprintln!("error: {error}");
-            ExitCode::from(EXIT_CONFIG)
-        }
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::from(EXIT_SOFTWARE)
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Every metric switchyard exports, defined in one place on an owned prometheus registry.
 //!
 //! Label values come from the `as_str()` of enums ([`Route`], [`PathKind`], [`Outcome`],
-//! [`CloseReason`], [`AuthFailure`]), never from free-form strings, so the series set is bounded.
+//! [`CloseReason`], [`AuthFailure`], [`Listener`], [`HttpTimeout`]), never from free-form
+//! strings, so the series set is bounded.
 //! The hot-path series (per frame) are resolved once at start-up into arrays indexed by enum.
 
 use prometheus::{
@@ -108,10 +109,12 @@ pub(crate) enum CloseReason {
     TooManyConnections,
     ProtocolError,
     Shutdown,
+    /// A text frame that is not UTF-8.
+    InvalidUtf8,
 }
 
 impl CloseReason {
-    pub(crate) const ALL: [CloseReason; 10] = [
+    pub(crate) const ALL: [CloseReason; 11] = [
         CloseReason::ClientClosed,
         CloseReason::SlowConsumer,
         CloseReason::WriteTimeout,
@@ -122,6 +125,7 @@ impl CloseReason {
         CloseReason::TooManyConnections,
         CloseReason::ProtocolError,
         CloseReason::Shutdown,
+        CloseReason::InvalidUtf8,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -136,6 +140,7 @@ impl CloseReason {
             CloseReason::TooManyConnections => "too_many_connections",
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
         }
     }
 }
@@ -151,10 +156,14 @@ pub(crate) enum AuthFailure {
     InvalidClaims,
     UnknownProducerToken,
     UnknownAdminToken,
+    /// `nbf` or `iat` in the future, beyond the allowed clock skew.
+    NotYetValid,
+    /// The client's user id (a token's `sub`, dev mode's `?user_id=`) breaks the user id rule.
+    InvalidUserId,
 }
 
 impl AuthFailure {
-    pub(crate) const ALL: [AuthFailure; 8] = [
+    pub(crate) const ALL: [AuthFailure; 10] = [
         AuthFailure::MissingToken,
         AuthFailure::Malformed,
         AuthFailure::BadSignature,
@@ -163,6 +172,8 @@ impl AuthFailure {
         AuthFailure::InvalidClaims,
         AuthFailure::UnknownProducerToken,
         AuthFailure::UnknownAdminToken,
+        AuthFailure::NotYetValid,
+        AuthFailure::InvalidUserId,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -175,6 +186,8 @@ impl AuthFailure {
             AuthFailure::InvalidClaims => "invalid_claims",
             AuthFailure::UnknownProducerToken => "unknown_producer_token",
             AuthFailure::UnknownAdminToken => "unknown_admin_token",
+            AuthFailure::NotYetValid => "not_yet_valid",
+            AuthFailure::InvalidUserId => "invalid_user_id",
         }
     }
 }
@@ -192,6 +205,47 @@ impl Role {
         match self {
             Role::Primary => "primary",
             Role::Shadow => "shadow",
+        }
+    }
+}
+
+/// Which HTTP listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// WebSocket clients and the producer API.
+    Public,
+    /// Metrics, health and the admin API.
+    Admin,
+}
+
+impl Listener {
+    pub(crate) const ALL: [Listener; 2] = [Listener::Public, Listener::Admin];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Listener::Public => "public",
+            Listener::Admin => "admin",
+        }
+    }
+}
+
+/// What an HTTP connection ran out of time for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpTimeout {
+    /// No whole request head within the header-read timeout: a slow head, or a connection that
+    /// sat idle that long (a fresh one, or a keep-alive one between requests). Closed.
+    Header,
+    /// A request body not whole within the body timeout. Answered 408 and closed.
+    Body,
+}
+
+impl HttpTimeout {
+    pub(crate) const ALL: [HttpTimeout; 2] = [HttpTimeout::Header, HttpTimeout::Body];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            HttpTimeout::Header => "header",
+            HttpTimeout::Body => "body",
         }
     }
 }
@@ -227,6 +281,11 @@ pub(crate) struct Metrics {
     shadow_comparisons: [[IntCounter; ComparisonResult::ALL.len()]; N_ROUTES],
     shadow_mismatches: [[IntCounter; MismatchKind::ALL.len()]; N_ROUTES],
     shadow_unexpected: [IntCounter; N_ROUTES],
+    http_connections: [IntGauge; Listener::ALL.len()],
+    http_refused: [IntCounter; Listener::ALL.len()],
+    http_timeouts: [[IntCounter; HttpTimeout::ALL.len()]; Listener::ALL.len()],
+    /// Tokio tasks alive, sampled when `/metrics` is rendered: a leak shows as a climb.
+    runtime_tasks: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -501,7 +560,55 @@ impl Metrics {
         let shadow_unexpected =
             Route::ALL.map(|route| unexpected_vec.with_label_values(&[route.as_str()]));
 
+        let http_connections_vec = IntGaugeVec::new(
+            Opts::new(
+                "http_connections",
+                "Open HTTP connections per listener (a WebSocket leaves it once upgraded).",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        register(Box::new(http_connections_vec.clone()));
+        let http_connections = Listener::ALL
+            .map(|listener| http_connections_vec.with_label_values(&[listener.as_str()]));
+        let refused_vec = IntCounterVec::new(
+            Opts::new(
+                "http_connections_refused_total",
+                "HTTP connections closed on accept because the listener was at its connection cap.",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        register(Box::new(refused_vec.clone()));
+        let http_refused =
+            Listener::ALL.map(|listener| refused_vec.with_label_values(&[listener.as_str()]));
+        let timeouts_vec = IntCounterVec::new(
+            Opts::new(
+                "http_timeouts_total",
+                "HTTP connections that ran out of time: a request head (or an idle connection) \
+                 past the header-read timeout, or a request body past the body timeout.",
+            ),
+            &["listener", "kind"],
+        )
+        .expect("valid metric");
+        register(Box::new(timeouts_vec.clone()));
+        let http_timeouts = Listener::ALL.map(|listener| {
+            HttpTimeout::ALL
+                .map(|kind| timeouts_vec.with_label_values(&[listener.as_str(), kind.as_str()]))
+        });
+
+        let runtime_tasks = IntGauge::new(
+            "runtime_tasks",
+            "Tokio tasks alive in the gateway process, sampled at each scrape.",
+        )
+        .expect("valid metric");
+        register(Box::new(runtime_tasks.clone()));
+
         Metrics {
+            runtime_tasks,
+            http_connections,
+            http_refused,
+            http_timeouts,
             shadow_unexpected,
             shadow_comparisons,
             shadow_mismatches,
@@ -608,6 +715,13 @@ impl Metrics {
             .inc();
     }
 
+    #[cfg(test)]
+    pub(crate) fn flags_reload_count(&self, trigger: Trigger, ok: bool) -> u64 {
+        self.flags_reloads
+            .with_label_values(&[trigger.as_str(), if ok { "ok" } else { "error" }])
+            .get()
+    }
+
     /// The cumulative count of one delivery outcome (the guard's input).
     pub(crate) fn delivery_count(&self, route: Route, path: PathKind, outcome: Outcome) -> u64 {
         self.deliveries[route.index()][path.index()][outcome as usize].get()
@@ -656,8 +770,26 @@ impl Metrics {
             .inc();
     }
 
+    /// Open HTTP connections on `listener`.
+    pub(crate) fn http_connections(&self, listener: Listener) -> &IntGauge {
+        &self.http_connections[listener as usize]
+    }
+
+    pub(crate) fn http_refused(&self, listener: Listener) {
+        self.http_refused[listener as usize].inc();
+    }
+
+    /// The counter of one kind of HTTP timeout, to be counted where the timeout fires.
+    pub(crate) fn http_timeouts(&self, listener: Listener, kind: HttpTimeout) -> &IntCounter {
+        &self.http_timeouts[listener as usize][kind as usize]
+    }
+
     /// The Prometheus text exposition of every metric.
     pub(crate) fn render(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks
+                .set(runtime.metrics().num_alive_tasks() as i64);
+        }
         let mut buffer = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buffer)

@@ -1,9 +1,11 @@
 //! The two HTTP listeners: the public one (`/ws` for clients, `/v1` for producers) and the admin
-//! one (`/metrics`, health, `/admin`). Routers are built by functions so tests can drive them.
+//! one (`/metrics`, health, `/admin`). Routers are built by functions so tests can drive them;
+//! `listen` serves them on a socket with the connection cap, timeouts and bounded shutdown.
 
 pub(crate) mod admin;
 pub(crate) mod api_error;
 pub(crate) mod body;
+pub(crate) mod listen;
 pub(crate) mod producer;
 pub(crate) mod protocol;
 pub(crate) mod ws;

@@ -203,7 +203,7 @@ impl Shadow {
         if kinds.contains(&MismatchKind::CrossUser) {
             tracing::warn!(
                 route = route.as_str(),
-                user_id = %comparison.target,
+                user_id = comparison.target.as_str(),
                 primary = comparison.primary.path.as_str(),
                 shadow = comparison.shadow.path.as_str(),
                 flags_version = comparison.flags_version,

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
-use crate::flags::{FlagSet, FlagsError};
+use crate::flags::{FlagSet, FlagsDocument, FlagsError};
 use crate::metrics::Metrics;
 use crate::paths::Route;
 use crate::registry::lock;
@@ -118,10 +118,27 @@ pub(crate) struct FlagStore {
 
 impl FlagStore {
     /// Loads the file at `path`; a missing file means the defaults (and is written on the
-    /// first change). An invalid file at startup is an error: there is no good set to keep.
+    /// first change). An invalid file at startup is an error: there is no good set to keep. So
+    /// is an empty or comment-only one: it may be a file emptied or cut short, and the defaults
+    /// would undo any rollback it held. A hand-written first file needs no `version` (it starts
+    /// at 0). Temporary files a killed writer left beside the file are removed first.
     pub(crate) fn open(path: &Path, metrics: Arc<Metrics>) -> Result<FlagStore, FlagsError> {
+        remove_stale_temp_files(path);
         let (flags, persisted) = match std::fs::read_to_string(path) {
-            Ok(text) => (FlagSet::parse(&text, &path.display().to_string())?, true),
+            Ok(text) => {
+                let document = FlagSet::parse_document(&text, &path.display().to_string())?;
+                if !document.has_settings {
+                    return Err(FlagsError::Refused {
+                        path: path.display().to_string(),
+                        message: "is empty or only comments: it may have been emptied or cut \
+                                  short, and starting from the defaults would undo any rollback \
+                                  it held. Restore it, delete it to start from the defaults, or \
+                                  write `version = 0` in it to start from the defaults on purpose"
+                            .to_owned(),
+                    });
+                }
+                (document.flags, true)
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 tracing::info!(path = %path.display(), "no flags file; using the defaults");
                 (FlagSet::defaults(), false)
@@ -176,7 +193,9 @@ impl FlagStore {
     }
 
     /// Re-reads the file. A bad file keeps the current set, is logged and counted, and the
-    /// error is returned (for the admin API's 422).
+    /// error is returned (for the admin API's 422). Besides being valid, the file must be meant
+    /// to replace the live set ([`check_replaces`]): no truncated, stale or version-less file
+    /// and no file that drops a rollback latch without saying so is applied.
     pub(crate) fn reload(
         &self,
         trigger: Trigger,
@@ -189,28 +208,46 @@ impl FlagStore {
                 path: origin.clone(),
                 message: error.to_string(),
             })
-            .and_then(|text| FlagSet::parse(&text, &origin));
-        let file_flags = match parsed {
-            Ok(flags) => flags,
+            .and_then(|text| FlagSet::parse_document(&text, &origin));
+        let current = self.snapshot();
+        let last_read = lock(&self.file_flags).clone();
+        let checked = parsed.and_then(|document| {
+            let unchanged_on_disk = last_read
+                .as_ref()
+                .is_some_and(|last| last.same_settings(&document.flags));
+            if trigger == Trigger::File
+                && unchanged_on_disk
+                && !current.same_settings(&document.flags)
+            {
+                // The file did not change (a permission change, a touch); the live flags hold
+                // an unpersisted change, which stays. SIGHUP and the admin API re-read on purpose.
+                return Ok(None);
+            }
+            check_replaces(&document, &current, last_read.as_ref()).map_err(|message| {
+                FlagsError::Refused {
+                    path: origin.clone(),
+                    message,
+                }
+            })?;
+            Ok(Some(document))
+        });
+        let document = match checked {
+            Ok(Some(document)) => document,
+            Ok(None) => {
+                self.metrics.flags_reload(trigger, true);
+                return Ok(ReloadOutcome::Unchanged {
+                    version: current.version,
+                });
+            }
             Err(error) => {
                 self.metrics.flags_reload(trigger, false);
-                tracing::error!(trigger = trigger.as_str(), %error, "flags reload rejected; keeping the current flags");
+                tracing::error!(trigger = trigger.as_str(), error = %error.to_string().escape_debug(), "flags reload rejected; keeping the current flags");
                 return Err(error);
             }
         };
         self.metrics.flags_reload(trigger, true);
-        let current = self.snapshot();
-        let unchanged_on_disk = lock(&self.file_flags)
-            .as_ref()
-            .is_some_and(|last| last.same_settings(&file_flags));
+        let file_flags = document.flags;
         *lock(&self.file_flags) = Some(file_flags.clone());
-        if trigger == Trigger::File && unchanged_on_disk && !current.same_settings(&file_flags) {
-            // The file did not change (a permission change, a touch); the live flags hold an
-            // unpersisted change, which stays. SIGHUP and the admin API re-read on purpose.
-            return Ok(ReloadOutcome::Unchanged {
-                version: current.version,
-            });
-        }
         if current.same_settings(&file_flags) {
             // Most often our own write-back, seen by the file watcher.
             let mut status = lock(&self.status);
@@ -225,7 +262,13 @@ impl FlagStore {
         let mut new = file_flags;
         new.version = new.version.max(current.version + 1);
         let version = new.version;
-        self.install(current, new, trigger, actor, "file reloaded", true);
+        let mut reason = "file reloaded".to_owned();
+        for (route, why) in &document.clear_latches {
+            if current.route(*route).latch.is_some() {
+                reason.push_str(&format!("; latch of {} cleared: {why}", route.as_str()));
+            }
+        }
+        self.install(current, new, trigger, actor, &reason, true);
         Ok(ReloadOutcome::Applied { version })
     }
 
@@ -373,7 +416,11 @@ impl FlagStore {
                 .path
                 .file_name()
                 .map_or_else(|| "flags.toml".into(), |n| n.to_string_lossy().into_owned());
-            let temp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+            let temp = dir.join(format!(
+                "{}{}",
+                temp_file_prefix(&file_name),
+                std::process::id()
+            ));
             let mut file = std::fs::File::create(&temp)?;
             let written = file
                 .write_all(text.as_bytes())
@@ -413,6 +460,109 @@ impl FlagStore {
                     .and_then(|ramp| ramp.at)
                     .map_or(0, |at| at.step as i64),
             );
+        }
+    }
+}
+
+/// Whether a valid file read on reload may replace the live flags `current`; `last_read` is what
+/// the file held when last read or written. Refused, with the reason:
+/// - a file without `version` (an empty or comment-only file among them: emptied, or cut short
+///   before its first setting);
+/// - a file whose version is older than the live flags', unless the live flags are what the
+///   file last held (a file reload installs the file's settings one version up, so the file
+///   may go on naming the version it had): a stale copy or backup would undo newer changes;
+/// - a file that would clear a rollback latch without saying so with `clear_latch`.
+fn check_replaces(
+    document: &FlagsDocument,
+    current: &FlagSet,
+    last_read: Option<&FlagSet>,
+) -> Result<(), String> {
+    let Some(version) = document.declared_version else {
+        let what = if document.has_settings {
+            "has no `version`"
+        } else {
+            "is empty or only comments (emptied, or cut short?)"
+        };
+        return Err(format!(
+            "{what}; a file that replaces the live flags (version {}) names the version it \
+             follows, e.g. `version = {}`. The live flags keep serving",
+            current.version, current.version
+        ));
+    };
+    let floor = match last_read {
+        Some(last) if last.same_settings(current) => last.version.min(current.version),
+        _ => current.version,
+    };
+    if version < floor {
+        return Err(format!(
+            "declares version {version}, older than the live flags' version {}: a stale or \
+             restored copy would undo newer changes. Write `version = {}` (or higher) if this \
+             file is meant to replace them. The live flags keep serving",
+            current.version, current.version
+        ));
+    }
+    for route in Route::ALL {
+        let Some(latch) = &current.route(route).latch else {
+            continue;
+        };
+        let cleared = document.clear_latches.iter().any(|(r, _)| *r == route);
+        if document.flags.route(route).latch.is_none() && !cleared {
+            return Err(format!(
+                "would clear the rollback latch of route {} (set by {} {:?}: {:?}); a file clears \
+                 a latch only when it says so, with `clear_latch = \"<why>\"` under \
+                 [routes.{}] (or use `switchyard flags set {} --clear-latch`). The live flags \
+                 keep serving",
+                route.as_str(),
+                latch.trigger,
+                latch.actor,
+                latch.reason,
+                route.as_str(),
+                route.as_str()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The start of the name of the temporary file a process writes the flags file through; the
+/// process id follows it.
+fn temp_file_prefix(file_name: &str) -> String {
+    format!(".{file_name}.tmp-")
+}
+
+/// Removes temporary files beside the flags file left by writers that are gone (killed between
+/// writing and renaming); one whose process still runs (another gateway on the same file, a
+/// misconfiguration) is left alone.
+fn remove_stale_temp_files(path: &Path) {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let Some(file_name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = temp_file_prefix(&file_name);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => {
+                tracing::info!(file = ?entry.path(), "removed a temporary flags file a stopped writer left")
+            }
+            Err(error) => {
+                tracing::warn!(file = ?entry.path(), %error, "cannot remove a leftover temporary flags file")
+            }
         }
     }
 }
@@ -509,7 +659,11 @@ mod tests {
             store.snapshot().route(Route::RouterBroadcast).ssot_percent,
             Percent::from_f64(20.0).unwrap()
         );
-        std::fs::write(&path, "[routes.router_broadcast]\nssot_percent = 30\n").unwrap();
+        std::fs::write(
+            &path,
+            "version = 0\n[routes.router_broadcast]\nssot_percent = 30\n",
+        )
+        .unwrap();
         assert_eq!(
             store.reload(Trigger::Sighup, "sighup").unwrap(),
             ReloadOutcome::Applied { version: 1 }
@@ -538,7 +692,15 @@ mod tests {
             store.snapshot().route(Route::RouterBroadcast).ssot_percent,
             Percent::from_f64(7.0).unwrap()
         );
-        // An operator's explicit reload re-reads the file on purpose.
+        // An operator's explicit reload re-reads the file on purpose, but a file older than
+        // the live change does not undo it...
+        let error = store.reload(Trigger::Sighup, "sighup").unwrap_err();
+        assert!(error.to_string().contains("version 3, older"), "{error}");
+        assert_eq!(store.snapshot().version, 4);
+        // ...unless the operator says it replaces the live flags.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        std::fs::write(&path, "version = 4\n").unwrap();
         assert_eq!(
             store.reload(Trigger::Sighup, "sighup").unwrap(),
             ReloadOutcome::Applied { version: 5 }
@@ -566,5 +728,182 @@ mod tests {
         assert!(!store.status().persisted);
         assert_eq!(metrics.flags_persist_failures.get(), 1);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "version = 3\n");
+    }
+
+    /// A store whose `broadcast` route the guard latched, written back to its file.
+    fn latched_store(name: &str) -> (TempDir, PathBuf, FlagStore) {
+        let dir = TempDir::new(name);
+        let path = dir.0.join("flags.toml");
+        let store = FlagStore::open(&path, Arc::new(Metrics::new())).unwrap();
+        store
+            .change(
+                Trigger::Guard,
+                "guard",
+                "ssot delivery fell",
+                None,
+                |flags| {
+                    flags.route_mut(Route::Broadcast).latch = Some(crate::flags::Latch {
+                        reason: "ssot delivery fell".into(),
+                        trigger: "guard".into(),
+                        actor: "guard".into(),
+                        at: 1_800_000_000,
+                    });
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert!(store.status().persisted);
+        (dir, path, store)
+    }
+
+    #[test]
+    fn a_file_that_may_not_replace_the_live_flags_is_refused_and_changes_nothing() {
+        let (_dir, path, store) = latched_store("store-refuse");
+        let written = std::fs::read_to_string(&path).unwrap();
+        let before = store.snapshot();
+        let cut_at = |needle: &str| written[..written.find(needle).unwrap()].to_owned();
+        let cases = [
+            ("empty", String::new(), "empty or only comments"),
+            (
+                "comment-only",
+                "# flags\n# nothing yet\n".to_owned(),
+                "empty or only comments",
+            ),
+            (
+                "cut after the latch",
+                cut_at("[guard]"),
+                "has lost its",
+            ),
+            (
+                "cut before the latch",
+                cut_at("[routes.broadcast]"),
+                "has lost its",
+            ),
+            (
+                "cut inside the header",
+                written[..30].to_owned(),
+                "empty or only comments",
+            ),
+            (
+                "written anew without the latch",
+                format!(
+                    "version = {}\n[routes.user_event]\nshadow = true\n",
+                    before.version
+                ),
+                "would clear the rollback latch of route broadcast",
+            ),
+            (
+                "no version",
+                "[routes.user_event]\nshadow = true\n".to_owned(),
+                "has no `version`",
+            ),
+            (
+                "an older version",
+                written.replace(&format!("version = {}", before.version), "version = 0"),
+                "older than the live flags",
+            ),
+        ];
+        for (n, (name, text, needle)) in cases.iter().enumerate() {
+            std::fs::write(&path, text).unwrap();
+            let error = store.reload(Trigger::Sighup, "sighup").unwrap_err();
+            assert!(error.to_string().contains(needle), "{name}: {error}");
+            assert_eq!(store.snapshot(), before, "{name}");
+            assert_eq!(
+                store.metrics.flags_reload_count(Trigger::Sighup, false),
+                n as u64 + 1,
+                "{name}"
+            );
+        }
+        // The watcher's trigger is held to the same rules.
+        std::fs::write(&path, "").unwrap();
+        assert!(store.reload(Trigger::File, "file").is_err());
+        assert_eq!(store.snapshot(), before);
+    }
+
+    #[test]
+    fn a_file_clears_a_latch_only_when_it_says_so() {
+        let (_dir, path, store) = latched_store("store-clear");
+        let version = store.snapshot().version;
+        for (text, needle) in [
+            (
+                "[routes.broadcast]\nclear_latch = \"  \"\n".to_owned(),
+                "routes.broadcast.clear_latch",
+            ),
+            (
+                std::fs::read_to_string(&path).unwrap().replace(
+                    "[routes.broadcast.latch]",
+                    "clear_latch = \"fixed\"\n[routes.broadcast.latch]",
+                ),
+                "routes.broadcast.clear_latch",
+            ),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let error = store.reload(Trigger::Api, "ops").unwrap_err();
+            assert!(error.to_string().contains(needle), "{text}: {error}");
+        }
+        std::fs::write(
+            &path,
+            format!("version = {version}\n[routes.broadcast]\nclear_latch = \"fix deployed\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            store.reload(Trigger::Api, "ops").unwrap(),
+            ReloadOutcome::Applied {
+                version: version + 1
+            }
+        );
+        assert_eq!(store.snapshot().route(Route::Broadcast).latch, None);
+        let entry = &store.audit(1)[0];
+        assert_eq!(entry.actor, "ops");
+        assert!(
+            entry
+                .reason
+                .contains("latch of broadcast cleared: fix deployed"),
+            "{entry:?}"
+        );
+    }
+
+    #[test]
+    fn startup_refuses_an_empty_or_cut_short_file_and_takes_a_hand_written_first_one() {
+        let dir = TempDir::new("store-start");
+        let path = dir.0.join("flags.toml");
+        let open = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            FlagStore::open(&path, Arc::new(Metrics::new())).map(|store| store.snapshot())
+        };
+        let managed = FlagSet::defaults().to_toml();
+        for (text, needle) in [
+            ("", "empty or only comments"),
+            ("# to be written\n", "empty or only comments"),
+            (&managed[..managed.len() / 2], "has lost its"),
+        ] {
+            let error = open(text).unwrap_err();
+            assert!(error.to_string().contains(needle), "{text:?}: {error}");
+        }
+        let first = open("[routes.user_event]\nssot_percent = 5\n").unwrap();
+        assert_eq!(first.version, 0);
+        assert_eq!(
+            first.route(Route::UserEvent).ssot_percent,
+            Percent::from_f64(5.0).unwrap()
+        );
+        assert_eq!(*open("version = 0\n").unwrap(), FlagSet::defaults());
+        assert_eq!(*open(&managed).unwrap(), FlagSet::defaults());
+    }
+
+    #[test]
+    fn temporary_files_of_stopped_writers_are_removed_at_start() {
+        let dir = TempDir::new("store-temp");
+        let path = dir.0.join("flags.toml");
+        // No process has an id this high (Linux caps them at 2^22); pid 1 always runs.
+        let stale = dir.0.join(".flags.toml.tmp-4294967290");
+        let running = dir.0.join(".flags.toml.tmp-1");
+        let unrelated = dir.0.join(".other.toml.tmp-4294967290");
+        for file in [&stale, &running, &unrelated] {
+            std::fs::write(file, "version = 9\n").unwrap();
+        }
+        FlagStore::open(&path, Arc::new(Metrics::new())).unwrap();
+        assert!(!stale.exists());
+        assert!(running.exists());
+        assert!(unrelated.exists());
     }
 }

@@ -38,6 +38,8 @@ pub(crate) enum SsotError {
     UserIdTooLong,
     #[error("user_id contains {0:?}; allowed are letters, digits and . _ : @ - |")]
     UserIdInvalidChar(char),
+    #[error("user_id has leading or trailing whitespace")]
+    UserIdPadded,
 }
 
 /// Trims and validates a user id: 1–128 characters from letters, digits and `._:@-|`.
@@ -56,6 +58,17 @@ pub(crate) fn validate_user_id(raw: &str) -> Result<&str, SsotError> {
         return Err(SsotError::UserIdInvalidChar(bad));
     }
     Ok(user_id)
+}
+
+/// Validates a user id as a client presents it (a token's `sub`, dev mode's `?user_id=`): the
+/// same rule, but surrounding whitespace is refused rather than trimmed. A signed identity is
+/// taken as it is; trimming would let `" alice"`, another subject to the token's issuer, read
+/// alice's events.
+pub(crate) fn validate_client_user_id(raw: &str) -> Result<&str, SsotError> {
+    if raw.trim() != raw && !raw.trim().is_empty() {
+        return Err(SsotError::UserIdPadded);
+    }
+    validate_user_id(raw)
 }
 
 /// Whether a routing field's value names someone other than `user_id`.
@@ -139,6 +152,26 @@ mod tests {
         check_user_id("a/b", Err(SsotError::UserIdInvalidChar('/')));
         check_user_id(&"x".repeat(128), Ok(&"x".repeat(128)));
         check_user_id(&"x".repeat(129), Err(SsotError::UserIdTooLong));
+    }
+
+    #[test]
+    fn client_user_ids_follow_the_same_rule_untrimmed() {
+        for (raw, expected) in [
+            ("alice", Ok("alice")),
+            ("org:team|a.b_c@d-e", Ok("org:team|a.b_c@d-e")),
+            (" alice", Err(SsotError::UserIdPadded)),
+            ("alice\n", Err(SsotError::UserIdPadded)),
+            ("", Err(SsotError::EmptyUserId)),
+            ("\t", Err(SsotError::EmptyUserId)),
+            ("ali\nce", Err(SsotError::UserIdInvalidChar('\n'))),
+            ("a\0b", Err(SsotError::UserIdInvalidChar('\0'))),
+        ] {
+            assert_eq!(validate_client_user_id(raw), expected, "input {raw:?}");
+        }
+        assert_eq!(
+            validate_client_user_id(&"x".repeat(6000)),
+            Err(SsotError::UserIdTooLong)
+        );
     }
 
     #[test]

@@ -182,7 +182,10 @@ pub(crate) async fn patch_route(
 }
 
 /// `PUT /admin/flags`: the body's `flags` is a whole flag document in the shape of
-/// `flags.toml`, validated exactly as the file is; its `version` is ignored.
+/// `flags.toml`, validated exactly as the file is; its `version` is ignored. Rollback latches
+/// are not settings a PUT replaces: the live ones are kept, and a document carrying `latch` or
+/// `clear_latch` is refused (latches are set by `POST /admin/rollback` or the guard, cleared by
+/// `PATCH … clear_latch`), so a PUT can neither forge nor silently drop one.
 pub(crate) async fn put_flags(
     State(state): State<Arc<AppState>>,
     Extension(Actor(actor)): Extension<Actor>,
@@ -195,12 +198,29 @@ pub(crate) async fn put_flags(
     let document = toml::Value::try_from(Value::Object(replace.flags))
         .and_then(|value| toml::to_string(&value))
         .map_err(|error| invalid(format!("flags cannot be written as TOML: {error}")))?;
-    let replacement =
-        FlagSet::parse(&document, "request body").map_err(|error| invalid(error.to_string()))?;
+    let replacement = FlagSet::parse_document(&document, "request body")
+        .map_err(|error| invalid(error.to_string()))?;
+    if let Some(route) = Route::ALL.into_iter().find(|route| {
+        replacement.flags.route(*route).latch.is_some()
+            || replacement.clear_latches.iter().any(|(r, _)| r == route)
+    }) {
+        return Err(invalid(format!(
+            "routes.{}: a PUT sets no rollback latch and clears none; latch with POST \
+             /admin/rollback, clear with PATCH /admin/flags/routes/{} {{\"clear_latch\": true, \
+             \"reason\": ...}}",
+            route.as_str(),
+            route.as_str()
+        )));
+    }
+    let replacement = replacement.flags;
     change(&state, actor, reason, if_match, move |flags| {
         let version = flags.version;
+        let latches = Route::ALL.map(|route| flags.route(route).latch.clone());
         *flags = replacement;
         flags.version = version;
+        for (route, latch) in Route::ALL.into_iter().zip(latches) {
+            flags.route_mut(route).latch = latch;
+        }
         Ok(())
     })
     .await
@@ -270,7 +290,11 @@ pub(crate) async fn rollback(
         Ok(())
     })
     .await?;
-    tracing::warn!(%reason, "operator rollback: routes latched to legacy");
+    // A plain string field: the subscriber escapes it (`%` would write a newline in it raw).
+    tracing::warn!(
+        reason = reason.as_str(),
+        "operator rollback: routes latched to legacy"
+    );
     Ok(response)
 }
 

@@ -34,6 +34,11 @@ impl ApiError {
             AuthFailure::InvalidClaims => "token claims invalid: sub and exp are required",
             AuthFailure::UnknownProducerToken => "unknown producer token",
             AuthFailure::UnknownAdminToken => "unknown admin token",
+            AuthFailure::NotYetValid => "token not valid yet: its nbf or iat is in the future",
+            AuthFailure::InvalidUserId => {
+                "the user id (token sub, or ?user_id=) must be 1-128 characters from letters, \
+                 digits and . _ : @ - |, with no surrounding whitespace"
+            }
         };
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }

@@ -1,5 +1,6 @@
-//! Reading a JSON request body: content type (415), size (413), syntax (400), in that order,
-//! with the error every API caller gets in the same shape.
+//! Reading a JSON request body: content type (415), size (413), syntax (400), in that order, then
+//! no object in it naming a key twice (422), with the error every API caller gets in the same
+//! shape; a body that does not arrive in time (`server::listen`'s deadline) is a 408.
 
 use axum::body::{Body, Bytes};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -8,6 +9,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::server::api_error::ApiError;
+use crate::server::listen::body_timed_out;
+use crate::server::protocol::parse_unique_keys;
 
 /// How a body's events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +27,7 @@ pub(crate) async fn read_json(
     limit: usize,
 ) -> Result<(Value, usize), ApiError> {
     let (bytes, _) = read_bytes(headers, body, limit, false).await?;
-    let value = serde_json::from_slice(&bytes).map_err(|error| malformed(&error))?;
+    let value = parse(&bytes)?;
     Ok((value, bytes.len()))
 }
 
@@ -72,6 +75,13 @@ pub(crate) async fn read_bytes(
             .is_some()
         {
             too_large()
+        } else if let Some(timed_out) = body_timed_out(&*inner) {
+            // The connection closes after this answer: the rest of the body is never read.
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                timed_out.to_string(),
+            )
         } else {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -107,22 +117,31 @@ pub(crate) fn split_batch(bytes: &[u8], format: Format) -> Result<Vec<BatchItem>
                 .into_iter()
                 .map(|item| {
                     let text = item.get();
-                    serde_json::from_str(text)
-                        .map(|value| (value, text.len()))
-                        .map_err(|error| malformed(&error))
+                    parse(text.as_bytes()).map(|value| (value, text.len()))
                 })
                 .collect())
         }
         Format::Ndjson => Ok(bytes
             .split(|b| *b == b'\n')
             .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|line| {
-                serde_json::from_slice(line)
-                    .map(|value| (value, line.len()))
-                    .map_err(|error| malformed(&error))
-            })
+            .map(|line| parse(line).map(|value| (value, line.len())))
             .collect()),
     }
+}
+
+/// Parses one JSON document: 400 if it is not JSON, 422 if an object in it repeats a key.
+fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
+    parse_unique_keys(bytes).map_err(|error| {
+        if error.is_data() {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("body is ambiguous: {error}"),
+            )
+        } else {
+            malformed(&error)
+        }
+    })
 }
 
 fn malformed(error: &serde_json::Error) -> ApiError {

@@ -220,7 +220,6 @@ async fn serve_event(
     };
     let path = decision.primary;
     let origin = Origin { route, path };
-    state.metrics.event(origin, Role::Primary);
     let shadow = decision.shadow.map(|kind| {
         state
             .metrics
@@ -248,6 +247,11 @@ async fn serve_event(
         .metrics
         .path_duration(origin)
         .observe(started.elapsed().as_secs_f64());
+    // An event the path refused (422) was not served: it is not one of the route's events,
+    // whose count the dashboard rates and the guard's minimum are taken from.
+    if served.primary.is_ok() {
+        state.metrics.event(origin, Role::Primary);
+    }
     if let Some((primary, shadow)) = served.plans {
         state.shadow.submit(Comparison {
             route,

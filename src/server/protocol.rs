@@ -130,6 +130,102 @@ impl<'a> From<&'a BroadcastResult> for BroadcastResultBody<'a> {
     }
 }
 
+/// A JSON document parsed as a [`Value`], refusing an object that names a key twice anywhere
+/// in it. serde_json keeps the last of two equal keys without a word, so `{"user_id": "a",
+/// "user_id": "b"}` would be served to `b` while another reader of the same bytes (a log, a
+/// proxy, the producer's own tests) sees `a`. Parsing fails with a data error (see
+/// [`serde_json::Error::is_data`]) naming the key and its position.
+pub(crate) fn parse_unique_keys(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<UniqueKeys>(bytes).map(|UniqueKeys(value)| value)
+}
+
+/// A [`Value`] whose objects have no repeated key.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+/// serde_json's own `Value` visitor, but for the check on map keys.
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::Number(value.into()))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::Number(value.into()))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        use serde::de::Error as _;
+        use serde_json::map::Entry;
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            match object.entry(key) {
+                Entry::Vacant(entry) => {
+                    entry.insert(value);
+                }
+                Entry::Occupied(entry) => {
+                    return Err(A::Error::custom(format_args!(
+                        "duplicate key {:?}",
+                        entry.key()
+                    )));
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
+}
+
 /// A well-formed request body that does not say what it must; answered with 422.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum RequestError {
@@ -670,6 +766,67 @@ mod tests {
             json!({"user_context": {"user_id": "u"}, "user_id": "u", "event": event}),
             Err(RequestError::Unknown("user_id".into())),
         );
+    }
+
+    #[test]
+    fn a_key_named_twice_anywhere_is_refused_and_everything_else_parses_as_serde_json_does() {
+        for text in [
+            r#"{"user_id": "a", "event": {"type": "t", "n": [1, -2, 3.5, 1e300, null, true]}}"#,
+            r#"[{"a": 1}, {"a": 2}]"#,
+            r#""just a string""#,
+            r#"{"a": {"b": {"c": {}}}, "b": {"a": 1}}"#,
+            r#"{"é": "é", "": 0, "big": 18446744073709551615, "neg": -9223372036854775808}"#,
+        ] {
+            let ours = parse_unique_keys(text.as_bytes()).unwrap();
+            let theirs: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(ours, theirs, "{text}");
+        }
+        for (text, key) in [
+            (r#"{"user_id": "a", "user_id": "b"}"#, "user_id"),
+            (r#"{"event": {"type": "t", "type": "u"}}"#, "type"),
+            (r#"[{"x": {"y": [{"z": 1, "z": 2}]}}]"#, "z"),
+        ] {
+            let error = parse_unique_keys(text.as_bytes()).unwrap_err();
+            assert!(error.is_data(), "{text}: {error}");
+            assert!(error.to_string().contains(&format!("{key:?}")), "{error}");
+        }
+        for text in [r#"{"a": 1"#, "nope", r#"{"a": 1} trailing"#, "[1e400]"] {
+            let error = parse_unique_keys(text.as_bytes()).unwrap_err();
+            assert!(!error.is_data(), "{text}: {error}");
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::super::*;
+
+        proptest! {
+            #![proptest_config(Config { failure_persistence: None, ..Config::with_cases(512) })]
+
+            /// On any bytes the parser agrees with serde_json, but for refusing repeated keys.
+            #[test]
+            fn any_bytes_parse_as_serde_json_does_or_name_a_repeated_key(
+                bytes in prop::collection::vec(
+                    prop_oneof![
+                        prop::sample::select(b"{}[]\":,0123456789.-eE truefalsnu\\x".to_vec()),
+                        any::<u8>(),
+                    ],
+                    0..64,
+                )
+            ) {
+                let theirs = serde_json::from_slice::<Value>(&bytes);
+                match parse_unique_keys(&bytes) {
+                    Ok(ours) => prop_assert_eq!(Some(ours), theirs.ok()),
+                    Err(error) if error.is_data() => {
+                        prop_assert!(theirs.is_ok(), "{}", error);
+                        prop_assert!(error.to_string().contains("duplicate key"), "{}", error);
+                    }
+                    Err(_) => prop_assert!(theirs.is_err()),
+                }
+            }
+        }
     }
 
     #[test]

@@ -24,11 +24,12 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::auth::{ClientIdentity, token_from_subprotocols};
+use crate::auth::{ClientIdentity, client_user_id, token_from_subprotocols};
 use crate::metrics::{AuthFailure, CloseReason, Outcome};
 use crate::registry::{Connection, ConnectionSlot, Frame, RegisterError};
 use crate::server::AppState;
 use crate::server::api_error::ApiError;
+use crate::server::listen::until_grace_over;
 use crate::server::protocol::{ClientMessage, ConnectionData, ServerMessage};
 
 /// How long the writer waits for the client to answer its close frame.
@@ -49,6 +50,7 @@ fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
         CloseReason::IdleTimeout => (1000, "idle timeout"),
         CloseReason::TooManyConnections => (4002, "too many connections for this user"),
         CloseReason::ProtocolError => (1002, "protocol error"),
+        CloseReason::InvalidUtf8 => (1007, "text frame is not valid UTF-8"),
         // The peer is gone or the socket failed: there is no one to tell.
         CloseReason::ClientClosed | CloseReason::WriteError => return None,
     };
@@ -100,10 +102,16 @@ pub(crate) async fn handler(
     }
     let thread_id = params.get("thread_id").cloned();
     let tracker = state.tracker.clone();
+    let (shutdown, grace) = (state.shutdown.clone(), state.config.server.shutdown_grace);
     upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
-            tracker.track_future(serve_connection(state, socket, identity, thread_id, slot))
+            // Closing with 1001 is bounded by the write timeout and the close handshake; the
+            // grace period bounds it whatever the client does.
+            let connection = serve_connection(state, socket, identity, thread_id, slot);
+            tracker.track_future(async move {
+                until_grace_over(connection, &shutdown, grace).await;
+            })
         })
 }
 
@@ -139,7 +147,7 @@ fn authenticate(
         None => match params.get("user_id") {
             Some(user_id) if state.auth.allows_anonymous() && !user_id.is_empty() => Ok((
                 ClientIdentity {
-                    user_id: user_id.clone(),
+                    user_id: client_user_id(user_id)?.to_owned(),
                     expires_at: None,
                 },
                 None,
@@ -169,7 +177,11 @@ async fn serve_connection(
     let connection = match registered {
         Ok(connection) => connection,
         Err(RegisterError::TooManyForUser { limit }) => {
-            tracing::info!(user_id = %identity.user_id, limit, "refused connection over the per-user limit");
+            tracing::info!(
+                user_id = identity.user_id.as_str(),
+                limit,
+                "refused connection over the per-user limit"
+            );
             let close = close_frame(CloseReason::TooManyConnections);
             let _ = timeout(
                 state.config.limits.write_timeout,
@@ -184,7 +196,7 @@ async fn serve_connection(
     };
     tracing::debug!(
         connection_id = %connection.wire_id(),
-        user_id = %identity.user_id,
+        user_id = identity.user_id.as_str(),
         thread_id = thread_id.as_deref().unwrap_or(""),
         "client connected"
     );
@@ -438,7 +450,9 @@ fn read_error_reason(error: axum::Error) -> CloseReason {
         Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
             CloseReason::ClientClosed
         }
-        Some(WsError::Protocol(_) | WsError::Utf8(_)) => CloseReason::ProtocolError,
+        // RFC 6455 §7.4.1: 1007 for data inconsistent with the message type.
+        Some(WsError::Utf8(_)) => CloseReason::InvalidUtf8,
+        Some(WsError::Protocol(_)) => CloseReason::ProtocolError,
         _ => CloseReason::ClientClosed,
     }
 }

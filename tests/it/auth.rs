@@ -168,13 +168,15 @@ async fn auth_failures(gateway: &Gateway, reason: &str) -> f64 {
 }
 
 /// Every client-token reason of `auth_failures_total`.
-const CLIENT_AUTH_FAILURES: [&str; 6] = [
+const CLIENT_AUTH_FAILURES: [&str; 8] = [
     "missing_token",
     "malformed",
     "bad_signature",
     "expired",
     "wrong_algorithm",
     "invalid_claims",
+    "not_yet_valid",
+    "invalid_user_id",
 ];
 
 async fn auth_failure_counts(gateway: &Gateway) -> BTreeMap<&'static str, f64> {
@@ -343,6 +345,62 @@ async fn a_missing_or_bad_token_is_refused_with_401_before_the_upgrade() {
             ),
             "invalid_claims",
         ),
+        (
+            "nbf an hour from now",
+            format!(
+                "token={}",
+                sign(
+                    Algorithm::HS256,
+                    JWT_SECRET,
+                    &json!({"sub": "alice", "exp": now + 7200, "nbf": now + 3600})
+                )
+            ),
+            "not_yet_valid",
+        ),
+        (
+            "iat an hour from now",
+            format!(
+                "token={}",
+                sign(
+                    Algorithm::HS256,
+                    JWT_SECRET,
+                    &json!({"sub": "alice", "exp": now + 7200, "iat": now + 3600})
+                )
+            ),
+            "not_yet_valid",
+        ),
+        (
+            "iat not a number",
+            format!(
+                "token={}",
+                sign(
+                    Algorithm::HS256,
+                    JWT_SECRET,
+                    &json!({"sub": "alice", "exp": now + 3600, "iat": "yesterday"})
+                )
+            ),
+            "invalid_claims",
+        ),
+        (
+            "a newline in sub",
+            format!("token={}", token_for("alice\nlevel=ERROR forged")),
+            "invalid_user_id",
+        ),
+        (
+            "a NUL in sub",
+            format!("token={}", token_for("alice\0")),
+            "invalid_user_id",
+        ),
+        (
+            "a padded sub",
+            format!("token={}", token_for(" alice ")),
+            "invalid_user_id",
+        ),
+        (
+            "a 6 KB sub",
+            format!("token={}", token_for(&"a".repeat(6000))),
+            "invalid_user_id",
+        ),
         ("garbage", "token=not-a-jwt".to_owned(), "malformed"),
         (
             "three garbage segments",
@@ -399,6 +457,47 @@ async fn a_missing_or_bad_token_is_refused_with_401_before_the_upgrade() {
     drop(alice_client);
     gateway.stop().await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[tokio::test]
+async fn a_token_valid_from_within_the_clock_skew_is_accepted() {
+    let gateway = secured_gateway().await;
+    let now = unix_now();
+    let token = sign(
+        Algorithm::HS256,
+        JWT_SECRET,
+        &json!({"sub": "lena", "exp": now + 3600, "nbf": now + 2, "iat": now + 2}),
+    );
+    let (mut client, _) = open_as(&gateway, &format!("token={token}"), &[], "lena").await;
+    assert_receives(&gateway, &mut client, "lena").await;
+    assert_eq!(counted_since(&gateway, &BTreeMap::new()).await, []);
+    drop(client);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn dev_mode_user_ids_are_held_to_the_user_id_rule() {
+    let gateway = Gateway::start().await;
+    for (name, query) in [
+        ("a newline", "user_id=alice%0Alevel%3DERROR"),
+        ("a NUL", "user_id=alice%00"),
+        ("padding", "user_id=%20alice"),
+        ("a slash", "user_id=a%2Fb"),
+        ("129 characters", &format!("user_id={}", "x".repeat(129))),
+    ] {
+        let before = auth_failures(&gateway, "invalid_user_id").await;
+        assert_refused(&gateway, query, &[], StatusCode::UNAUTHORIZED).await;
+        assert_eq!(
+            auth_failures(&gateway, "invalid_user_id").await - before,
+            2.0,
+            "{name}"
+        );
+    }
+    let mut alice = gateway.connect("alice").await;
+    alice.expect_silence(Duration::from_millis(50)).await;
+    assert_receives(&gateway, &mut alice, "alice").await;
+    drop(alice);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -603,5 +702,34 @@ async fn client_protocol_messages_are_answered_and_oversized_frames_closed_with_
         .metric_reaches("connections_closed_total", r#"reason="frame_too_big""#, 1.0)
         .await;
     drop(client);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007_and_reaches_nobody() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let gateway = Gateway::start().await;
+    let mut other = gateway.connect("quentin").await;
+    let mut client = gateway.connect("quentin").await;
+    let invalid = Frame::message(
+        &b"{\"type\":\"ping\xff\"}"[..],
+        OpCode::Data(Data::Text),
+        true,
+    );
+    client
+        .socket
+        .send(Message::Frame(invalid))
+        .await
+        .expect("send");
+    client.expect_close(1007).await;
+    gateway
+        .metric_reaches("connections_closed_total", r#"reason="invalid_utf8""#, 1.0)
+        .await;
+    // The user's other connection is untouched and still served.
+    other.expect_silence(Duration::from_millis(50)).await;
+    assert_receives(&gateway, &mut other, "quentin").await;
+    drop((client, other));
     gateway.stop().await;
 }

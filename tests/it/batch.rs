@@ -80,7 +80,13 @@ async fn an_ndjson_batch_on_a_legacy_route() {
                 .to_string()
                 + "\n"
         })
-        .chain(["not json\n".to_owned(), "\n".to_owned()])
+        .chain([
+            "not json\n".to_owned(),
+            "\n".to_owned(),
+            r#"{"user_context": {"user_id": "eve", "user_id": "bob"}, "event": {"type": "x"}}"#
+                .to_owned()
+                + "\n",
+        ])
         .collect();
     let (status, answer) = post_batch(
         &gateway,
@@ -91,7 +97,7 @@ async fn an_ndjson_batch_on_a_legacy_route() {
     .await;
     assert_eq!(status, 200, "{answer}");
     let results = answer["results"].as_array().unwrap();
-    assert_eq!(results.len(), 4, "blank lines are skipped: {answer}");
+    assert_eq!(results.len(), 5, "blank lines are skipped: {answer}");
     for result in &results[..3] {
         assert_eq!(
             (&result["status"], &result["result"]),
@@ -100,6 +106,8 @@ async fn an_ndjson_batch_on_a_legacy_route() {
         assert_eq!(result["path"], "legacy");
     }
     assert_eq!(results[3]["status"], 400);
+    // A key named twice in an item refuses that item alone.
+    assert_eq!(results[4]["status"], 422, "{answer}");
     for seq in 0..3 {
         let frame = bob.next_json().await;
         assert_eq!(
@@ -107,6 +115,8 @@ async fn an_ndjson_batch_on_a_legacy_route() {
             (&json!(seq), &json!("bob"))
         );
     }
+    bob.expect_silence(std::time::Duration::from_millis(100))
+        .await;
     gateway.stop().await;
 }
 

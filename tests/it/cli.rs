@@ -80,7 +80,7 @@ struct BadDocument {
     key: Option<&'static str>,
 }
 
-const BAD_DOCUMENTS: [BadDocument; 11] = [
+const BAD_DOCUMENTS: [BadDocument; 12] = [
     BadDocument {
         name: "an unknown key",
         text: "version = 1\n\n[routes.router_broadcast]\nssot_percent = 1\nbogus = 1\n",
@@ -142,6 +142,13 @@ const BAD_DOCUMENTS: [BadDocument; 11] = [
         key: Some("rollout.salt"),
     },
     BadDocument {
+        name: "a file switchyard wrote, cut short",
+        text: "# switchyard routing flags, written by switchyard; keep the `# end of flags` line: a file without it is taken as cut short.\n\
+               version = 4\n\n[routes.broadcast]\nssot_percent = 100.00\n",
+        lines: &[5],
+        key: None,
+    },
+    BadDocument {
         name: "a guard window of 0 seconds",
         text: "version = 1\n\n[guard]\nenabled = true\nwindow_seconds = 0\n",
         lines: &[5],
@@ -163,6 +170,19 @@ async fn flags_check_accepts_a_good_file_and_names_file_line_and_key_of_a_bad_on
     assert!(run.stdout.contains("ok"), "{run:?}");
     assert!(
         run.stdout.contains("version 7") && run.stdout.contains("router_broadcast 12.50% shadow"),
+        "{run:?}"
+    );
+
+    // Valid, but a running gateway would not reload it: check says so.
+    let versionless = write(
+        &dir,
+        "versionless.toml",
+        "[routes.user_event]\nshadow = true\n",
+    );
+    let run = switchyard(&["flags", "check", versionless.to_str().unwrap()]).await;
+    assert!(run.succeeded(), "{run:?}");
+    assert!(
+        run.stdout.contains("version none: give the live version"),
         "{run:?}"
     );
 

@@ -63,13 +63,15 @@ async fn flags_version(gateway: &Gateway) -> u64 {
 }
 
 /// Saves the flags file the way editors do, writing a new file and renaming it over the old,
-/// then waits for the gateway's file watcher to apply it.
+/// then waits for the gateway's file watcher to apply it. The file names the live version, as
+/// a file meant to replace the live flags must.
 async fn edit_flags_file(gateway: &Gateway, percent: u32) {
     let before = flags_version(gateway).await;
     let document: String = ROUTES
         .iter()
         .map(|route| format!("[routes.{route}]\nssot_percent = {percent}\n"))
         .collect();
+    let document = format!("version = {before}\n{document}");
     let temp = gateway.flags_path.with_extension("toml.swp");
     std::fs::write(&temp, document).unwrap();
     std::fs::rename(&temp, &gateway.flags_path).unwrap();

@@ -628,3 +628,72 @@ pub async fn slow_consumer_closes(admin: SocketAddr) -> f64 {
         .find_map(|line| line.strip_prefix(prefix))
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
+
+/// A raw TCP connection, for what no well-behaved HTTP client sends: half a head, a body that
+/// never ends, nothing at all.
+pub struct Raw {
+    stream: TcpStream,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        Raw {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+        }
+    }
+
+    /// Writes `bytes`; an error means the server has closed the connection.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        self.stream.write_all(bytes).await
+    }
+
+    /// Reads until the server closes the connection (an end of stream or a reset) and returns
+    /// what it sent; fails the test if it stays open for `within`.
+    pub async fn read_until_closed(&mut self, within: Duration) -> Vec<u8> {
+        use tokio::io::AsyncReadExt as _;
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buffer)).await {
+                Err(_elapsed) => panic!(
+                    "the server kept the connection open for {within:?}; it sent {:?}",
+                    String::from_utf8_lossy(&received)
+                ),
+                Ok(Ok(0) | Err(_)) => return received,
+                Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    }
+
+    /// Whether the server has closed the connection within `wait` (without sending anything).
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        use tokio::io::AsyncReadExt as _;
+        let mut buffer = [0u8; 1];
+        match tokio::time::timeout(wait, self.stream.read(&mut buffer)).await {
+            Err(_elapsed) => false,
+            Ok(Ok(0) | Err(_)) => true,
+            Ok(Ok(_)) => panic!("the server sent data on a connection expected to stay quiet"),
+        }
+    }
+}
+
+/// A raw HTTP/1.1 response: the status and, for a JSON answer, its body.
+pub fn parse_raw_response(raw: &[u8]) -> (u16, Value) {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        parse_json(body.as_bytes())
+    };
+    (status, body)
+}

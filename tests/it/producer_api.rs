@@ -213,6 +213,24 @@ fn bad_input_cases() -> Vec<Case> {
             StatusCode::UNPROCESSABLE_ENTITY,
         ));
     }
+    // 422: a key named twice, which serde_json would silently resolve to the last one. The
+    // second `user_id` names the connected user, so taking it would reach her.
+    for (name, body) in [
+        (
+            "user_id named twice",
+            r#"{"user_id": "bob", "user_id": "alice", "event": {"type": "t"}}"#,
+        ),
+        (
+            "event named twice",
+            r#"{"user_id": "alice", "event": {"type": "t"}, "event": {"type": "u"}}"#,
+        ),
+        (
+            "a key named twice inside the event",
+            r#"{"user_id": "alice", "event": {"type": "t", "recipient_id": "bob", "recipient_id": "alice"}}"#,
+        ),
+    ] {
+        cases.push(case(name, body, StatusCode::UNPROCESSABLE_ENTITY));
+    }
     // 422: user ids the SSOT service rejects. The connected users `alice` and `a` * 128 are
     // what a sloppy trim, split or truncation would turn them into.
     for (name, user_id) in [
@@ -285,6 +303,14 @@ async fn bad_input_gets_its_documented_error_and_never_reaches_a_client() {
                 "route_requests_total{{{labels}}} is {got}, expected {want}"
             ));
         }
+    }
+    // Refused events were not served: none is counted as the route's event.
+    let primary = r#"path="ssot",role="primary",route="broadcast""#;
+    let got = gateway.metric("events_total", primary).await;
+    if got != 1.0 {
+        problems.push(format!(
+            "events_total{{{primary}}} is {got}, expected 1 (the one good event)"
+        ));
     }
     for (reason, want) in [("missing_token", 2.0), ("unknown_producer_token", 1.0)] {
         let labels = format!("reason=\"{reason}\"");

@@ -8,16 +8,16 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::{ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Method;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{ChildStdout, Command};
+use tokio::process::{Child, ChildStdout, Command};
 
-use crate::harness::{PROMPTLY, http, parse_json};
+use crate::harness::{PROMPTLY, Raw, http, parse_json};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -53,17 +53,7 @@ async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
         .spawn()
         .expect("start switchyard serve");
     let mut gateway_out = BufReader::new(gateway.stdout.take().unwrap()).lines();
-    let (mut addresses, mut producer_token) = (None, None);
-    while addresses.is_none() || producer_token.is_none() {
-        let line = next_line(&mut gateway_out, "gateway").await;
-        if line.starts_with("switchyard listening:") {
-            addresses = Some(parse_listening(&line));
-        } else if let Some(rest) = line.strip_prefix("export PRODUCER_TOKEN=") {
-            let token = rest.split_whitespace().next();
-            producer_token = Some(token.expect("a token after PRODUCER_TOKEN=").to_owned());
-        }
-    }
-    let ((public, admin), producer_token) = (addresses.unwrap(), producer_token.unwrap());
+    let ((public, admin), producer_token) = addresses_and_token(&mut gateway_out).await;
 
     // The README's client, pointed at the bound address.
     let mut client = switchyard()
@@ -120,18 +110,7 @@ async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
     );
 
     // SIGTERM: the gateway closes the client with 1001 and exits 0; the client exits 0 too.
-    let pid = gateway.id().expect("gateway still running").to_string();
-    // The shell's own `kill`, so the test needs no procps.
-    let kill = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {pid}")])
-        .status()
-        .await
-        .expect("run kill");
-    assert!(kill.success(), "kill -TERM {pid}: {kill}");
-    let gateway_status = tokio::time::timeout(SHUTDOWN, gateway.wait())
-        .await
-        .expect("the gateway exits after SIGTERM")
-        .unwrap();
+    let gateway_status = terminate(&mut gateway, SHUTDOWN).await;
     assert_eq!(gateway_status.code(), Some(0), "gateway: {gateway_status}");
     let mut client_err = String::new();
     client
@@ -164,6 +143,61 @@ async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
 }
 
 #[tokio::test]
+async fn sigterm_with_a_half_sent_request_open_exits_0_within_the_grace_period() {
+    let mut gateway = switchyard()
+        .args(["serve", "--dev"])
+        .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
+        .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0")
+        .env(
+            "SWITCHYARD_SERVER_FLAGS_PATH",
+            "/nonexistent/switchyard/flags.toml",
+        )
+        .env("SWITCHYARD_SERVER_SHUTDOWN_GRACE_MS", "1000")
+        // Only the grace period can end the requests below.
+        .env("SWITCHYARD_LIMITS_HTTP_HEADER_READ_TIMEOUT_MS", "600000")
+        .env("SWITCHYARD_LIMITS_HTTP_BODY_TIMEOUT_MS", "600000")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start switchyard serve");
+    let mut out = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let ((public, admin), producer_token) = addresses_and_token(&mut out).await;
+    let mut half_head = Raw::connect(public).await;
+    half_head
+        .send(b"POST /v1/broadcast HTTP/1.1\r\nhost: switchyard\r\ncontent-le")
+        .await
+        .unwrap();
+    let mut half_body = Raw::connect(public).await;
+    half_body
+        .send(
+            format!(
+                "POST /v1/broadcast HTTP/1.1\r\nhost: switchyard\r\ncontent-type: application/json\r\n\
+                 authorization: Bearer {producer_token}\r\ncontent-length: 100\r\n\r\n{{\"user_id\""
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Both are being served before the signal.
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    loop {
+        let (_, _, metrics) = http(admin, Method::GET, "/metrics", &[], Bytes::new()).await;
+        let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+        if metrics.contains("switchyard_http_connections{listener=\"public\"} 2") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The grace period is 1 s; every other timeout is ten minutes.
+    let status = terminate(&mut gateway, PROMPTLY).await;
+    assert_eq!(status.code(), Some(0), "{status}");
+    for raw in [&mut half_head, &mut half_body] {
+        raw.read_until_closed(PROMPTLY).await;
+    }
+}
+
+#[tokio::test]
 async fn serve_without_dev_or_secrets_exits_64_naming_the_missing_key() {
     let readme = read_readme();
     let run_args = cargo_run_args(&readme_block(&readme, "run"));
@@ -180,6 +214,32 @@ async fn serve_without_dev_or_secrets_exits_64_naming_the_missing_key() {
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     assert!(stderr.contains("auth.jwt_secret"), "stderr: {stderr}");
     assert!(output.stdout.is_empty(), "nothing served: {output:?}");
+}
+
+#[tokio::test]
+async fn serve_refuses_an_emptied_flags_file_with_64() {
+    let dir = crate::harness::scratch_dir();
+    let flags = dir.join("flags.toml");
+    std::fs::write(&flags, "# emptied by a bad copy\n").unwrap();
+    let output = exit_output(
+        switchyard()
+            .args(["serve", "--dev", "--flags"])
+            .arg(&flags)
+            .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
+            .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0"),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    assert!(
+        stderr.contains("empty or only comments"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&flags).unwrap(),
+        "# emptied by a bad copy\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -326,6 +386,40 @@ async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>, who: &str) -> Stri
         .unwrap_or_else(|_| panic!("{who} prints a line promptly"))
         .unwrap_or_else(|e| panic!("reading {who}'s output: {e}"))
         .unwrap_or_else(|| panic!("{who}'s output ended early"))
+}
+
+/// Reads a `serve --dev` gateway's first lines: its public and admin addresses and the producer
+/// token it made up.
+async fn addresses_and_token(
+    out: &mut Lines<BufReader<ChildStdout>>,
+) -> ((SocketAddr, SocketAddr), String) {
+    let (mut addresses, mut producer_token) = (None, None);
+    while addresses.is_none() || producer_token.is_none() {
+        let line = next_line(out, "gateway").await;
+        if line.starts_with("switchyard listening:") {
+            addresses = Some(parse_listening(&line));
+        } else if let Some(rest) = line.strip_prefix("export PRODUCER_TOKEN=") {
+            let token = rest.split_whitespace().next();
+            producer_token = Some(token.expect("a token after PRODUCER_TOKEN=").to_owned());
+        }
+    }
+    (addresses.unwrap(), producer_token.unwrap())
+}
+
+/// Sends SIGTERM to `process` and waits up to `within` for it to exit.
+async fn terminate(process: &mut Child, within: Duration) -> ExitStatus {
+    let pid = process.id().expect("still running").to_string();
+    // The shell's own `kill`, so the test needs no procps.
+    let kill = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(kill.success(), "kill -TERM {pid}: {kill}");
+    tokio::time::timeout(within, process.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the process exits within {within:?} of SIGTERM"))
+        .unwrap()
 }
 
 /// The public and admin addresses from `switchyard listening: clients and producers on

@@ -769,11 +769,7 @@ mod tests {
                 "# flags\n# nothing yet\n".to_owned(),
                 "empty or only comments",
             ),
-            (
-                "cut after the latch",
-                cut_at("[guard]"),
-                "has lost its",
-            ),
+            ("cut after the latch", cut_at("[guard]"), "has lost its"),
             (
                 "cut before the latch",
                 cut_at("[routes.broadcast]"),

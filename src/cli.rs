@@ -1,25 +1,275 @@
-//! The operator commands besides `serve`: checking a flags file, reading and changing the live
-//! flags through the admin API (ramps included), and showing where a user lands.
+//! The operator commands: `serve` once the configuration is loaded, `client`, checking a flags
+//! file, reading and changing the live flags through the admin API (ramps included), and showing
+//! where a user lands. Each returns a [`CliError`]; the binary maps it to an exit code.
 
-use std::path::Path;
+mod args;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
-use crate::flags::FlagSet;
+pub use self::args::{AdminArgs, Cli, Command, FlagsCommand};
+use crate::client::ClientError;
+use crate::config::{Config, ConfigError};
+use crate::flags::{FlagSet, FlagsError};
 use crate::paths::Route;
 use crate::routing::{cohort_bucket, decide};
+use crate::{Listeners, RunError};
+
+/// Why a command failed. Its message is what the operator sees after `error: `.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("starting the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("binding {listen} and {admin_listen}: {source}")]
+    Bind {
+        listen: SocketAddr,
+        admin_listen: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reading bound addresses: {0}")]
+    LocalAddrs(std::io::Error),
+    /// The gateway refused to start: a key, the flags file.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A flags file that does not validate (`flags check`, `cohort`).
+    #[error(transparent)]
+    Flags(#[from] FlagsError),
+    /// The admin API answered, but not with a success.
+    #[error("HTTP {status}\n{body}")]
+    Rejected { status: u16, body: String },
+    /// The admin API could not be reached or did not answer.
+    #[error(transparent)]
+    Admin(#[from] AdminCallError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// Why an admin call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminCallError {
+    #[error("{url}: only http:// admin URLs are supported")]
+    Url { url: String },
+    #[error("connecting to {authority}: {source}")]
+    Connect {
+        authority: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP handshake with {authority}: {source}")]
+    Handshake {
+        authority: String,
+        source: hyper::Error,
+    },
+    #[error("building the request: {0}")]
+    Request(hyper::http::Error),
+    #[error("calling {path}: {source}")]
+    Send { path: String, source: hyper::Error },
+    #[error("reading the answer: {0}")]
+    Answer(hyper::Error),
+}
+
+/// Binds the listeners, prints where the gateway listens (and the dev tokens), and serves until
+/// SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> Result<(), CliError> {
+    let listeners = Listeners::bind(&config)
+        .await
+        .map_err(|source| CliError::Bind {
+            listen: config.server.listen,
+            admin_listen: config.server.admin_listen,
+            source,
+        })?;
+    let (public, admin) = listeners.local_addrs().map_err(CliError::LocalAddrs)?;
+    println!(
+        "switchyard listening: clients and producers on http://{public}, admin on http://{admin}"
+    );
+    if config.dev {
+        println!(
+            "dev mode: clients may connect with ws://{public}/ws?user_id=NAME; tokens for this run:"
+        );
+        for (name, secret) in &config.auth.producer_tokens {
+            println!("export PRODUCER_TOKEN={secret}   # producer {name:?}");
+        }
+        for (name, secret) in &config.auth.admin_tokens {
+            println!("export ADMIN_TOKEN={secret}   # admin {name:?}");
+        }
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    // `run` fails only on what it finds at start (a key, the flags file); once serving, it ends
+    // when asked to and exits 0, even when the grace period had to cut connections short.
+    crate::run(config, listeners, shutdown).await?;
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn signal_shutdown(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+/// Connects as a client and prints every frame received until the gateway closes.
+pub async fn client(
+    url: String,
+    user_id: Option<String>,
+    token: Option<String>,
+) -> Result<(), CliError> {
+    let mut url = url;
+    let mut params = Vec::new();
+    if let Some(user_id) = user_id {
+        params.push(format!("user_id={user_id}"));
+    }
+    if let Some(token) = token {
+        params.push(format!("token={token}"));
+    }
+    if !params.is_empty() {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&params.join("&"));
+    }
+    let closed = crate::client::listen(&url, tokio::io::stdout()).await?;
+    eprintln!(
+        "connection closed: code {} {}",
+        closed
+            .code
+            .map_or_else(|| "none".to_owned(), |c| c.to_string()),
+        closed.reason
+    );
+    Ok(())
+}
+
+/// Prints where `user_id` lands on every route (`switchyard cohort`).
+pub fn cohort(flags_path: &Path, user_id: &str) -> Result<(), CliError> {
+    println!("{}", cohort_report(flags_path, user_id)?.trim_end());
+    Ok(())
+}
+
+/// Runs a `flags` subcommand: checks a file locally, or calls the admin API and prints its
+/// answer.
+pub async fn flags(command: FlagsCommand) -> Result<(), CliError> {
+    let call = match flags_action(command) {
+        FlagsAction::Check(file) => {
+            println!("{}", check_flags_file(&file)?.trim_end());
+            return Ok(());
+        }
+        FlagsAction::Call(call) => call,
+    };
+    let (status, text) = admin_request(call).await?;
+    if !(200..300).contains(&status) {
+        return Err(CliError::Rejected { status, body: text });
+    }
+    println!("{text}");
+    Ok(())
+}
+
+/// What a `flags` subcommand does: check a file here, or make one call to the admin API.
+enum FlagsAction {
+    Check(PathBuf),
+    Call(AdminCall),
+}
+
+fn flags_action(command: FlagsCommand) -> FlagsAction {
+    let route_path = |route: &str| format!("/admin/flags/routes/{route}");
+    let call = match command {
+        FlagsCommand::Check { file } => return FlagsAction::Check(file),
+        FlagsCommand::Show { admin } => AdminCall::new(admin, Method::GET, "/admin/flags".into()),
+        FlagsCommand::Set {
+            route,
+            reason,
+            ssot_percent,
+            shadow,
+            shadow_sample_percent,
+            pin_ssot,
+            pin_legacy,
+            clear_latch,
+            if_match,
+            admin,
+        } => {
+            let fields = [
+                ("ssot_percent", ssot_percent.map(Value::from)),
+                ("shadow", shadow.map(Value::from)),
+                (
+                    "shadow_sample_percent",
+                    shadow_sample_percent.map(Value::from),
+                ),
+                ("pin_ssot", pin_ssot.map(Value::from)),
+                ("pin_legacy", pin_legacy.map(Value::from)),
+                ("clear_latch", clear_latch.then_some(Value::Bool(true))),
+            ];
+            let mut patch = serde_json::Map::new();
+            patch.insert("reason".into(), json!(reason));
+            patch.extend(
+                fields
+                    .into_iter()
+                    .filter_map(|(key, value)| Some((key.to_owned(), value?))),
+            );
+            AdminCall::new(admin, Method::PATCH, route_path(&route))
+                .with_body(Value::Object(patch))
+                .with_if_match(if_match)
+        }
+        FlagsCommand::Ramp {
+            route,
+            steps,
+            step_seconds,
+            cancel,
+            reason,
+            if_match,
+            admin,
+        } => {
+            let ramp = match (cancel, steps, step_seconds) {
+                (false, Some(steps), Some(step_seconds)) => {
+                    json!({ "steps": steps, "step_seconds": step_seconds })
+                }
+                // clap requires both unless --cancel, which excludes them.
+                _ => Value::Null,
+            };
+            AdminCall::new(admin, Method::PATCH, route_path(&route))
+                .with_body(json!({ "reason": reason, "ramp": ramp }))
+                .with_if_match(if_match)
+        }
+        FlagsCommand::Rollback {
+            reason,
+            routes,
+            admin,
+        } => {
+            let mut body = json!({ "reason": reason });
+            if !routes.is_empty() {
+                body["routes"] = json!(routes);
+            }
+            AdminCall::new(admin, Method::POST, "/admin/rollback".into()).with_body(body)
+        }
+        FlagsCommand::Reload { admin } => {
+            AdminCall::new(admin, Method::POST, "/admin/flags/reload".into())
+        }
+        FlagsCommand::Audit { limit, admin } => {
+            AdminCall::new(admin, Method::GET, format!("/admin/audit?limit={limit}"))
+        }
+    };
+    FlagsAction::Call(call)
+}
 
 /// Validates a flags file; `Ok` carries a one-line summary, `Err` the error naming file, line
 /// and key.
-pub fn check_flags_file(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("flags file {}: {error}", path.display()))?;
-    let document =
-        FlagSet::parse_document(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+pub fn check_flags_file(path: &Path) -> Result<String, FlagsError> {
+    let text = std::fs::read_to_string(path).map_err(|error| read_error(path, &error))?;
+    let document = FlagSet::parse_document(&text, &path.display().to_string())?;
     let flags = document.flags;
     let routes: Vec<String> = Route::ALL
         .into_iter()
@@ -54,13 +304,11 @@ pub fn check_flags_file(path: &Path) -> Result<String, String> {
 
 /// Where `user_id` lands on every route under the flags in `flags_path` (the defaults when the
 /// file does not exist).
-pub fn cohort_report(flags_path: &Path, user_id: &str) -> Result<String, String> {
+pub fn cohort_report(flags_path: &Path, user_id: &str) -> Result<String, FlagsError> {
     let flags = match std::fs::read_to_string(flags_path) {
-        Ok(text) => {
-            FlagSet::parse(&text, &flags_path.display().to_string()).map_err(|e| e.to_string())?
-        }
+        Ok(text) => FlagSet::parse(&text, &flags_path.display().to_string())?,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => FlagSet::defaults(),
-        Err(error) => return Err(format!("flags file {}: {error}", flags_path.display())),
+        Err(error) => return Err(read_error(flags_path, &error)),
     };
     let bucket = cohort_bucket(&flags.salt, user_id.trim());
     let mut report = format!(
@@ -103,35 +351,69 @@ pub fn parse_duration_seconds(text: &str) -> Result<u64, String> {
 }
 
 /// A call to the admin API: method, path and optional JSON body, with the admin token.
-pub struct AdminCall<'a> {
+pub struct AdminCall {
     /// `http://host:port` of the admin listener.
-    pub base_url: &'a str,
-    pub token: &'a str,
+    pub base_url: String,
+    pub token: String,
     pub method: Method,
     pub path: String,
     pub body: Option<Value>,
     pub if_match: Option<u64>,
 }
 
+impl AdminCall {
+    fn new(admin: AdminArgs, method: Method, path: String) -> AdminCall {
+        AdminCall {
+            base_url: admin.admin_url,
+            token: admin.token,
+            method,
+            path,
+            body: None,
+            if_match: None,
+        }
+    }
+
+    fn with_body(self, body: Value) -> AdminCall {
+        AdminCall {
+            body: Some(body),
+            ..self
+        }
+    }
+
+    fn with_if_match(self, if_match: Option<u64>) -> AdminCall {
+        AdminCall { if_match, ..self }
+    }
+}
+
 /// Performs an admin call; returns the status and the pretty-printed JSON answer.
-pub async fn admin_request(call: AdminCall<'_>) -> Result<(u16, String), String> {
+pub async fn admin_request(call: AdminCall) -> Result<(u16, String), AdminCallError> {
     let authority = call
         .base_url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{}: only http:// admin URLs are supported", call.base_url))?
-        .trim_end_matches('/');
-    let stream = TcpStream::connect(authority)
-        .await
-        .map_err(|error| format!("connecting to {authority}: {error}"))?;
+        .ok_or_else(|| AdminCallError::Url {
+            url: call.base_url.clone(),
+        })?
+        .trim_end_matches('/')
+        .to_owned();
+    let stream =
+        TcpStream::connect(&authority)
+            .await
+            .map_err(|source| AdminCallError::Connect {
+                authority: authority.clone(),
+                source,
+            })?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|error| format!("HTTP handshake with {authority}: {error}"))?;
+            .map_err(|source| AdminCallError::Handshake {
+                authority: authority.clone(),
+                source,
+            })?;
     tokio::spawn(connection);
     let mut request = Request::builder()
         .method(call.method)
         .uri(&call.path)
-        .header("host", authority)
+        .header("host", &authority)
         .header("authorization", format!("Bearer {}", call.token));
     if let Some(version) = call.if_match {
         request = request.header("if-match", format!("\"{version}\""));
@@ -145,23 +427,33 @@ pub async fn admin_request(call: AdminCall<'_>) -> Result<(u16, String), String>
     };
     let request = request
         .body(Full::new(body))
-        .map_err(|error| format!("building the request: {error}"))?;
+        .map_err(AdminCallError::Request)?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|error| format!("calling {}: {error}", call.path))?;
+        .map_err(|source| AdminCallError::Send {
+            path: call.path.clone(),
+            source,
+        })?;
     let status = response.status().as_u16();
     let bytes = response
         .into_body()
         .collect()
         .await
-        .map_err(|error| format!("reading the answer: {error}"))?
+        .map_err(AdminCallError::Answer)?
         .to_bytes();
     let text = match serde_json::from_slice::<Value>(&bytes) {
         Ok(value) => serde_json::to_string_pretty(&value).unwrap_or_default(),
         Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
     };
     Ok((status, text))
+}
+
+fn read_error(path: &Path, error: &std::io::Error) -> FlagsError {
+    FlagsError::Read {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +481,52 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    /// The admin call `switchyard ARGS…` makes: method, path, body and if-match.
+    fn call_for(args: &[&str]) -> (Method, String, Option<Value>, Option<u64>) {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from(
+            ["switchyard", "flags"]
+                .iter()
+                .chain(args)
+                .chain(&["--token", "t"]),
+        )
+        .unwrap();
+        let Command::Flags { command } = cli.command else {
+            panic!("not a flags command");
+        };
+        match flags_action(command) {
+            FlagsAction::Call(call) => (call.method, call.path, call.body, call.if_match),
+            FlagsAction::Check(file) => panic!("check {}", file.display()),
+        }
+    }
+
+    #[test]
+    fn flags_commands_send_only_what_was_given() {
+        let (method, path, body, if_match) = call_for(&[
+            "set",
+            "broadcast",
+            "--reason",
+            "r",
+            "--ssot-percent",
+            "5",
+            "--clear-latch",
+            "--if-match",
+            "7",
+        ]);
+        assert_eq!(method, Method::PATCH);
+        assert_eq!(path, "/admin/flags/routes/broadcast");
+        assert_eq!(
+            body,
+            Some(json!({ "reason": "r", "ssot_percent": 5.0, "clear_latch": true }))
+        );
+        assert_eq!(if_match, Some(7));
+        let (_, _, body, _) = call_for(&["ramp", "user_event", "--cancel", "--reason", "r"]);
+        assert_eq!(body, Some(json!({ "reason": "r", "ramp": null })));
+        let (method, path, body, _) = call_for(&["rollback", "--reason", "r"]);
+        assert_eq!((method, path.as_str()), (Method::POST, "/admin/rollback"));
+        assert_eq!(body, Some(json!({ "reason": "r" })));
     }
 
     #[test]

@@ -236,7 +236,7 @@ pub(crate) struct FlagSet {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum FlagsError {
+pub enum FlagsError {
     #[error("flags file {path}: {message}")]
     Read { path: String, message: String },
     #[error("{origin}:{line}: {key}: {message}")]

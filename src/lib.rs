@@ -15,7 +15,8 @@
 //! - `metrics`: every exported metric, on an owned registry.
 //! - `server`: the public listener (`/ws`, `/v1`) and the admin listener (`/metrics`, `/admin`).
 //! - [`client`]: a small WebSocket client for trying the gateway out.
-//! - [`cli`]: the operator commands: `flags check|show|set|ramp|rollback`, `cohort`.
+//! - [`cli`]: the command line and the operator commands: `serve`, `client`, `cohort`,
+//!   `flags check|show|set|ramp|rollback|reload|audit`.
 //!
 //! [`run`] takes its listeners and shutdown signal from the caller, so tests run the whole
 //! gateway in-process on port 0.
@@ -48,6 +49,7 @@ use tokio_util::task::TaskTracker;
 
 pub use crate::auth::AuthSetupError;
 pub use crate::config::Config;
+pub use crate::flags::FlagsError;
 use crate::flags::store::{FlagStore, Trigger};
 use crate::guard::Guard;
 use crate::metrics::Metrics;

@@ -50,7 +50,7 @@ use tokio_util::task::TaskTracker;
 pub use crate::auth::AuthSetupError;
 pub use crate::config::Config;
 pub use crate::flags::FlagsError;
-use crate::flags::store::{FlagStore, Trigger};
+use crate::flags::store::FlagStore;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryLimits};
@@ -84,12 +84,13 @@ impl Listeners {
     }
 }
 
+/// Why [`run`] refused to start: an unusable key, or a flags file it may not serve from.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Auth(#[from] AuthSetupError),
-    #[error("{0}")]
-    Flags(String),
+    #[error(transparent)]
+    Flags(#[from] FlagsError),
 }
 
 /// How long `run` waits, past the grace period, for the tasks cut at its end to be dropped.
@@ -118,10 +119,10 @@ pub async fn run(
         Arc::clone(&metrics),
     ));
     let auth = auth::Authenticator::new(&config.auth, config.dev)?;
-    let flags = Arc::new(
-        FlagStore::open(&config.server.flags_path, Arc::clone(&metrics))
-            .map_err(|error| RunError::Flags(error.to_string()))?,
-    );
+    let flags = Arc::new(FlagStore::open(
+        &config.server.flags_path,
+        Arc::clone(&metrics),
+    )?);
     let grace = config.server.shutdown_grace;
     let public_settings = HttpSettings::new(metrics::Listener::Public, limits, grace);
     let admin_settings = HttpSettings::new(metrics::Listener::Admin, limits, grace);
@@ -142,7 +143,7 @@ pub async fn run(
         ready: Default::default(),
     });
 
-    tracker.spawn(sweep_offline(Arc::clone(&registry), shutdown.clone()));
+    tracker.spawn(Arc::clone(&registry).sweep_every(OFFLINE_SWEEP_INTERVAL, shutdown.clone()));
     tracker.spawn(shadow.run(comparisons, shutdown.clone()));
     tracker.spawn(guard::run(
         Arc::clone(&state.guard),
@@ -150,8 +151,7 @@ pub async fn run(
         Arc::clone(&state.metrics),
         shutdown.clone(),
     ));
-    tracker.spawn(reload_on_file_change(Arc::clone(&flags), shutdown.clone()));
-    tracker.spawn(reload_on_sighup(Arc::clone(&flags), shutdown.clone()));
+    tracker.spawn(Arc::clone(&flags).watch(shutdown.clone()));
 
     // The public listener's connections and the WebSockets share `tracker`; the admin listener
     // has its own and outlives the public one, so metrics stay scrapable while draining.
@@ -215,101 +215,4 @@ pub async fn run(
     }
     tracing::info!("switchyard stopped");
     Ok(())
-}
-
-async fn sweep_offline(registry: Arc<Registry>, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(OFFLINE_SWEEP_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => registry.sweep_offline(),
-            () = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Reloads the flags when their file changes on disk. The directory is watched, not the file,
-/// so editors that save by writing a new file and renaming it over the old one are seen too.
-/// Bursts of events are coalesced into one reload.
-async fn reload_on_file_change(flags: Arc<FlagStore>, shutdown: CancellationToken) {
-    use notify::Watcher as _;
-    let path = flags.path().to_owned();
-    let Some(file_name) = path.file_name().map(ToOwned::to_owned) else {
-        return;
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let (changed_tx, mut changed) = tokio::sync::mpsc::channel::<()>(1);
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        // Reads and permission or timestamp changes say nothing about the content.
-        if event.kind.is_access()
-            || matches!(
-                event.kind,
-                notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
-            )
-        {
-            return;
-        }
-        if event
-            .paths
-            .iter()
-            .any(|p| p.file_name() == Some(&file_name))
-        {
-            // A full channel already holds a pending reload.
-            let _ = changed_tx.try_send(());
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(watcher) => watcher,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch the flags file; reload with SIGHUP or the admin API");
-            return;
-        }
-    };
-    if let Err(error) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        tracing::warn!(dir = %dir.display(), %error, "cannot watch the flags directory; reload with SIGHUP or the admin API");
-        return;
-    }
-    loop {
-        tokio::select! {
-            received = changed.recv() => {
-                if received.is_none() {
-                    return;
-                }
-                // Let a burst of writes settle, then read once.
-                tokio::time::sleep(FILE_SETTLE).await;
-                while changed.try_recv().is_ok() {}
-                let flags = Arc::clone(&flags);
-                // Errors are logged and counted by the store; the old flags keep serving.
-                let _ = tokio::task::spawn_blocking(move || flags.reload(Trigger::File, "file")).await;
-            }
-            () = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// How long a burst of file events may go on before the file is read.
-const FILE_SETTLE: Duration = Duration::from_millis(50);
-
-/// Reloads the flags on SIGHUP.
-async fn reload_on_sighup(flags: Arc<FlagStore>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => {
-                let flags = Arc::clone(&flags);
-                let _ = tokio::task::spawn_blocking(move || flags.reload(Trigger::Sighup, "sighup")).await;
-            }
-            () = shutdown.cancelled() => return,
-        }
-    }
 }

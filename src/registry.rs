@@ -19,6 +19,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Cause, CloseReason, Metrics, Outcome};
 use crate::paths::{Origin, Recipient, connection_recipients};
@@ -468,6 +469,21 @@ impl Registry {
             shard.insert(Arc::from(user_id), entry);
         }
         result
+    }
+
+    /// Sweeps expired offline events away every `period` until `shutdown`.
+    pub(crate) async fn sweep_every(
+        self: Arc<Self>,
+        period: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut interval = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => self.sweep_offline(),
+                () = shutdown.cancelled() => return,
+            }
+        }
     }
 
     /// Drops expired offline events everywhere, and users left with nothing.

@@ -9,6 +9,8 @@
 //! ([`FlagSet::settle_ramps`]): a rollback, the kill switch or a hand-set share ends a ramp in
 //! the same audited change.
 
+mod watch;
+
 use std::collections::VecDeque;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

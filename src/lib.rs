@@ -107,17 +107,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let limits = &config.limits;
-    let registry = Arc::new(Registry::new(
-        RegistryLimits {
-            max_connections: limits.max_connections,
-            max_connections_per_user: limits.max_connections_per_user,
-            send_queue_bytes: limits.send_queue_bytes,
-            offline_queue_len: limits.offline_queue_len,
-            offline_ttl: limits.offline_ttl,
-            offline_total_bytes: limits.offline_total_bytes,
-        },
-        Arc::clone(&metrics),
-    ));
+    let registry = Arc::new(Registry::new(registry_limits(limits), Arc::clone(&metrics)));
     let auth = auth::Authenticator::new(&config.auth, config.dev)?;
     let flags = Arc::new(FlagStore::open(
         &config.server.flags_path,
@@ -187,9 +177,39 @@ pub async fn run(
     tracing::info!("switchyard serving");
 
     shutdown.cancelled().await;
-    // Every connection task cuts itself `grace` after this moment; the margin only lets
-    // those last drops happen before we count what is left.
-    let deadline = Instant::now() + grace;
+    // Every connection task cuts itself `grace` after this moment.
+    drain(
+        Instant::now() + grace,
+        &tracker,
+        (&admin_stop, &admin_tracker),
+        &registry,
+    )
+    .await;
+    tracing::info!("switchyard stopped");
+    Ok(())
+}
+
+/// The registry's bounds, from the configured limits.
+fn registry_limits(limits: &config::Limits) -> RegistryLimits {
+    RegistryLimits {
+        max_connections: limits.max_connections,
+        max_connections_per_user: limits.max_connections_per_user,
+        send_queue_bytes: limits.send_queue_bytes,
+        offline_queue_len: limits.offline_queue_len,
+        offline_ttl: limits.offline_ttl,
+        offline_total_bytes: limits.offline_total_bytes,
+    }
+}
+
+/// The end of `run`: waits until `deadline` for the public listener's tasks, then stops the
+/// admin listener (kept up so far so metrics stay scrapable) and waits for its tasks until the
+/// same deadline. What was cut gets `CUT_MARGIN` to be dropped before `run` returns.
+async fn drain(
+    deadline: Instant,
+    tracker: &TaskTracker,
+    (admin_stop, admin_tracker): (&CancellationToken, &TaskTracker),
+    registry: &Registry,
+) {
     tracker.close();
     let public_done = tokio::time::timeout_at(deadline, tracker.wait())
         .await
@@ -213,6 +233,4 @@ pub async fn run(
         })
         .await;
     }
-    tracing::info!("switchyard stopped");
-    Ok(())
 }

@@ -106,16 +106,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
-    let limits = &config.limits;
-    let registry = Arc::new(Registry::new(registry_limits(limits), Arc::clone(&metrics)));
+    let registry = Arc::new(Registry::new(
+        registry_limits(&config.limits),
+        Arc::clone(&metrics),
+    ));
     let auth = auth::Authenticator::new(&config.auth, config.dev)?;
     let flags = Arc::new(FlagStore::open(
         &config.server.flags_path,
         Arc::clone(&metrics),
     )?);
     let grace = config.server.shutdown_grace;
-    let public_settings = HttpSettings::new(metrics::Listener::Public, limits, grace);
-    let admin_settings = HttpSettings::new(metrics::Listener::Admin, limits, grace);
     let (shadow, comparisons) = Shadow::new(config.limits.shadow_queue_len, Arc::clone(&metrics));
     let guard = Arc::new(Guard::new(Arc::clone(&metrics), Arc::clone(&shadow)));
     let tracker = TaskTracker::new();
@@ -143,36 +143,9 @@ pub async fn run(
     ));
     tracker.spawn(Arc::clone(&flags).watch(shutdown.clone()));
 
-    // The public listener's connections and the WebSockets share `tracker`; the admin listener
-    // has its own and outlives the public one, so metrics stay scrapable while draining.
     let admin_stop = CancellationToken::new();
     let admin_tracker = TaskTracker::new();
-    for (listener, router, settings, stop, tracker) in [
-        (
-            listeners.public,
-            server::public_router(Arc::clone(&state)),
-            public_settings,
-            &shutdown,
-            &tracker,
-        ),
-        (
-            listeners.admin,
-            server::admin_router(Arc::clone(&state)),
-            admin_settings,
-            &admin_stop,
-            &admin_tracker,
-        ),
-    ] {
-        let serving = Serving {
-            router,
-            settings,
-            metrics: Arc::clone(&state.metrics),
-            stop: stop.clone(),
-            shutdown: shutdown.clone(),
-            tracker: tracker.clone(),
-        };
-        tracker.spawn(server::listen::serve(listener, serving));
-    }
+    spawn_listeners(listeners, &state, &admin_stop, &admin_tracker);
     state.ready.store(true, Ordering::Release);
     tracing::info!("switchyard serving");
 
@@ -232,5 +205,44 @@ async fn drain(
             admin_tracker.wait().await;
         })
         .await;
+    }
+}
+
+/// Serves both listeners. The public listener's connections and the WebSockets share the
+/// gateway's tracker; the admin listener has its own (`admin_tracker`, stopped by `admin_stop`)
+/// and outlives the public one, so metrics stay scrapable while draining.
+fn spawn_listeners(
+    listeners: Listeners,
+    state: &Arc<AppState>,
+    admin_stop: &CancellationToken,
+    admin_tracker: &TaskTracker,
+) {
+    let limits = &state.config.limits;
+    let grace = state.config.server.shutdown_grace;
+    for (listener, router, settings, stop, tracker) in [
+        (
+            listeners.public,
+            server::public_router(Arc::clone(state)),
+            HttpSettings::new(metrics::Listener::Public, limits, grace),
+            &state.shutdown,
+            &state.tracker,
+        ),
+        (
+            listeners.admin,
+            server::admin_router(Arc::clone(state)),
+            HttpSettings::new(metrics::Listener::Admin, limits, grace),
+            admin_stop,
+            admin_tracker,
+        ),
+    ] {
+        let serving = Serving {
+            router,
+            settings,
+            metrics: Arc::clone(&state.metrics),
+            stop: stop.clone(),
+            shutdown: state.shutdown.clone(),
+            tracker: tracker.clone(),
+        };
+        tracker.spawn(server::listen::serve(listener, serving));
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use crate::flags::FlagSet;
-use crate::paths::Route;
+use crate::route::Route;
 use crate::routing::{cohort_bucket, decide};
 
 /// Validates a flags file; `Ok` carries a one-line summary, `Err` the error naming file, line

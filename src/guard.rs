@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use crate::flags::store::{FlagStore, Trigger, unix_now, unix_now_ceil};
 use crate::flags::{FlagSet, GuardFlags, Latch, Percent, Ramp, RampAt};
 use crate::metrics::{Cause, Metrics, Outcome};
-use crate::paths::{PathKind, Route};
 use crate::registry::lock;
+use crate::route::{PathKind, Route};
 use crate::shadow::{ComparisonResult, Shadow};
 
 /// How often the guard samples and judges.
@@ -819,7 +819,7 @@ async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::Origin;
+    use crate::route::Origin;
 
     fn settings() -> GuardFlags {
         GuardFlags {

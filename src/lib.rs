@@ -2,6 +2,7 @@
 //! connected clients, through a legacy or the consolidated (SSOT) broadcast path.
 //!
 //! Code map (see `ARCHITECTURE.md` for the whole picture):
+//! - `route`: the names modules share: `Route` (with its endpoints), `PathKind`, `Origin`.
 //! - [`config`]: process configuration, merged from defaults, file, environment and CLI.
 //! - `auth`: client JWTs and named producer/admin tokens.
 //! - `registry`: live connections per user, per-connection send queues, offline queues.
@@ -32,6 +33,7 @@ mod metrics;
 pub mod microbench;
 mod paths;
 mod registry;
+mod route;
 mod routing;
 mod server;
 mod shadow;

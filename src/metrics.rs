@@ -12,7 +12,7 @@ use prometheus::{
 use tokio::time::Instant;
 
 use crate::flags::store::Trigger;
-use crate::paths::{Origin, PathKind, Route};
+use crate::route::{Origin, PathKind, Route};
 use crate::shadow::{ComparisonResult, MismatchKind};
 
 const N_ROUTES: usize = Route::ALL.len();

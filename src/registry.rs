@@ -21,7 +21,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::metrics::{Cause, CloseReason, Metrics, Outcome};
-use crate::paths::{Origin, Recipient, connection_recipients};
+use crate::paths::{Recipient, connection_recipients};
+use crate::route::Origin;
 
 const N_SHARDS: usize = 64;
 
@@ -593,7 +594,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::{PathKind, Route};
+    use crate::route::{PathKind, Route};
 
     const ORIGIN: Origin = Origin {
         route: Route::Broadcast,

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::paths::{PathKind, Plan, Recipient, Route};
+use crate::paths::{Plan, Recipient};
 use crate::registry::lock;
+use crate::route::{PathKind, Route};
 
 /// How many mismatch samples are kept for `GET /admin/shadow/mismatches`.
 const SAMPLES_KEPT: usize = 256;

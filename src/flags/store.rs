@@ -19,8 +19,8 @@ use arc_swap::ArcSwap;
 
 use crate::flags::{FlagSet, FlagsDocument, FlagsError};
 use crate::metrics::Metrics;
-use crate::paths::Route;
 use crate::registry::lock;
+use crate::route::Route;
 
 /// How many audit entries are kept in memory.
 const AUDIT_CAPACITY: usize = 1000;

@@ -3,6 +3,7 @@
 //!
 //! Code map (see `ARCHITECTURE.md` for the whole picture):
 //! - `route`: the names modules share: `Route` (with its endpoints), `PathKind`, `Origin`.
+//! - `labels`: the metric label enums other modules produce; `mutex`: the one mutex `lock`.
 //! - [`config`]: process configuration, merged from defaults, file, environment and CLI.
 //! - `auth`: client JWTs and named producer/admin tokens.
 //! - `registry`: live connections per user, per-connection send queues, offline queues.
@@ -28,9 +29,11 @@ pub mod config;
 mod faults;
 mod flags;
 mod guard;
+mod labels;
 mod metrics;
 #[doc(hidden)]
 pub mod microbench;
+mod mutex;
 mod paths;
 mod registry;
 mod route;
@@ -50,8 +53,9 @@ use tokio_util::task::TaskTracker;
 
 pub use crate::auth::AuthSetupError;
 pub use crate::config::Config;
-use crate::flags::store::{FlagStore, Trigger};
+use crate::flags::store::FlagStore;
 use crate::guard::Guard;
+use crate::labels::Trigger;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryLimits};
 use crate::server::AppState;
@@ -123,8 +127,8 @@ pub async fn run(
             .map_err(|error| RunError::Flags(error.to_string()))?,
     );
     let grace = config.server.shutdown_grace;
-    let public_settings = HttpSettings::new(metrics::Listener::Public, limits, grace);
-    let admin_settings = HttpSettings::new(metrics::Listener::Admin, limits, grace);
+    let public_settings = HttpSettings::new(labels::Listener::Public, limits, grace);
+    let admin_settings = HttpSettings::new(labels::Listener::Admin, limits, grace);
     let (shadow, comparisons) = Shadow::new(config.limits.shadow_queue_len, Arc::clone(&metrics));
     let guard = Arc::new(Guard::new(Arc::clone(&metrics), Arc::clone(&shadow)));
     let tracker = TaskTracker::new();

@@ -17,8 +17,9 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::faults::Faults;
-use crate::metrics::{Metrics, Outcome};
-use crate::registry::{Connection, Frame, Registry, UserView};
+use crate::labels::Outcome;
+use crate::metrics::Metrics;
+use crate::registry::{Frame, Recipient, Registry, UserView, connection_recipients};
 use crate::route::{Origin, PathKind};
 
 /// One call as a route hands it to a path: the user as the caller named them, and the event
@@ -98,31 +99,6 @@ impl Delivery {
         successful_sends: 0,
         queued: false,
     };
-}
-
-/// Where a plan would send an event.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Recipient {
-    /// A live connection, with the user it belongs to.
-    Connection { id: u64, user_id: Arc<str> },
-    /// The user's offline queue (SSOT, for a user with no connection).
-    OfflineQueue { user_id: String },
-}
-
-impl Recipient {
-    pub(crate) fn user_id(&self) -> &str {
-        match self {
-            Recipient::Connection { user_id, .. } => user_id,
-            Recipient::OfflineQueue { user_id } => user_id,
-        }
-    }
-
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Recipient::Connection { id, user_id } => format!("connection {id:x} of {user_id:?}"),
-            Recipient::OfflineQueue { user_id } => format!("offline queue of {user_id:?}"),
-        }
-    }
 }
 
 /// What one path would do with one event, against the registry as it was at that moment.
@@ -264,17 +240,6 @@ fn plan_and_deliver(
         })
 }
 
-/// The recipients a set of live connections makes.
-pub(crate) fn connection_recipients(connections: &[Arc<Connection>]) -> Vec<Recipient> {
-    connections
-        .iter()
-        .map(|c| Recipient::Connection {
-            id: c.id,
-            user_id: Arc::clone(&c.user_id),
-        })
-        .collect()
-}
-
 /// A path's plan given the live connections of the user it prepared for.
 fn plan(path: PathKind, prepared: &Result<Prepared<'_>, PathError>, live: Vec<Recipient>) -> Plan {
     let result = match prepared {
@@ -368,9 +333,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::registry::RegistryLimits;
+    use crate::labels::MismatchKind;
+    use crate::registry::{Connection, RegistryLimits};
     use crate::route::Route;
-    use crate::shadow::{Comparison, MismatchKind, Shadow, compare};
+    use crate::shadow::{Comparison, Shadow, compare};
 
     /// A candidate path that is wrong in the worst way: it sends every event to "bob".
     struct SendsToBob;

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::config::random_token;
 use crate::flags::store::unix_now;
 use crate::flags::{FlagSet, Percent};
-use crate::metrics::Role;
+use crate::labels::Role;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
 use crate::paths::{self, Call, Delivery, Outlet};

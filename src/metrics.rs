@@ -425,7 +425,7 @@ impl Metrics {
 
     pub(crate) fn deliveries(&self, origin: Origin, outcome: Outcome, n: u64) {
         if n > 0 {
-            self.deliveries[origin.route.index()][origin.path.index()][outcome as usize].inc_by(n);
+            self.deliveries[origin.route.index()][origin.path.index()][outcome.index()].inc_by(n);
         }
     }
 
@@ -454,11 +454,11 @@ impl Metrics {
     }
 
     pub(crate) fn connection_closed(&self, reason: CloseReason) {
-        self.connections_closed[reason as usize].inc();
+        self.connections_closed[reason.index()].inc();
     }
 
     pub(crate) fn auth_failure(&self, reason: AuthFailure) {
-        self.auth_failures[reason as usize].inc();
+        self.auth_failures[reason.index()].inc();
     }
 
     pub(crate) fn flag_ssot_percent(&self, route: Route) -> &Gauge {
@@ -496,7 +496,7 @@ impl Metrics {
 
     /// The cumulative count of one delivery outcome (the guard's input).
     pub(crate) fn delivery_count(&self, route: Route, path: PathKind, outcome: Outcome) -> u64 {
-        self.deliveries[route.index()][path.index()][outcome as usize].get()
+        self.deliveries[route.index()][path.index()][outcome.index()].get()
     }
 
     /// Connections that lost frames of one route and path to client causes, so far.
@@ -517,11 +517,11 @@ impl Metrics {
     }
 
     pub(crate) fn comparison_count(&self, route: Route, result: ComparisonResult) -> u64 {
-        self.shadow_comparisons[route.index()][result as usize].get()
+        self.shadow_comparisons[route.index()][result.index()].get()
     }
 
     pub(crate) fn shadow_comparison(&self, route: Route, result: ComparisonResult) {
-        self.shadow_comparisons[route.index()][result as usize].inc();
+        self.shadow_comparisons[route.index()][result.index()].inc();
     }
 
     pub(crate) fn shadow_unexpected_mismatch(&self, route: Route) {
@@ -533,7 +533,7 @@ impl Metrics {
     }
 
     pub(crate) fn shadow_mismatch(&self, route: Route, kind: MismatchKind) {
-        self.shadow_mismatches[route.index()][kind as usize].inc();
+        self.shadow_mismatches[route.index()][kind.index()].inc();
     }
 
     pub(crate) fn rollback(&self, route: Route, trigger: Trigger) {
@@ -544,16 +544,16 @@ impl Metrics {
 
     /// Open HTTP connections on `listener`.
     pub(crate) fn http_connections(&self, listener: Listener) -> &IntGauge {
-        &self.http_connections[listener as usize]
+        &self.http_connections[listener.index()]
     }
 
     pub(crate) fn http_refused(&self, listener: Listener) {
-        self.http_refused[listener as usize].inc();
+        self.http_refused[listener.index()].inc();
     }
 
     /// The counter of one kind of HTTP timeout, to be counted where the timeout fires.
     pub(crate) fn http_timeouts(&self, listener: Listener, kind: HttpTimeout) -> &IntCounter {
-        &self.http_timeouts[listener as usize][kind as usize]
+        &self.http_timeouts[listener.index()][kind.index()]
     }
 
     /// The Prometheus text exposition of every metric.
@@ -626,6 +626,117 @@ mod tests {
                 label.starts_with("dropped_"),
                 "{label}"
             );
+        }
+    }
+
+    /// The value of the one series of `name` whose labels include every one of `labels`.
+    fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let matches: Vec<&str> = text
+            .lines()
+            .filter(|line| line.split('{').next().is_some_and(|n| n.ends_with(name)))
+            .filter(|line| {
+                labels
+                    .iter()
+                    .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+            })
+            .collect();
+        assert_eq!(matches.len(), 1, "{name} {labels:?}: {matches:?}");
+        let value = matches[0].rsplit(' ').next().expect("a value");
+        value.parse().expect("a number")
+    }
+
+    /// Counting the variant at position i of `ALL` i + 1 times shows i + 1 on the series
+    /// labelled with that variant: every per-label array agrees with `ALL` and `index()`.
+    #[test]
+    fn per_label_arrays_count_on_their_own_label() {
+        let metrics = Metrics::new();
+        let route = Route::UserEvent;
+        let origin = Origin {
+            route,
+            path: PathKind::Ssot,
+        };
+        for outcome in Outcome::ALL {
+            metrics.deliveries(origin, outcome, outcome.index() as u64 + 1);
+        }
+        for reason in CloseReason::ALL {
+            for _ in 0..=reason.index() {
+                metrics.connection_closed(reason);
+            }
+        }
+        for reason in AuthFailure::ALL {
+            for _ in 0..=reason.index() {
+                metrics.auth_failure(reason);
+            }
+        }
+        for result in ComparisonResult::ALL {
+            for _ in 0..=result.index() {
+                metrics.shadow_comparison(route, result);
+            }
+        }
+        for kind in MismatchKind::ALL {
+            for _ in 0..=kind.index() {
+                metrics.shadow_mismatch(route, kind);
+            }
+        }
+        for listener in Listener::ALL {
+            for _ in 0..=listener.index() {
+                metrics.http_refused(listener);
+            }
+            for kind in HttpTimeout::ALL {
+                let n = listener.index() * HttpTimeout::ALL.len() + kind.index() + 1;
+                metrics.http_timeouts(listener, kind).inc_by(n as u64);
+            }
+        }
+        let text = metrics.render();
+        let expect = |name: &str, labels: &[(&str, &str)], index: usize| {
+            assert_eq!(
+                series(&text, name, labels),
+                (index + 1) as f64,
+                "{name} {labels:?}"
+            );
+        };
+        let on_route = ("route", route.as_str());
+        for outcome in Outcome::ALL {
+            let labels = [on_route, ("path", "ssot"), ("outcome", outcome.as_str())];
+            expect("deliveries_total", &labels, outcome.index());
+        }
+        for reason in CloseReason::ALL {
+            expect(
+                "connections_closed_total",
+                &[("reason", reason.as_str())],
+                reason.index(),
+            );
+        }
+        for reason in AuthFailure::ALL {
+            expect(
+                "auth_failures_total",
+                &[("reason", reason.as_str())],
+                reason.index(),
+            );
+        }
+        for result in ComparisonResult::ALL {
+            let labels = [on_route, ("result", result.as_str())];
+            expect("shadow_comparisons_total", &labels, result.index());
+        }
+        for kind in MismatchKind::ALL {
+            let labels = [on_route, ("kind", kind.as_str())];
+            expect("shadow_mismatches_total", &labels, kind.index());
+        }
+        for listener in Listener::ALL {
+            let on_listener = ("listener", listener.as_str());
+            expect(
+                "http_connections_refused_total",
+                &[on_listener],
+                listener.index(),
+            );
+            for kind in HttpTimeout::ALL {
+                let n = listener.index() * HttpTimeout::ALL.len() + kind.index();
+                expect(
+                    "http_timeouts_total",
+                    &[on_listener, ("kind", kind.as_str())],
+                    n,
+                );
+            }
         }
     }
 }

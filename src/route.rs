@@ -126,6 +126,12 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_origins_are_dense() {
+        for (position, route) in Route::ALL.into_iter().enumerate() {
+            assert_eq!(route.index(), position, "{route:?}");
+        }
+        for (position, path) in PathKind::ALL.into_iter().enumerate() {
+            assert_eq!(path.index(), position, "{path:?}");
+        }
         let mut seen = Vec::new();
         for route in Route::ALL {
             assert_eq!(Route::from_name(route.as_str()), Some(route));

@@ -261,4 +261,39 @@ mod tests {
         assert_eq!(CloseReason::InvalidUtf8.as_str(), "invalid_utf8");
         assert_eq!(Outcome::ALL.len(), 7);
     }
+
+    fn check_cause(outcome: Outcome, label: &str, cause: Cause) {
+        assert_eq!((outcome.as_str(), outcome.cause()), (label, cause));
+    }
+
+    /// The outcome → cause table the README, ARCHITECTURE.md and `dashboards/` repeat.
+    #[test]
+    fn every_outcome_has_one_cause() {
+        check_cause(Outcome::Delivered, "delivered", Cause::Delivered);
+        check_cause(Outcome::WriteError, "write_error", Cause::Path);
+        check_cause(Outcome::PathError, "path_error", Cause::Path);
+        check_cause(
+            Outcome::DroppedSlowConsumer,
+            "dropped_slow_consumer",
+            Cause::Client,
+        );
+        check_cause(Outcome::DroppedClosed, "dropped_closed", Cause::Client);
+        check_cause(Outcome::OfflineQueued, "offline_queued", Cause::Offline);
+        check_cause(Outcome::OfflineDropped, "offline_dropped", Cause::Offline);
+        assert_eq!(Outcome::ALL.len(), 7, "a new outcome needs a row above");
+        // The PromQL spelling of the table, as the dashboard and the rules use it.
+        for outcome in Outcome::ALL {
+            let label = outcome.as_str();
+            assert_eq!(
+                outcome.cause() == Cause::Path,
+                ["write_error", "path_error"].contains(&label),
+                "{label}"
+            );
+            assert_eq!(
+                outcome.cause() == Cause::Client,
+                label.starts_with("dropped_"),
+                "{label}"
+            );
+        }
+    }
 }

@@ -592,43 +592,6 @@ fn status_label(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::Cause;
-
-    fn check(outcome: Outcome, label: &str, cause: Cause) {
-        assert_eq!((outcome.as_str(), outcome.cause()), (label, cause));
-    }
-
-    /// The outcome → cause table the README, ARCHITECTURE.md and `dashboards/` repeat.
-    #[test]
-    fn every_outcome_has_one_cause() {
-        check(Outcome::Delivered, "delivered", Cause::Delivered);
-        check(Outcome::WriteError, "write_error", Cause::Path);
-        check(Outcome::PathError, "path_error", Cause::Path);
-        check(
-            Outcome::DroppedSlowConsumer,
-            "dropped_slow_consumer",
-            Cause::Client,
-        );
-        check(Outcome::DroppedClosed, "dropped_closed", Cause::Client);
-        check(Outcome::OfflineQueued, "offline_queued", Cause::Offline);
-        check(Outcome::OfflineDropped, "offline_dropped", Cause::Offline);
-        assert_eq!(Outcome::ALL.len(), 7, "a new outcome needs a row above");
-        // The PromQL spelling of the table, as the dashboard and the rules use it.
-        for outcome in Outcome::ALL {
-            let label = outcome.as_str();
-            assert_eq!(
-                outcome.cause() == Cause::Path,
-                ["write_error", "path_error"].contains(&label),
-                "{label}"
-            );
-            assert_eq!(
-                outcome.cause() == Cause::Client,
-                label.starts_with("dropped_"),
-                "{label}"
-            );
-        }
-    }
-
     /// The value of the one series of `name` whose labels include every one of `labels`.
     fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         let matches: Vec<&str> = text

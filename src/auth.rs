@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use crate::config::AuthConfig;
-use crate::metrics::AuthFailure;
+use crate::labels::AuthFailure;
 
 /// The subprotocol prefix that carries a client token (`jwt.<base64url(token)>`), as the legacy
 /// browser client sends it.

@@ -18,7 +18,7 @@ pub use self::args::{AdminArgs, Cli, Command, FlagsCommand};
 use crate::client::ClientError;
 use crate::config::{Config, ConfigError};
 use crate::flags::{FlagSet, FlagsError};
-use crate::paths::Route;
+use crate::route::Route;
 use crate::routing::{cohort_bucket, decide};
 use crate::{Listeners, RunError};
 

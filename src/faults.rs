@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::paths::{Origin, PathKind, Route};
+use crate::route::{Origin, PathKind, Route};
 
 /// One active fault.
 #[derive(Debug)]

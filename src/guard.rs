@@ -24,12 +24,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::flags::store::{FlagStore, Trigger, unix_now, unix_now_ceil};
+use crate::flags::store::{FlagStore, unix_now, unix_now_ceil};
 use crate::flags::{FlagSet, GuardFlags, Latch, Percent, Ramp, RampAt};
-use crate::metrics::{Cause, Metrics, Outcome};
-use crate::paths::{PathKind, Route};
-use crate::registry::lock;
-use crate::shadow::{ComparisonResult, Shadow};
+use crate::labels::{Cause, ComparisonResult, Outcome, Trigger};
+use crate::metrics::Metrics;
+use crate::mutex::lock;
+use crate::route::{PathKind, Route};
+use crate::shadow::Shadow;
 
 /// How often the guard samples and judges.
 pub(crate) const EVALUATION_INTERVAL: Duration = Duration::from_secs(1);
@@ -819,7 +820,7 @@ async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::Origin;
+    use crate::route::Origin;
 
     fn settings() -> GuardFlags {
         GuardFlags {
@@ -972,7 +973,7 @@ mod tests {
                 path: PathKind::Ssot,
             };
             for _ in 0..n {
-                self.metrics.event(origin, crate::metrics::Role::Primary);
+                self.metrics.event(origin, crate::labels::Role::Primary);
             }
             self.metrics
                 .deliveries(origin, Outcome::Delivered, n - failed);
@@ -987,7 +988,7 @@ mod tests {
                 path: PathKind::Ssot,
             };
             for _ in 0..n {
-                self.metrics.event(origin, crate::metrics::Role::Primary);
+                self.metrics.event(origin, crate::labels::Role::Primary);
             }
             self.metrics.deliveries(origin, Outcome::Delivered, n);
             self.metrics

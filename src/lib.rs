@@ -2,6 +2,8 @@
 //! connected clients, through a legacy or the consolidated (SSOT) broadcast path.
 //!
 //! Code map (see `ARCHITECTURE.md` for the whole picture):
+//! - `route`: the names modules share: `Route` (with its endpoints), `PathKind`, `Origin`.
+//! - `labels`: the metric label enums other modules produce; `mutex`: the one mutex `lock`.
 //! - [`config`]: process configuration, merged from defaults, file, environment and CLI.
 //! - `auth`: client JWTs and named producer/admin tokens.
 //! - `registry`: live connections per user, per-connection send queues, offline queues.
@@ -28,11 +30,14 @@ pub mod config;
 mod faults;
 mod flags;
 mod guard;
+mod labels;
 mod metrics;
 #[doc(hidden)]
 pub mod microbench;
+mod mutex;
 mod paths;
 mod registry;
+mod route;
 mod routing;
 mod server;
 mod shadow;
@@ -223,14 +228,14 @@ fn spawn_listeners(
         (
             listeners.public,
             server::public_router(Arc::clone(state)),
-            HttpSettings::new(metrics::Listener::Public, limits, grace),
+            HttpSettings::new(labels::Listener::Public, limits, grace),
             &state.shutdown,
             &state.tracker,
         ),
         (
             listeners.admin,
             server::admin_router(Arc::clone(state)),
-            HttpSettings::new(metrics::Listener::Admin, limits, grace),
+            HttpSettings::new(labels::Listener::Admin, limits, grace),
             admin_stop,
             admin_tracker,
         ),

@@ -11,244 +11,16 @@ use prometheus::{
 };
 use tokio::time::Instant;
 
-use crate::flags::store::Trigger;
-use crate::paths::{Origin, PathKind, Route};
-use crate::shadow::{ComparisonResult, MismatchKind};
+use crate::labels::{
+    AuthFailure, CloseReason, ComparisonResult, HttpTimeout, Listener, MismatchKind, Outcome, Role,
+    Trigger,
+};
+use crate::route::{Origin, PathKind, Route};
 
 const N_ROUTES: usize = Route::ALL.len();
 const N_PATHS: usize = PathKind::ALL.len();
 
-/// What became of one frame addressed to one recipient connection (or to an offline user).
-/// [`Outcome::cause`] says whom an undelivered frame is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Written to the socket and flushed.
-    Delivered,
-    /// Discarded because the connection's send queue overflowed or a write timed out: the
-    /// client stopped reading.
-    DroppedSlowConsumer,
-    /// Discarded because the connection was closing or closed: the client closed or reset it,
-    /// it idled out, its token expired, or the gateway was shutting down.
-    DroppedClosed,
-    /// The path failed the frame: an injected fault stands for such a failure. A socket that
-    /// fails under a write is the client's doing and counts as `dropped_closed`.
-    WriteError,
-    /// The path refused an event for a user with live connections: one per connection it did
-    /// not reach.
-    PathError,
-    /// Kept in the user's offline queue.
-    OfflineQueued,
-    /// Evicted from or expired in the offline queue without being delivered.
-    OfflineDropped,
-}
-
-impl Outcome {
-    pub(crate) const ALL: [Outcome; 7] = [
-        Outcome::Delivered,
-        Outcome::DroppedSlowConsumer,
-        Outcome::DroppedClosed,
-        Outcome::WriteError,
-        Outcome::PathError,
-        Outcome::OfflineQueued,
-        Outcome::OfflineDropped,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Delivered => "delivered",
-            Outcome::DroppedSlowConsumer => "dropped_slow_consumer",
-            Outcome::DroppedClosed => "dropped_closed",
-            Outcome::WriteError => "write_error",
-            Outcome::PathError => "path_error",
-            Outcome::OfflineQueued => "offline_queued",
-            Outcome::OfflineDropped => "offline_dropped",
-        }
-    }
-
-    /// The one table of who an outcome is on. README (Metrics), ARCHITECTURE.md, the
-    /// dashboard and the rules in `dashboards/` spell the same table in PromQL: path-caused are
-    /// `write_error|path_error`, client-caused are `dropped_.*`.
-    pub(crate) fn cause(self) -> Cause {
-        match self {
-            Outcome::Delivered => Cause::Delivered,
-            Outcome::WriteError | Outcome::PathError => Cause::Path,
-            Outcome::DroppedSlowConsumer | Outcome::DroppedClosed => Cause::Client,
-            Outcome::OfflineQueued | Outcome::OfflineDropped => Cause::Offline,
-        }
-    }
-}
-
-/// Whom a frame's outcome is on. The path delivery ratio is delivered / (delivered + path);
-/// client-caused drops are judged only by comparing the paths (DESIGN §4.8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cause {
-    /// Nothing to attribute: the frame was written.
-    Delivered,
-    /// The path refused or failed the frame.
-    Path,
-    /// The client's queue overflowed, or its connection closed, reset, idled out, expired or
-    /// was shut down under the frame.
-    Client,
-    /// There was no connection to attempt: an offline user's queue. Outside every ratio.
-    Offline,
-}
-
 const N_OUTCOMES: usize = Outcome::ALL.len();
-
-/// Why a client connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseReason {
-    /// The client closed the connection or the socket ended.
-    ClientClosed,
-    SlowConsumer,
-    WriteTimeout,
-    WriteError,
-    IdleTimeout,
-    TokenExpired,
-    FrameTooBig,
-    TooManyConnections,
-    ProtocolError,
-    Shutdown,
-    /// A text frame that is not UTF-8.
-    InvalidUtf8,
-}
-
-impl CloseReason {
-    pub(crate) const ALL: [CloseReason; 11] = [
-        CloseReason::ClientClosed,
-        CloseReason::SlowConsumer,
-        CloseReason::WriteTimeout,
-        CloseReason::WriteError,
-        CloseReason::IdleTimeout,
-        CloseReason::TokenExpired,
-        CloseReason::FrameTooBig,
-        CloseReason::TooManyConnections,
-        CloseReason::ProtocolError,
-        CloseReason::Shutdown,
-        CloseReason::InvalidUtf8,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::ClientClosed => "client_closed",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::WriteTimeout => "write_timeout",
-            CloseReason::WriteError => "write_error",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::TokenExpired => "token_expired",
-            CloseReason::FrameTooBig => "frame_too_big",
-            CloseReason::TooManyConnections => "too_many_connections",
-            CloseReason::ProtocolError => "protocol_error",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::InvalidUtf8 => "invalid_utf8",
-        }
-    }
-}
-
-/// Why a client or caller was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AuthFailure {
-    MissingToken,
-    Malformed,
-    BadSignature,
-    Expired,
-    WrongAlgorithm,
-    InvalidClaims,
-    UnknownProducerToken,
-    UnknownAdminToken,
-    /// `nbf` or `iat` in the future, beyond the allowed clock skew.
-    NotYetValid,
-    /// The client's user id (a token's `sub`, dev mode's `?user_id=`) breaks the user id rule.
-    InvalidUserId,
-}
-
-impl AuthFailure {
-    pub(crate) const ALL: [AuthFailure; 10] = [
-        AuthFailure::MissingToken,
-        AuthFailure::Malformed,
-        AuthFailure::BadSignature,
-        AuthFailure::Expired,
-        AuthFailure::WrongAlgorithm,
-        AuthFailure::InvalidClaims,
-        AuthFailure::UnknownProducerToken,
-        AuthFailure::UnknownAdminToken,
-        AuthFailure::NotYetValid,
-        AuthFailure::InvalidUserId,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            AuthFailure::MissingToken => "missing_token",
-            AuthFailure::Malformed => "malformed",
-            AuthFailure::BadSignature => "bad_signature",
-            AuthFailure::Expired => "expired",
-            AuthFailure::WrongAlgorithm => "wrong_algorithm",
-            AuthFailure::InvalidClaims => "invalid_claims",
-            AuthFailure::UnknownProducerToken => "unknown_producer_token",
-            AuthFailure::UnknownAdminToken => "unknown_admin_token",
-            AuthFailure::NotYetValid => "not_yet_valid",
-            AuthFailure::InvalidUserId => "invalid_user_id",
-        }
-    }
-}
-
-/// The role of a path in serving an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    Primary,
-    /// Planned as a dry run and compared, never delivered.
-    Shadow,
-}
-
-impl Role {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Shadow => "shadow",
-        }
-    }
-}
-
-/// Which HTTP listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Listener {
-    /// WebSocket clients and the producer API.
-    Public,
-    /// Metrics, health and the admin API.
-    Admin,
-}
-
-impl Listener {
-    pub(crate) const ALL: [Listener; 2] = [Listener::Public, Listener::Admin];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Listener::Public => "public",
-            Listener::Admin => "admin",
-        }
-    }
-}
-
-/// What an HTTP connection ran out of time for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HttpTimeout {
-    /// No whole request head within the header-read timeout: a slow head, or a connection that
-    /// sat idle that long (a fresh one, or a keep-alive one between requests). Closed.
-    Header,
-    /// A request body not whole within the body timeout. Answered 408 and closed.
-    Body,
-}
-
-impl HttpTimeout {
-    pub(crate) const ALL: [HttpTimeout; 2] = [HttpTimeout::Header, HttpTimeout::Body];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            HttpTimeout::Header => "header",
-            HttpTimeout::Body => "body",
-        }
-    }
-}
 
 /// The process's metrics. Cheap to share behind an `Arc`; every handle is lock-free.
 pub(crate) struct Metrics {
@@ -653,7 +425,7 @@ impl Metrics {
 
     pub(crate) fn deliveries(&self, origin: Origin, outcome: Outcome, n: u64) {
         if n > 0 {
-            self.deliveries[origin.route.index()][origin.path.index()][outcome as usize].inc_by(n);
+            self.deliveries[origin.route.index()][origin.path.index()][outcome.index()].inc_by(n);
         }
     }
 
@@ -682,11 +454,11 @@ impl Metrics {
     }
 
     pub(crate) fn connection_closed(&self, reason: CloseReason) {
-        self.connections_closed[reason as usize].inc();
+        self.connections_closed[reason.index()].inc();
     }
 
     pub(crate) fn auth_failure(&self, reason: AuthFailure) {
-        self.auth_failures[reason as usize].inc();
+        self.auth_failures[reason.index()].inc();
     }
 
     pub(crate) fn flag_ssot_percent(&self, route: Route) -> &Gauge {
@@ -724,7 +496,7 @@ impl Metrics {
 
     /// The cumulative count of one delivery outcome (the guard's input).
     pub(crate) fn delivery_count(&self, route: Route, path: PathKind, outcome: Outcome) -> u64 {
-        self.deliveries[route.index()][path.index()][outcome as usize].get()
+        self.deliveries[route.index()][path.index()][outcome.index()].get()
     }
 
     /// Connections that lost frames of one route and path to client causes, so far.
@@ -745,11 +517,11 @@ impl Metrics {
     }
 
     pub(crate) fn comparison_count(&self, route: Route, result: ComparisonResult) -> u64 {
-        self.shadow_comparisons[route.index()][result as usize].get()
+        self.shadow_comparisons[route.index()][result.index()].get()
     }
 
     pub(crate) fn shadow_comparison(&self, route: Route, result: ComparisonResult) {
-        self.shadow_comparisons[route.index()][result as usize].inc();
+        self.shadow_comparisons[route.index()][result.index()].inc();
     }
 
     pub(crate) fn shadow_unexpected_mismatch(&self, route: Route) {
@@ -761,7 +533,7 @@ impl Metrics {
     }
 
     pub(crate) fn shadow_mismatch(&self, route: Route, kind: MismatchKind) {
-        self.shadow_mismatches[route.index()][kind as usize].inc();
+        self.shadow_mismatches[route.index()][kind.index()].inc();
     }
 
     pub(crate) fn rollback(&self, route: Route, trigger: Trigger) {
@@ -772,16 +544,16 @@ impl Metrics {
 
     /// Open HTTP connections on `listener`.
     pub(crate) fn http_connections(&self, listener: Listener) -> &IntGauge {
-        &self.http_connections[listener as usize]
+        &self.http_connections[listener.index()]
     }
 
     pub(crate) fn http_refused(&self, listener: Listener) {
-        self.http_refused[listener as usize].inc();
+        self.http_refused[listener.index()].inc();
     }
 
     /// The counter of one kind of HTTP timeout, to be counted where the timeout fires.
     pub(crate) fn http_timeouts(&self, listener: Listener, kind: HttpTimeout) -> &IntCounter {
-        &self.http_timeouts[listener as usize][kind as usize]
+        &self.http_timeouts[listener.index()][kind.index()]
     }
 
     /// The Prometheus text exposition of every metric.
@@ -820,39 +592,114 @@ fn status_label(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn check(outcome: Outcome, label: &str, cause: Cause) {
-        assert_eq!((outcome.as_str(), outcome.cause()), (label, cause));
+    /// The value of the one series of `name` whose labels include every one of `labels`.
+    fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let matches: Vec<&str> = text
+            .lines()
+            .filter(|line| line.split('{').next().is_some_and(|n| n.ends_with(name)))
+            .filter(|line| {
+                labels
+                    .iter()
+                    .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+            })
+            .collect();
+        assert_eq!(matches.len(), 1, "{name} {labels:?}: {matches:?}");
+        let value = matches[0].rsplit(' ').next().expect("a value");
+        value.parse().expect("a number")
     }
 
-    /// The outcome → cause table the README, ARCHITECTURE.md and `dashboards/` repeat.
+    /// Counting the variant at position i of `ALL` i + 1 times shows i + 1 on the series
+    /// labelled with that variant: every per-label array agrees with `ALL` and `index()`.
     #[test]
-    fn every_outcome_has_one_cause() {
-        check(Outcome::Delivered, "delivered", Cause::Delivered);
-        check(Outcome::WriteError, "write_error", Cause::Path);
-        check(Outcome::PathError, "path_error", Cause::Path);
-        check(
-            Outcome::DroppedSlowConsumer,
-            "dropped_slow_consumer",
-            Cause::Client,
-        );
-        check(Outcome::DroppedClosed, "dropped_closed", Cause::Client);
-        check(Outcome::OfflineQueued, "offline_queued", Cause::Offline);
-        check(Outcome::OfflineDropped, "offline_dropped", Cause::Offline);
-        assert_eq!(Outcome::ALL.len(), 7, "a new outcome needs a row above");
-        // The PromQL spelling of the table, as the dashboard and the rules use it.
+    fn per_label_arrays_count_on_their_own_label() {
+        let metrics = Metrics::new();
+        let route = Route::UserEvent;
+        let origin = Origin {
+            route,
+            path: PathKind::Ssot,
+        };
         for outcome in Outcome::ALL {
-            let label = outcome.as_str();
+            metrics.deliveries(origin, outcome, outcome.index() as u64 + 1);
+        }
+        for reason in CloseReason::ALL {
+            for _ in 0..=reason.index() {
+                metrics.connection_closed(reason);
+            }
+        }
+        for reason in AuthFailure::ALL {
+            for _ in 0..=reason.index() {
+                metrics.auth_failure(reason);
+            }
+        }
+        for result in ComparisonResult::ALL {
+            for _ in 0..=result.index() {
+                metrics.shadow_comparison(route, result);
+            }
+        }
+        for kind in MismatchKind::ALL {
+            for _ in 0..=kind.index() {
+                metrics.shadow_mismatch(route, kind);
+            }
+        }
+        for listener in Listener::ALL {
+            for _ in 0..=listener.index() {
+                metrics.http_refused(listener);
+            }
+            for kind in HttpTimeout::ALL {
+                let n = listener.index() * HttpTimeout::ALL.len() + kind.index() + 1;
+                metrics.http_timeouts(listener, kind).inc_by(n as u64);
+            }
+        }
+        let text = metrics.render();
+        let expect = |name: &str, labels: &[(&str, &str)], index: usize| {
             assert_eq!(
-                outcome.cause() == Cause::Path,
-                ["write_error", "path_error"].contains(&label),
-                "{label}"
+                series(&text, name, labels),
+                (index + 1) as f64,
+                "{name} {labels:?}"
             );
-            assert_eq!(
-                outcome.cause() == Cause::Client,
-                label.starts_with("dropped_"),
-                "{label}"
+        };
+        let on_route = ("route", route.as_str());
+        for outcome in Outcome::ALL {
+            let labels = [on_route, ("path", "ssot"), ("outcome", outcome.as_str())];
+            expect("deliveries_total", &labels, outcome.index());
+        }
+        for reason in CloseReason::ALL {
+            expect(
+                "connections_closed_total",
+                &[("reason", reason.as_str())],
+                reason.index(),
             );
+        }
+        for reason in AuthFailure::ALL {
+            expect(
+                "auth_failures_total",
+                &[("reason", reason.as_str())],
+                reason.index(),
+            );
+        }
+        for result in ComparisonResult::ALL {
+            let labels = [on_route, ("result", result.as_str())];
+            expect("shadow_comparisons_total", &labels, result.index());
+        }
+        for kind in MismatchKind::ALL {
+            let labels = [on_route, ("kind", kind.as_str())];
+            expect("shadow_mismatches_total", &labels, kind.index());
+        }
+        for listener in Listener::ALL {
+            let on_listener = ("listener", listener.as_str());
+            expect(
+                "http_connections_refused_total",
+                &[on_listener],
+                listener.index(),
+            );
+            for kind in HttpTimeout::ALL {
+                let n = listener.index() * HttpTimeout::ALL.len() + kind.index();
+                expect(
+                    "http_timeouts_total",
+                    &[on_listener, ("kind", kind.as_str())],
+                    n,
+                );
+            }
         }
     }
 }

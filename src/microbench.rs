@@ -10,8 +10,9 @@ use tokio::time::Instant;
 use crate::faults::Faults;
 use crate::flags::{FlagSet, Percent};
 use crate::metrics::Metrics;
-use crate::paths::{self, Call, Origin, Outlet, PathKind, Route};
+use crate::paths::{self, Call, Outlet};
 use crate::registry::{Registry, RegistryLimits};
+use crate::route::{Origin, PathKind, Route};
 
 /// The cohort bucket of a user.
 pub fn cohort_bucket(salt: &str, user_id: &str) -> u32 {

@@ -1,5 +1,5 @@
-//! The broadcast paths and the names they are known by: the caller-facing [`Route`]s and the
-//! [`PathKind`] that serves an event on a route.
+//! The broadcast paths: the legacy and SSOT implementations that serve an event on a route
+//! (their names, [`Route`] and [`PathKind`], live in [`crate::route`]).
 //!
 //! A path turns a call into a [`Prepared`] event — the user to deliver to, the payload bytes,
 //! what to keep for an offline user — without touching anything; [`deliver`] then carries it
@@ -17,84 +17,10 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::faults::Faults;
-use crate::metrics::{Metrics, Outcome};
-use crate::registry::{Connection, Frame, Registry, UserView};
-
-/// A caller-facing broadcast contract. Each has its own producer endpoint and, later, its own flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum Route {
-    RouterBroadcast,
-    ScopedBroadcast,
-    UserEvent,
-    Broadcast,
-}
-
-impl Route {
-    pub(crate) fn from_name(name: &str) -> Option<Route> {
-        Route::ALL.into_iter().find(|route| route.as_str() == name)
-    }
-
-    pub(crate) const ALL: [Route; 4] = [
-        Route::RouterBroadcast,
-        Route::ScopedBroadcast,
-        Route::UserEvent,
-        Route::Broadcast,
-    ];
-
-    /// The route's name in flags, metrics and logs.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Route::RouterBroadcast => "router_broadcast",
-            Route::ScopedBroadcast => "scoped_broadcast",
-            Route::UserEvent => "user_event",
-            Route::Broadcast => "broadcast",
-        }
-    }
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// The implementation serving one event on a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum PathKind {
-    Legacy,
-    Ssot,
-}
-
-impl PathKind {
-    pub(crate) const ALL: [PathKind; 2] = [PathKind::Legacy, PathKind::Ssot];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            PathKind::Legacy => "legacy",
-            PathKind::Ssot => "ssot",
-        }
-    }
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Which route and path produced a frame: travels with the frame so that its delivery outcome is
-/// counted where it is written or dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Origin {
-    pub(crate) route: Route,
-    pub(crate) path: PathKind,
-}
-
-impl Origin {
-    /// How many origins there are: every path of every route.
-    pub(crate) const COUNT: usize = Route::ALL.len() * PathKind::ALL.len();
-
-    /// A dense index below [`Origin::COUNT`], for per-origin arrays.
-    pub(crate) fn index(self) -> usize {
-        self.route.index() * PathKind::ALL.len() + self.path.index()
-    }
-}
+use crate::labels::Outcome;
+use crate::metrics::Metrics;
+use crate::registry::{Frame, Recipient, Registry, UserView, connection_recipients};
+use crate::route::{Origin, PathKind};
 
 /// One call as a route hands it to a path: the user as the caller named them, and the event
 /// after the route's enrichment.
@@ -173,31 +99,6 @@ impl Delivery {
         successful_sends: 0,
         queued: false,
     };
-}
-
-/// Where a plan would send an event.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Recipient {
-    /// A live connection, with the user it belongs to.
-    Connection { id: u64, user_id: Arc<str> },
-    /// The user's offline queue (SSOT, for a user with no connection).
-    OfflineQueue { user_id: String },
-}
-
-impl Recipient {
-    pub(crate) fn user_id(&self) -> &str {
-        match self {
-            Recipient::Connection { user_id, .. } => user_id,
-            Recipient::OfflineQueue { user_id } => user_id,
-        }
-    }
-
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Recipient::Connection { id, user_id } => format!("connection {id:x} of {user_id:?}"),
-            Recipient::OfflineQueue { user_id } => format!("offline queue of {user_id:?}"),
-        }
-    }
 }
 
 /// What one path would do with one event, against the registry as it was at that moment.
@@ -339,17 +240,6 @@ fn plan_and_deliver(
         })
 }
 
-/// The recipients a set of live connections makes.
-pub(crate) fn connection_recipients(connections: &[Arc<Connection>]) -> Vec<Recipient> {
-    connections
-        .iter()
-        .map(|c| Recipient::Connection {
-            id: c.id,
-            user_id: Arc::clone(&c.user_id),
-        })
-        .collect()
-}
-
 /// A path's plan given the live connections of the user it prepared for.
 fn plan(path: PathKind, prepared: &Result<Prepared<'_>, PathError>, live: Vec<Recipient>) -> Plan {
     let result = match prepared {
@@ -443,8 +333,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::registry::RegistryLimits;
-    use crate::shadow::{Comparison, MismatchKind, Shadow, compare};
+    use crate::labels::MismatchKind;
+    use crate::registry::{Connection, RegistryLimits};
+    use crate::route::Route;
+    use crate::shadow::{Comparison, Shadow, compare};
 
     /// A candidate path that is wrong in the worst way: it sends every event to "bob".
     struct SendsToBob;

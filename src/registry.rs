@@ -13,7 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -21,8 +21,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Cause, CloseReason, Metrics, Outcome};
-use crate::paths::{Origin, Recipient, connection_recipients};
+use crate::labels::{Cause, CloseReason, Outcome};
+use crate::metrics::Metrics;
+use crate::mutex::lock;
+use crate::route::Origin;
 
 const N_SHARDS: usize = 64;
 
@@ -600,16 +602,46 @@ impl UserView<'_> {
     }
 }
 
-/// Locks a mutex, carrying on past poisoning: every critical section here leaves the data
-/// consistent before anything that could panic.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+/// Where a plan would send an event.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Recipient {
+    /// A live connection, with the user it belongs to.
+    Connection { id: u64, user_id: Arc<str> },
+    /// The user's offline queue (SSOT, for a user with no connection).
+    OfflineQueue { user_id: String },
+}
+
+impl Recipient {
+    pub(crate) fn user_id(&self) -> &str {
+        match self {
+            Recipient::Connection { user_id, .. } => user_id,
+            Recipient::OfflineQueue { user_id } => user_id,
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Recipient::Connection { id, user_id } => format!("connection {id:x} of {user_id:?}"),
+            Recipient::OfflineQueue { user_id } => format!("offline queue of {user_id:?}"),
+        }
+    }
+}
+
+/// The recipients a set of live connections makes.
+pub(crate) fn connection_recipients(connections: &[Arc<Connection>]) -> Vec<Recipient> {
+    connections
+        .iter()
+        .map(|c| Recipient::Connection {
+            id: c.id,
+            user_id: Arc::clone(&c.user_id),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::{PathKind, Route};
+    use crate::route::{PathKind, Route};
 
     const ORIGIN: Origin = Origin {
         route: Route::Broadcast,

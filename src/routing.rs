@@ -5,7 +5,7 @@
 //! exactly which user lands where.
 
 use crate::flags::FlagSet;
-use crate::paths::{PathKind, Route};
+use crate::route::{PathKind, Route};
 
 /// Basis points in 100%.
 pub(crate) const BUCKETS: u32 = 10_000;

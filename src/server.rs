@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
+use axum::extract::{Request, State};
 use axum::routing::{any, get, patch, post};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,8 +25,8 @@ use crate::faults::Faults;
 use crate::flags::store::FlagStore;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
-use crate::paths::Route;
 use crate::registry::Registry;
+use crate::route::Route;
 use crate::shadow::Shadow;
 
 /// What every handler shares.
@@ -48,37 +49,28 @@ pub(crate) struct AppState {
 
 /// The public listener's routes.
 pub(crate) fn public_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/ws", get(ws::handler))
-        .route(
-            producer::endpoint(Route::Broadcast),
-            post(producer::broadcast),
-        )
-        .route(
-            producer::endpoint(Route::RouterBroadcast),
-            post(producer::router_broadcast),
-        )
-        .route(
-            producer::endpoint(Route::ScopedBroadcast),
-            post(producer::scoped_broadcast),
-        )
-        .route(
-            producer::endpoint(Route::UserEvent),
-            post(producer::user_event),
-        )
-        .route("/v1/broadcast/batch", post(producer::broadcast_batch))
-        .route(
-            "/v1/legacy/router/broadcast/batch",
-            post(producer::router_broadcast_batch),
-        )
-        .route(
-            "/v1/legacy/scoped/broadcast/batch",
-            post(producer::scoped_broadcast_batch),
-        )
-        .route(
-            "/v1/legacy/user-event/batch",
-            post(producer::user_event_batch),
-        )
+    let mut router = Router::new().route("/ws", get(ws::handler));
+    // Every route answers on its single-event endpoint and its batch endpoint.
+    for route in Route::ALL {
+        router = router
+            .route(
+                route.endpoint(),
+                post(
+                    move |State(state): State<Arc<AppState>>, request: Request| async move {
+                        producer::serve(&state, route, request).await
+                    },
+                ),
+            )
+            .route(
+                route.batch_endpoint(),
+                post(
+                    move |State(state): State<Arc<AppState>>, request: Request| async move {
+                        producer::batch(&state, route, request).await
+                    },
+                ),
+            );
+    }
+    router
         .fallback(producer::not_found)
         .method_not_allowed_fallback(producer::method_not_allowed)
         .with_state(state)

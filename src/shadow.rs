@@ -14,9 +14,12 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::labels::{ComparisonResult, MismatchKind};
 use crate::metrics::Metrics;
-use crate::paths::{PathKind, Plan, Recipient, Route};
-use crate::registry::lock;
+use crate::mutex::lock;
+use crate::paths::Plan;
+use crate::registry::Recipient;
+use crate::route::{PathKind, Route};
 
 /// How many mismatch samples are kept for `GET /admin/shadow/mismatches`.
 const SAMPLES_KEPT: usize = 256;
@@ -26,68 +29,6 @@ const DIFF_VALUE_CHARS: usize = 200;
 
 /// At most this many diff entries are kept per sample.
 const DIFF_ENTRIES_KEPT: usize = 20;
-
-/// How the shadow plan differed from the primary's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum MismatchKind {
-    /// The shadow would have missed a recipient the primary reached.
-    RecipientsMissing,
-    /// The shadow would have reached a recipient the primary did not.
-    RecipientsExtra,
-    /// A plan reaches a connection of another user than the event's target: the worst kind.
-    CrossUser,
-    Payload,
-    Count,
-    /// One path rejected what the other accepted.
-    Error,
-}
-
-impl MismatchKind {
-    pub(crate) const ALL: [MismatchKind; 6] = [
-        MismatchKind::RecipientsMissing,
-        MismatchKind::RecipientsExtra,
-        MismatchKind::CrossUser,
-        MismatchKind::Payload,
-        MismatchKind::Count,
-        MismatchKind::Error,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            MismatchKind::RecipientsMissing => "recipients_missing",
-            MismatchKind::RecipientsExtra => "recipients_extra",
-            MismatchKind::CrossUser => "cross_user",
-            MismatchKind::Payload => "payload",
-            MismatchKind::Count => "count",
-            MismatchKind::Error => "error",
-        }
-    }
-}
-
-/// The result of one comparison, for `shadow_comparisons_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ComparisonResult {
-    Match,
-    Mismatch,
-    /// Not compared: the comparison queue was full.
-    Skipped,
-}
-
-impl ComparisonResult {
-    pub(crate) const ALL: [ComparisonResult; 3] = [
-        ComparisonResult::Match,
-        ComparisonResult::Mismatch,
-        ComparisonResult::Skipped,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ComparisonResult::Match => "match",
-            ComparisonResult::Mismatch => "mismatch",
-            ComparisonResult::Skipped => "skipped",
-        }
-    }
-}
 
 /// One event's two plans, waiting to be compared.
 pub(crate) struct Comparison {

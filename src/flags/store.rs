@@ -20,48 +20,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use crate::flags::{FlagSet, FlagsDocument, FlagsError};
+use crate::labels::Trigger;
 use crate::metrics::Metrics;
-use crate::paths::Route;
-use crate::registry::lock;
+use crate::mutex::lock;
+use crate::route::Route;
 
 /// How many audit entries are kept in memory.
 const AUDIT_CAPACITY: usize = 1000;
-
-/// What caused a change or a reload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Trigger {
-    Startup,
-    /// The file changed on disk.
-    File,
-    Sighup,
-    /// The admin API (an edit, a rollback or `POST /admin/flags/reload`).
-    Api,
-    Guard,
-    /// A ramp's step, start or end, applied by the guard's loop.
-    Ramp,
-}
-
-impl Trigger {
-    pub(crate) const ALL: [Trigger; 6] = [
-        Trigger::Startup,
-        Trigger::File,
-        Trigger::Sighup,
-        Trigger::Api,
-        Trigger::Guard,
-        Trigger::Ramp,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::File => "file",
-            Trigger::Sighup => "sighup",
-            Trigger::Api => "api",
-            Trigger::Guard => "guard",
-            Trigger::Ramp => "ramp",
-        }
-    }
-}
 
 /// Where the live flags came from and whether the file agrees.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,9 +32,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::faults::Fault;
-use crate::flags::store::{ChangeError, ReloadOutcome, Trigger, unix_now};
+use crate::flags::store::{ChangeError, ReloadOutcome, unix_now};
 use crate::flags::{FlagSet, Latch, Percent, Ramp};
-use crate::paths::{PathKind, Route};
+use crate::labels::Trigger;
+use crate::route::{PathKind, Route};
 use crate::routing::decide;
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{

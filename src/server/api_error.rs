@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
-use crate::metrics::AuthFailure;
+use crate::labels::AuthFailure;
 use crate::server::protocol::{ErrorBody, ErrorDetail};
 
 /// An error answered to an API caller.

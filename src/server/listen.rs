@@ -35,7 +35,8 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service as _;
 
 use crate::config::Limits;
-use crate::metrics::{HttpTimeout, Listener, Metrics};
+use crate::labels::{HttpTimeout, Listener};
+use crate::metrics::Metrics;
 
 /// The largest request head (request line and headers) accepted; larger gets hyper's 431. A
 /// client JWT in a header or subprotocol is a few KiB; this keeps what a capped number of

@@ -18,10 +18,11 @@ use tokio::time::Instant;
 use crate::config::random_token;
 use crate::flags::store::unix_now;
 use crate::flags::{FlagSet, Percent};
-use crate::metrics::Role;
+use crate::labels::Role;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
-use crate::paths::{self, Call, Delivery, Origin, Outlet, PathKind, Route};
+use crate::paths::{self, Call, Delivery, Outlet};
+use crate::route::{Origin, PathKind, Route};
 use crate::routing::{Decision, DecisionReason, decide};
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
@@ -36,64 +37,6 @@ pub(crate) const PATH_HEADER: HeaderName = HeaderName::from_static("x-switchyard
 /// Names the version of the flag snapshot that decided the call.
 pub(crate) const FLAGS_VERSION_HEADER: HeaderName =
     HeaderName::from_static("x-switchyard-flags-version");
-
-/// `POST /v1/broadcast`: the canonical route, answered with a `BroadcastResult`.
-pub(crate) async fn broadcast(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    serve(&state, Route::Broadcast, request).await
-}
-
-/// `POST /v1/legacy/router/broadcast`: `WebSocketEventRouter.broadcast_to_user`.
-pub(crate) async fn router_broadcast(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-) -> Response {
-    serve(&state, Route::RouterBroadcast, request).await
-}
-
-/// `POST /v1/legacy/scoped/broadcast`: `UserScopedWebSocketEventRouter.broadcast_to_user`.
-pub(crate) async fn scoped_broadcast(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-) -> Response {
-    serve(&state, Route::ScopedBroadcast, request).await
-}
-
-/// `POST /v1/legacy/user-event`: `broadcast_user_event`.
-pub(crate) async fn user_event(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    serve(&state, Route::UserEvent, request).await
-}
-
-/// `POST /v1/broadcast/batch`.
-pub(crate) async fn broadcast_batch(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-) -> Response {
-    batch(&state, Route::Broadcast, request).await
-}
-
-/// `POST /v1/legacy/router/broadcast/batch`.
-pub(crate) async fn router_broadcast_batch(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-) -> Response {
-    batch(&state, Route::RouterBroadcast, request).await
-}
-
-/// `POST /v1/legacy/scoped/broadcast/batch`.
-pub(crate) async fn scoped_broadcast_batch(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-) -> Response {
-    batch(&state, Route::ScopedBroadcast, request).await
-}
-
-/// `POST /v1/legacy/user-event/batch`.
-pub(crate) async fn user_event_batch(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-) -> Response {
-    batch(&state, Route::UserEvent, request).await
-}
 
 /// The public listener's 404: carries the path and flags headers like every producer answer.
 pub(crate) async fn not_found(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
@@ -112,7 +55,7 @@ fn with_route_headers(state: &AppState, uri: &Uri, mut response: Response) -> Re
     let flags = state.flags.snapshot();
     let route = Route::ALL
         .into_iter()
-        .find(|route| endpoint(*route) == uri.path());
+        .find(|route| route.endpoint() == uri.path());
     let path = route.map_or(PathKind::Legacy, |route| default_path(&flags, route));
     let headers = response.headers_mut();
     headers.insert(PATH_HEADER, HeaderValue::from_static(path.as_str()));
@@ -120,19 +63,9 @@ fn with_route_headers(state: &AppState, uri: &Uri, mut response: Response) -> Re
     response
 }
 
-/// The producer endpoint of each route.
-pub(crate) fn endpoint(route: Route) -> &'static str {
-    match route {
-        Route::Broadcast => "/v1/broadcast",
-        Route::RouterBroadcast => "/v1/legacy/router/broadcast",
-        Route::ScopedBroadcast => "/v1/legacy/scoped/broadcast",
-        Route::UserEvent => "/v1/legacy/user-event",
-    }
-}
-
 /// Serves one producer call on `route`: checks it, decides its path with one flag snapshot,
 /// runs the path, and answers in the route's contract.
-async fn serve(state: &AppState, route: Route, request: Request) -> Response {
+pub(crate) async fn serve(state: &AppState, route: Route, request: Request) -> Response {
     let accepted_at = Instant::now();
     // One snapshot decides this event, whatever changes while it is served.
     let flags = state.flags.snapshot();
@@ -211,7 +144,7 @@ async fn serve_event(
     let decision = if state.config.server.bypass_routing {
         // The benchmark ablation: no decision, no shadow; the route's own default path.
         Decision {
-            primary: bypass_path(route),
+            primary: route.pre_migration_path(),
             shadow: None,
             reason: DecisionReason::Cohort,
         }
@@ -296,15 +229,6 @@ fn answer(
             errors,
         }),
         _ => Answer::Sent(delivery.successful_sends),
-    }
-}
-
-/// With `server.bypass_routing`, every event takes its route's pre-migration path: SSOT for the
-/// canonical route, legacy for the legacy contracts.
-fn bypass_path(route: Route) -> PathKind {
-    match route {
-        Route::Broadcast => PathKind::Ssot,
-        _ => PathKind::Legacy,
     }
 }
 

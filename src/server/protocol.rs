@@ -9,9 +9,9 @@ use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::paths::Route;
 use crate::paths::legacy::UserContext;
 use crate::paths::ssot::BroadcastResult;
+use crate::route::Route;
 
 /// A frame the server sends on its own behalf (not an event).
 #[derive(Serialize)]

@@ -25,7 +25,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::auth::{ClientIdentity, client_user_id, token_from_subprotocols};
-use crate::metrics::{AuthFailure, CloseReason, Outcome};
+use crate::labels::{AuthFailure, CloseReason, Outcome};
 use crate::registry::{Connection, ConnectionSlot, Frame, RegisterError};
 use crate::server::AppState;
 use crate::server::api_error::ApiError;

@@ -17,6 +17,7 @@ mod flip;
 mod fuzz;
 mod guard;
 mod http_limits;
+mod layers;
 mod liveness;
 mod metrics_format;
 mod producer_api;

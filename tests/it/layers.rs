@@ -14,8 +14,19 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("routing", &["routing", "paths"]),
     ("comparison", &["shadow", "auth"]),
     ("judgement", &["guard"]),
-    ("entry", &["server", "cli", "client", "microbench"]),
+    ("entry", &["server", "client", "microbench"]),
     ("library", &["lib"]),
+    // The operator commands, `serve` among them, start the gateway that `lib` assembles.
+    ("commands", &["cli"]),
+];
+
+/// Items defined in `lib.rs` itself, named as `crate::run` and the like: they are `lib`.
+const LIBRARY_ITEMS: &[&str] = &[
+    "run",
+    "Listeners",
+    "RunError",
+    "AuthSetupError",
+    "FlagsError",
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
@@ -100,6 +111,11 @@ fn every_module_uses_only_lower_layers() {
         };
         let text = std::fs::read_to_string(file).expect("a readable source file");
         for used in crate_uses(&text) {
+            let used = if LIBRARY_ITEMS.contains(&used.as_str()) {
+                "lib".to_owned()
+            } else {
+                used
+            };
             if used == module {
                 continue;
             }

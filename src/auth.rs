@@ -176,7 +176,7 @@ impl Authenticator {
     }
 }
 
-/// A client's user id, held to the producers' rule (DESIGN §3) without trimming: the one check
+/// A client's user id, held to the producers' rule (README.md, Endpoints) without trimming: the one check
 /// for a token's `sub` and dev mode's `?user_id=`.
 pub(crate) fn client_user_id(raw: &str) -> Result<&str, AuthFailure> {
     crate::paths::ssot::validate_client_user_id(raw).map_err(|_| AuthFailure::InvalidUserId)

@@ -166,7 +166,6 @@ impl Authenticator {
     }
 
     /// The name of the admin whose token is in `authorization`.
-    #[allow(dead_code, reason = "the admin API arrives with the flags issue")]
     pub(crate) fn admin(&self, authorization: Option<&str>) -> Result<&str, AuthFailure> {
         find_named(
             &self.admin_tokens,

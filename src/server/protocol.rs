@@ -263,7 +263,6 @@ pub(crate) struct RouteRequest {
 pub(crate) struct RawContext {
     pub(crate) user_id: String,
     pub(crate) thread_id: Option<String>,
-    pub(crate) run_id: Option<String>,
     pub(crate) request_id: Option<String>,
 }
 
@@ -272,7 +271,6 @@ impl RawContext {
         UserContext {
             user_id: self.user_id,
             thread_id: self.thread_id,
-            run_id: self.run_id,
             request_id: self.request_id.unwrap_or_else(generate),
         }
     }
@@ -345,10 +343,13 @@ fn take_context(body: &mut Map<String, Value>) -> Result<RawContext, RequestErro
             expected: "a string or null",
         }),
     };
+    let thread_id = optional("user_context.thread_id", "thread_id")?;
+    // `run_id` is part of the legacy contract, so a wrong type is still refused, but no legacy
+    // path reads it: it is checked and not kept.
+    optional("user_context.run_id", "run_id")?;
     Ok(RawContext {
         user_id,
-        thread_id: optional("user_context.thread_id", "thread_id")?,
-        run_id: optional("user_context.run_id", "run_id")?,
+        thread_id,
         request_id: optional("user_context.request_id", "request_id")?,
     })
 }
@@ -731,7 +732,6 @@ mod tests {
             Ok(RawContext {
                 user_id: "u".into(),
                 thread_id: Some("t".into()),
-                run_id: None,
                 request_id: None,
             }),
         );
@@ -755,6 +755,21 @@ mod tests {
             Err(RequestError::WrongType {
                 field: "user_context.request_id",
                 expected: "a string or null",
+            }),
+        );
+        check_context(
+            json!({"user_context": {"user_id": "u", "run_id": ["r"]}, "event": event}),
+            Err(RequestError::WrongType {
+                field: "user_context.run_id",
+                expected: "a string or null",
+            }),
+        );
+        check_context(
+            json!({"user_context": {"user_id": "u", "run_id": "r"}, "event": event}),
+            Ok(RawContext {
+                user_id: "u".into(),
+                thread_id: None,
+                request_id: None,
             }),
         );
         check_context(

@@ -605,7 +605,9 @@ impl Metrics {
         register(Box::new(runtime_tasks.clone()));
 
         // CPU, memory, descriptors and start time of this process, read from /proc at each
-        // scrape; the registry's prefix names them `switchyard_process_*`.
+        // scrape; the registry's prefix names them `switchyard_process_*`. The prometheus crate
+        // has the collector on Linux only.
+        #[cfg(target_os = "linux")]
         register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));

@@ -166,7 +166,6 @@ impl Authenticator {
     }
 
     /// The name of the admin whose token is in `authorization`.
-    #[allow(dead_code, reason = "the admin API arrives with the flags issue")]
     pub(crate) fn admin(&self, authorization: Option<&str>) -> Result<&str, AuthFailure> {
         find_named(
             &self.admin_tokens,
@@ -176,7 +175,7 @@ impl Authenticator {
     }
 }
 
-/// A client's user id, held to the producers' rule (DESIGN §3) without trimming: the one check
+/// A client's user id, held to the producers' rule (README.md, Endpoints) without trimming: the one check
 /// for a token's `sub` and dev mode's `?user_id=`.
 pub(crate) fn client_user_id(raw: &str) -> Result<&str, AuthFailure> {
     crate::paths::ssot::validate_client_user_id(raw).map_err(|_| AuthFailure::InvalidUserId)
@@ -220,7 +219,10 @@ fn find_named<'a>(
     // Compare against every token so the time taken does not say which one nearly matched.
     let mut found = None;
     for (name, secret) in tokens {
-        if constant_time_eq(secret.as_bytes(), presented.as_bytes()) {
+        if bool::from(subtle::ConstantTimeEq::ct_eq(
+            secret.as_bytes(),
+            presented.as_bytes(),
+        )) {
             found = Some(name.as_str());
         }
     }
@@ -237,13 +239,6 @@ fn header_names_an_algorithm(token: &str) -> bool {
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
         .is_some_and(|header| header.get("alg").is_some_and(Value::is_string))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -270,9 +265,13 @@ mod tests {
     }
 
     #[test]
-    fn constant_time_eq_compares_whole_values() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secrets"));
+    fn named_tokens_match_whole_values_only() {
+        let tokens = [("ops".to_owned(), "secret".to_owned())];
+        let unknown = AuthFailure::UnknownProducerToken;
+        let find = |header| find_named(&tokens, Some(header), unknown);
+        assert_eq!(find("Bearer secret"), Ok("ops"));
+        for near_miss in ["Bearer secreT", "Bearer secrets", "Bearer secre"] {
+            assert_eq!(find(near_miss), Err(unknown), "{near_miss}");
+        }
     }
 }

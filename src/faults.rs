@@ -1,4 +1,4 @@
-//! Fault injection for drills and tests (DESIGN §4.9): make one path of one route fail a share
+//! Fault injection for drills and tests (README.md, Endpoints, `/admin/faults`): make one path of one route fail a share
 //! of its deliveries, or answer late, so the guard, the dashboards and the alerts can be
 //! exercised for real. Off unless the process config sets `admin.allow_fault_injection`.
 //!

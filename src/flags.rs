@@ -74,7 +74,7 @@ pub(crate) struct RouteFlags {
     pub(crate) ramp: Option<Ramp>,
 }
 
-/// A ramp of a route's SSOT share (DESIGN §4.8): the guard raises `ssot_percent` to the next
+/// A ramp of a route's SSOT share (README.md, Ramp a route): the guard raises `ssot_percent` to the next
 /// step once the current one has held `step_seconds` with enough SSOT traffic and no breach. A
 /// rollback, the kill switch or a hand-set `ssot_percent` ends it ([`FlagSet::settle_ramps`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

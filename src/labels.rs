@@ -83,7 +83,7 @@ impl Outcome {
 }
 
 /// Whom a frame's outcome is on. The path delivery ratio is delivered / (delivered + path);
-/// client-caused drops are judged only by comparing the paths (DESIGN §4.8).
+/// client-caused drops are judged only by comparing the paths (README, "What the guard does").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cause {
     /// Nothing to attribute: the frame was written.

@@ -376,6 +376,26 @@ impl Metrics {
         .expect("valid metric");
         register(Box::new(runtime_tasks.clone()));
 
+        // CPU, memory, descriptors and start time of this process, read from /proc at each
+        // scrape; the registry's prefix names them `switchyard_process_*`. The prometheus crate
+        // has the collector on Linux only.
+        #[cfg(target_os = "linux")]
+        register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "build_info",
+                "Always 1; the version label names the running build.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        register(Box::new(build_info.clone()));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
         Metrics {
             runtime_tasks,
             http_connections,

@@ -63,7 +63,7 @@ pub(crate) struct MismatchSample {
     pub(crate) primary_path: PathKind,
     pub(crate) shadow_path: PathKind,
     pub(crate) kinds: Vec<MismatchKind>,
-    /// Whether the difference is one DESIGN §3 predicts (see [`explained_by_design`]).
+    /// Whether the difference is one the design predicts (see [`explained_by_design`]).
     pub(crate) expected: bool,
     pub(crate) diff: Vec<DiffEntry>,
 }
@@ -190,8 +190,9 @@ impl Shadow {
 /// The payload fields the SSOT path rewrites to the recipient by design.
 const REWRITTEN_POINTERS: [&str; 3] = ["/recipient_id", "/target_user_id", "/userId"];
 
-/// Whether a mismatch is wholly one of the differences DESIGN §3 predicts between the legacy
-/// path and SSOT, which are SSOT's improvements rather than its faults:
+/// Whether a mismatch is wholly one of the differences the design predicts (README.md,
+/// Operating a migration) between the legacy path and SSOT, which are SSOT's improvements
+/// rather than its faults:
 /// - SSOT keeps an event for an offline user (or reaches the user a padded id names) while
 ///   legacy reaches nobody: SSOT's live recipients include all of legacy's;
 /// - SSOT rejects a user id legacy matched no connection with;

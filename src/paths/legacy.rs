@@ -30,7 +30,6 @@ impl Path for Legacy {
 pub(crate) struct UserContext {
     pub(crate) user_id: String,
     pub(crate) thread_id: Option<String>,
-    pub(crate) run_id: Option<String>,
     pub(crate) request_id: String,
 }
 
@@ -72,7 +71,6 @@ mod tests {
         UserContext {
             user_id: "alice".into(),
             thread_id: Some("t-1".into()),
-            run_id: Some("r-1".into()),
             request_id: "req-1".into(),
         }
     }

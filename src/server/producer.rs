@@ -1,6 +1,6 @@
 //! The producer API on the public listener: backend services publish per-user events.
 //!
-//! Every request is checked in the order of DESIGN §4.3 — token (401), content type (415), size
+//! Every request is checked in the order README.md's Endpoints gives — token (401), content type (415), size
 //! (413), JSON syntax (400), shape (422) — before anything reaches the registry, so bad input
 //! never reaches a client. Every response names the path that served it and the version of the
 //! flag snapshot that decided it.

@@ -263,7 +263,6 @@ pub(crate) struct RouteRequest {
 pub(crate) struct RawContext {
     pub(crate) user_id: String,
     pub(crate) thread_id: Option<String>,
-    pub(crate) run_id: Option<String>,
     pub(crate) request_id: Option<String>,
 }
 
@@ -272,7 +271,6 @@ impl RawContext {
         UserContext {
             user_id: self.user_id,
             thread_id: self.thread_id,
-            run_id: self.run_id,
             request_id: self.request_id.unwrap_or_else(generate),
         }
     }
@@ -345,10 +343,13 @@ fn take_context(body: &mut Map<String, Value>) -> Result<RawContext, RequestErro
             expected: "a string or null",
         }),
     };
+    let thread_id = optional("user_context.thread_id", "thread_id")?;
+    // `run_id` is part of the legacy contract, so a wrong type is still refused, but no legacy
+    // path reads it: it is checked and not kept.
+    optional("user_context.run_id", "run_id")?;
     Ok(RawContext {
         user_id,
-        thread_id: optional("user_context.thread_id", "thread_id")?,
-        run_id: optional("user_context.run_id", "run_id")?,
+        thread_id,
         request_id: optional("user_context.request_id", "request_id")?,
     })
 }
@@ -435,6 +436,9 @@ pub(crate) struct LatchView<'a> {
     pub(crate) reason: &'a str,
     pub(crate) trigger: &'a str,
     pub(crate) actor: &'a str,
+    /// RFC 3339 here, while the flags file and the audit log keep the latch's `at` as unix
+    /// seconds; making those agree changes the file format, which waits for flags through serde
+    /// (issue 12).
     pub(crate) at: String,
 }
 
@@ -631,30 +635,22 @@ pub(crate) fn admin_request<T: serde::de::DeserializeOwned>(body: Value) -> Resu
     serde_json::from_value(body).map_err(|error| error.to_string())
 }
 
-/// Unix seconds as an RFC 3339 UTC timestamp.
+/// Unix seconds as an RFC 3339 UTC timestamp, such as `2026-11-22T07:23:45Z`.
+///
+/// RFC 3339 has four-digit years, so a time past the end of 9999 (only an absurd `at` in a
+/// hand-edited flags file can be one) is shown as the last second of 9999.
 pub(crate) fn rfc3339(unix_seconds: u64) -> String {
-    // Days to a civil date: Howard Hinnant's algorithm.
-    let days = (unix_seconds / 86_400) as i64 + 719_468;
-    let seconds = unix_seconds % 86_400;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        seconds / 3600,
-        seconds % 3600 / 60,
-        seconds % 60
-    )
+    const LAST_SECOND_OF_9999: i64 = 253_402_300_799;
+    let seconds = i64::try_from(unix_seconds).map_or(LAST_SECOND_OF_9999, |seconds| {
+        seconds.min(LAST_SECOND_OF_9999)
+    });
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .map_err(time::Error::from)
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .map_err(time::Error::from)
+        })
+        .expect("every second of 1970..=9999 is a valid RFC 3339 time")
 }
 
 #[cfg(test)]
@@ -736,7 +732,6 @@ mod tests {
             Ok(RawContext {
                 user_id: "u".into(),
                 thread_id: Some("t".into()),
-                run_id: None,
                 request_id: None,
             }),
         );
@@ -760,6 +755,21 @@ mod tests {
             Err(RequestError::WrongType {
                 field: "user_context.request_id",
                 expected: "a string or null",
+            }),
+        );
+        check_context(
+            json!({"user_context": {"user_id": "u", "run_id": ["r"]}, "event": event}),
+            Err(RequestError::WrongType {
+                field: "user_context.run_id",
+                expected: "a string or null",
+            }),
+        );
+        check_context(
+            json!({"user_context": {"user_id": "u", "run_id": "r"}, "event": event}),
+            Ok(RawContext {
+                user_id: "u".into(),
+                thread_id: None,
+                request_id: None,
             }),
         );
         check_context(
@@ -834,6 +844,8 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_332_225), "2026-11-22T07:23:45Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! The writer owns the socket's sending half. It drains everything in the connection's
 //! [`SendQueue`](crate::registry::SendQueue), writes it as one batch and flushes once, under the
-//! write timeout, and it alone decides how the connection closes (the close codes of DESIGN §4.2).
+//! write timeout, and it alone decides how the connection closes (the close codes of README.md, Endpoints).
 //! The reader answers `ping`/`heartbeat` through the same queue and enforces the idle timeout.
 //!
 //! A client that stops reading is let go at once: when its queue overflows, the writer abandons
@@ -36,7 +36,8 @@ use crate::server::protocol::{ClientMessage, ConnectionData, ServerMessage};
 const CLOSE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a slow consumer's close frame (4001) may take to leave before the socket is
-/// dropped without it. DESIGN §5 releases a stalled client within 2 s of its queue overflowing.
+/// dropped without it, so a stalled client is let go soon after its queue overflows (README.md,
+/// Endpoints, `GET /ws`).
 const SLOW_CONSUMER_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The close code and reason a connection ends with, for each reason the gateway closes it.

@@ -1,4 +1,4 @@
-//! The shipped dashboards (DESIGN §4.10) hold together: `dashboards/alerts.yml` passes
+//! The shipped dashboards (README.md, Metrics) hold together: `dashboards/alerts.yml` passes
 //! `promtool check rules` and the unit tests in `dashboards/rules_test.yml`, the Grafana dashboard
 //! `dashboards/switchyard.json` has its variables and a query in every panel, and every PromQL
 //! expression of the dashboard and the rules parses as Prometheus parses it (through promtool).

@@ -4,7 +4,7 @@
 //! clock, no randomness, so the same inputs always give the same answer and a test can say
 //! exactly which user lands where.
 
-use crate::flags::FlagSet;
+use crate::flags::{FlagSet, Percent};
 use crate::route::{PathKind, Route};
 
 /// Basis points in 100%.
@@ -73,6 +73,21 @@ pub(crate) fn decide(flags: &FlagSet, route: Route, user_id: &str) -> Decision {
         primary,
         shadow,
         reason,
+    }
+}
+
+/// The primary path [`decide`] gives a user outside every pin and outside the canary cohort:
+/// the path named on a response refused before its user was known. SSOT only when neither the
+/// kill switch nor a latch holds the route and the route is at 100%.
+pub(crate) fn default_path(flags: &FlagSet, route: Route) -> PathKind {
+    let route_flags = flags.route(route);
+    if !flags.kill_switch.engaged
+        && route_flags.latch.is_none()
+        && route_flags.ssot_percent == Percent::HUNDRED
+    {
+        PathKind::Ssot
+    } else {
+        PathKind::Legacy
     }
 }
 
@@ -440,6 +455,33 @@ mod tests {
                     prop_assert_eq!(decision.reason, DecisionReason::Cohort);
                     prop_assert_eq!(decision.shadow, Some(other(decision.primary)));
                 }
+            }
+
+            /// [`default_path`] is what [`decide`] gives a user outside every pin and the
+            /// cohort, whatever the kill switch, the latch and the percentage say; other users
+            /// are pinned.
+            #[test]
+            fn the_default_path_agrees_with_decide_outside_pins_and_cohort(
+                salt in salt(),
+                user in user_id(),
+                percent in prop_oneof![Just(Percent::HUNDRED), Just(Percent::ZERO), percent()],
+                route in route(),
+                killed in any::<bool>(),
+                latched in any::<bool>(),
+            ) {
+                prop_assume!(
+                    percent == Percent::HUNDRED
+                        || cohort_bucket(&salt, &user) >= percent.basis_points()
+                );
+                let mut flags = flag_set(&salt, percent);
+                flags.kill_switch.engaged = killed;
+                let route_flags = flags.route_mut(route);
+                route_flags.pin_ssot.insert(format!("{user}-ssot"));
+                route_flags.pin_legacy.insert(format!("{user}-legacy"));
+                if latched {
+                    route_flags.latch = Some(latch());
+                }
+                prop_assert_eq!(default_path(&flags, route), decide(&flags, route, &user).primary);
             }
         }
 

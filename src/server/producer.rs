@@ -16,14 +16,14 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::random_token;
+use crate::flags::FlagSet;
 use crate::flags::store::unix_now;
-use crate::flags::{FlagSet, Percent};
 use crate::labels::Role;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
 use crate::paths::{self, Call, Delivery, Outlet};
 use crate::route::{Origin, PathKind, Route};
-use crate::routing::{Decision, DecisionReason, decide};
+use crate::routing::{Decision, DecisionReason, decide, default_path};
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
     BatchBody, BatchItemBody, BroadcastResultBody, RouteRequest, SentBody,
@@ -301,20 +301,6 @@ pub(crate) async fn batch(state: &AppState, route: Route, request: Request) -> R
     headers.insert(PATH_HEADER, HeaderValue::from_static(path.as_str()));
     headers.insert(FLAGS_VERSION_HEADER, HeaderValue::from(flags.version));
     response
-}
-
-/// The path named on a response refused before its user was known: the one a user outside
-/// every pin and the canary would get.
-fn default_path(flags: &FlagSet, route: Route) -> PathKind {
-    let route_flags = flags.route(route);
-    if !flags.kill_switch.engaged
-        && route_flags.latch.is_none()
-        && route_flags.ssot_percent == Percent::HUNDRED
-    {
-        PathKind::Ssot
-    } else {
-        PathKind::Legacy
-    }
 }
 
 /// Authenticates the producer and reads the body as JSON, refusing it as early as possible.

@@ -89,7 +89,7 @@ impl PlanFixture {
     /// Serves one event on SSOT, with the legacy path planned as its shadow when `shadow`;
     /// returns the number of sends. The connections' queues are emptied as a writer would.
     pub fn serve(&self, shadow: bool) -> usize {
-        let served = paths::serve(
+        let served = paths::serve_with(
             &Outlet {
                 registry: &self.registry,
                 metrics: &self.metrics,

@@ -17,10 +17,10 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::faults::Faults;
-use crate::labels::Outcome;
+use crate::labels::{Outcome, Role};
 use crate::metrics::Metrics;
 use crate::registry::{Frame, Recipient, Registry, UserView, connection_recipients};
-use crate::route::{Origin, PathKind};
+use crate::route::{Decision, Origin, PathKind, Route};
 
 /// One call as a route hands it to a path: the user as the caller named them, and the event
 /// after the route's enrichment.
@@ -135,11 +135,48 @@ pub(crate) struct Outlet<'a> {
     pub(crate) faults: &'a Faults,
 }
 
-/// Serves one event: the primary path's plan is carried out; the shadow path's plan, if any, is
-/// computed against the same registry state under the same lock and only returned. When the
-/// primary path refuses the event, every live connection of the user it was for counts as a
-/// `path_error`: frames the path, not the client, failed.
+/// Serves one event on `route` as `decision` says: picks the implementations of its primary
+/// and shadow paths, serves with them ([`serve_with`]), and records the event's own metrics:
+/// the shadow's event, the primary path's duration, and the primary's event when its path
+/// accepted it.
 pub(crate) fn serve(
+    outlet: &Outlet<'_>,
+    route: Route,
+    decision: &Decision,
+    call: &Call<'_>,
+    accepted_at: Instant,
+) -> Served {
+    let origin = Origin {
+        route,
+        path: decision.primary,
+    };
+    let shadow = decision.shadow.map(|kind| {
+        outlet
+            .metrics
+            .event(Origin { route, path: kind }, Role::Shadow);
+        (kind, implementation(kind))
+    });
+    let started = Instant::now();
+    let primary = implementation(decision.primary);
+    let served = serve_with(outlet, origin, primary, shadow, call, accepted_at);
+    outlet
+        .metrics
+        .path_duration(origin)
+        .observe(started.elapsed().as_secs_f64());
+    // An event the path refused (422) was not served: it is not one of the route's events,
+    // whose count the dashboard rates and the guard's minimum are taken from.
+    if served.primary.is_ok() {
+        outlet.metrics.event(origin, Role::Primary);
+    }
+    served
+}
+
+/// Serves one event with the given implementations: the primary path's plan is carried out;
+/// the shadow path's plan, if any, is computed against the same registry state under the same
+/// lock and only returned. When the primary path refuses the event, every live connection of
+/// the user it was for counts as a `path_error`: frames the path, not the client, failed.
+/// Records no event or duration metrics ([`serve`] does).
+pub(crate) fn serve_with(
     outlet: &Outlet<'_>,
     origin: Origin,
     primary: &dyn Path,
@@ -335,7 +372,6 @@ mod tests {
     use super::*;
     use crate::labels::MismatchKind;
     use crate::registry::{Connection, RegistryLimits};
-    use crate::route::Route;
     use crate::shadow::{Comparison, Shadow, compare};
 
     /// A candidate path that is wrong in the worst way: it sends every event to "bob".
@@ -382,7 +418,7 @@ mod tests {
 
     /// Legacy primary, the wrong path as shadow: the comparison the test above judged.
     fn comparison_of(registry: &Registry, metrics: &Metrics, call: &Call<'_>) -> Comparison {
-        comparison(serve(
+        comparison(serve_with(
             &Outlet {
                 registry,
                 metrics,
@@ -421,7 +457,7 @@ mod tests {
         let event = json!({"type": "agent_started"});
         let event = event.as_object().unwrap();
         let call = Call::new("alice", event);
-        let served = serve(
+        let served = serve_with(
             &Outlet {
                 registry: &registry,
                 metrics: &metrics,
@@ -458,7 +494,7 @@ mod tests {
 
         // As the primary it would deliver to bob, which is why it is only ever a candidate:
         // the comparison still flags it.
-        let served = serve(
+        let served = serve_with(
             &Outlet {
                 registry: &registry,
                 metrics: &metrics,
@@ -496,7 +532,7 @@ mod tests {
             faults: &faults,
         };
         for shadow in [None, Some((PathKind::Legacy, &legacy::Legacy as &dyn Path))] {
-            let served = serve(
+            let served = serve_with(
                 &outlet,
                 origin,
                 &ssot::Ssot,
@@ -507,7 +543,7 @@ mod tests {
             assert!(served.primary.is_err());
         }
         // Refused for a user nobody is connected as: nothing was missed.
-        serve(
+        serve_with(
             &outlet,
             origin,
             &ssot::Ssot,
@@ -523,7 +559,7 @@ mod tests {
             origin.path,
             crate::faults::Fault::new(1.0, Duration::ZERO),
         );
-        let served = serve(
+        let served = serve_with(
             &outlet,
             origin,
             &ssot::Ssot,
@@ -553,7 +589,7 @@ mod tests {
         let (shadow, _stalled_receiver) = Shadow::new(2, Arc::clone(&metrics));
         for seq in 0..10 {
             let event = json!({"type": "agent_thinking", "seq": seq});
-            let served = serve(
+            let served = serve_with(
                 &Outlet {
                     registry: &registry,
                     metrics: &metrics,
@@ -566,7 +602,7 @@ mod tests {
                 Instant::now(),
             );
             assert_eq!(served.delivery.successful_sends, 1);
-            shadow.submit(comparison(served));
+            shadow.enqueue(comparison(served));
         }
         assert_eq!(queued(&alice).len(), 10, "every event was delivered");
         let text = metrics.render();

@@ -1,6 +1,6 @@
 //! The names the gateway's modules share about where an event goes: the caller-facing
 //! [`Route`]s with their producer endpoints and pre-migration path, the [`PathKind`] that serves
-//! an event, and the [`Origin`] a frame carries. A leaf: it depends on nothing in the crate, so
+//! an event, the [`Origin`] a frame carries, and the [`Decision`] routing makes for an event. A leaf: it depends on nothing in the crate, so
 //! flags, metrics, the registry and the paths can all name a route without depending on each
 //! other.
 
@@ -107,6 +107,37 @@ impl Origin {
     pub(crate) fn index(self) -> usize {
         self.route.index() * PathKind::ALL.len() + self.path.index()
     }
+}
+
+/// Why the decision came out as it did (for logs, `switchyard cohort` and the admin API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecisionReason {
+    KillSwitch,
+    Latched,
+    PinnedLegacy,
+    PinnedSsot,
+    Cohort,
+}
+
+impl DecisionReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DecisionReason::KillSwitch => "kill_switch",
+            DecisionReason::Latched => "latched",
+            DecisionReason::PinnedLegacy => "pinned_legacy",
+            DecisionReason::PinnedSsot => "pinned_ssot",
+            DecisionReason::Cohort => "cohort",
+        }
+    }
+}
+
+/// The paths for one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub(crate) primary: PathKind,
+    /// The other path, computed as a dry run and compared, when shadowing is on.
+    pub(crate) shadow: Option<PathKind>,
+    pub(crate) reason: DecisionReason,
 }
 
 #[cfg(test)]

@@ -5,41 +5,11 @@
 //! exactly which user lands where.
 
 use crate::flags::{FlagSet, Percent};
+pub(crate) use crate::route::{Decision, DecisionReason};
 use crate::route::{PathKind, Route};
 
 /// Basis points in 100%.
 pub(crate) const BUCKETS: u32 = 10_000;
-
-/// Why the decision came out as it did (for logs, `switchyard cohort` and the admin API).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DecisionReason {
-    KillSwitch,
-    Latched,
-    PinnedLegacy,
-    PinnedSsot,
-    Cohort,
-}
-
-impl DecisionReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            DecisionReason::KillSwitch => "kill_switch",
-            DecisionReason::Latched => "latched",
-            DecisionReason::PinnedLegacy => "pinned_legacy",
-            DecisionReason::PinnedSsot => "pinned_ssot",
-            DecisionReason::Cohort => "cohort",
-        }
-    }
-}
-
-/// The paths for one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Decision {
-    pub(crate) primary: PathKind,
-    /// The other path, computed as a dry run and compared, when shadowing is on.
-    pub(crate) shadow: Option<PathKind>,
-    pub(crate) reason: DecisionReason,
-}
 
 /// Decides the paths for one event of `route` addressed to `user_id`.
 ///

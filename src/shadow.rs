@@ -14,6 +14,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::flags::FlagSet;
+use crate::flags::store::unix_now;
 use crate::labels::{ComparisonResult, MismatchKind};
 use crate::metrics::Metrics;
 use crate::mutex::lock;
@@ -95,7 +97,23 @@ impl Shadow {
     }
 
     /// Hands a comparison to the comparator without waiting; a full queue skips it.
-    pub(crate) fn submit(&self, comparison: Comparison) {
+    /// Queues the comparison of one served event's plans: `target` is the user the caller
+    /// named, and `flags` the snapshot that decided the event.
+    pub(crate) fn submit(&self, route: Route, target: &str, flags: &FlagSet, plans: (Plan, Plan)) {
+        let (primary, shadow) = plans;
+        self.enqueue(Comparison {
+            route,
+            target: target.to_owned(),
+            flags_version: flags.version,
+            ignore_fields: flags.route(route).ignore_fields.clone(),
+            primary,
+            shadow,
+            at: unix_now(),
+        });
+    }
+
+    /// Queues a comparison, or counts it skipped when the comparator is behind.
+    pub(crate) fn enqueue(&self, comparison: Comparison) {
         let route = comparison.route;
         if self.queue.try_send(comparison).is_err() {
             self.metrics

@@ -17,11 +17,9 @@ use tokio::time::Instant;
 
 use crate::config::random_token;
 use crate::flags::FlagSet;
-use crate::flags::store::unix_now;
-use crate::labels::Role;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
-use crate::paths::{self, Call, Delivery, Outlet};
+use crate::paths::{self, Call, Outlet, Served};
 use crate::route::{Origin, PathKind, Route};
 use crate::routing::{Decision, DecisionReason, decide, default_path};
 use crate::server::api_error::ApiError;
@@ -29,7 +27,6 @@ use crate::server::protocol::{
     BatchBody, BatchItemBody, BroadcastResultBody, RouteRequest, SentBody,
 };
 use crate::server::{AppState, body};
-use crate::shadow::Comparison;
 
 /// Names the path that served the call: `legacy` or `ssot`.
 pub(crate) const PATH_HEADER: HeaderName = HeaderName::from_static("x-switchyard-path");
@@ -106,8 +103,8 @@ impl Serialize for Answer {
     }
 }
 
-/// Serves one event whose body is already parsed: shape, size, enrichment, the decision, the
-/// path, the shadow comparison. Returns the path that served it (or would have) and the answer.
+/// Serves one event whose body is already parsed: parse, decide, serve, answer. Returns the
+/// path that served it (or would have) and the answer.
 async fn serve_event(
     state: &AppState,
     route: Route,
@@ -116,20 +113,34 @@ async fn serve_event(
     body_len: usize,
     accepted_at: Instant,
 ) -> (PathKind, Result<Answer, ApiError>) {
-    let request = match RouteRequest::from_json(route, body) {
-        Ok(request) => request,
-        Err(error) => {
-            let error = ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                error.to_string(),
-            );
-            return (default_path(flags, route), Err(error));
-        }
+    let (user_id, event) = match parse(state, route, body, body_len) {
+        Ok(parsed) => parsed,
+        Err(error) => return (default_path(flags, route), Err(error)),
     };
-    if let Err(error) = check_event_size(state, &request.event, body_len) {
-        return (default_path(flags, route), Err(error));
+    let decision = decide_event(state, flags, route, &user_id);
+    let mut served = serve_decided(state, route, &decision, &user_id, &event, accepted_at).await;
+    if let Some(plans) = served.plans.take() {
+        state.shadow.submit(route, &user_id, flags, plans);
     }
+    (decision.primary, answer(route, &event, served))
+}
+
+/// Checks the request's shape and the event's size, then enriches the event: the user the
+/// caller named and the event as the paths get it.
+fn parse(
+    state: &AppState,
+    route: Route,
+    body: Value,
+    body_len: usize,
+) -> Result<(String, serde_json::Map<String, Value>), ApiError> {
+    let request = RouteRequest::from_json(route, body).map_err(|error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            error.to_string(),
+        )
+    })?;
+    check_event_size(state, &request.event, body_len)?;
     let event = match request.context {
         None => request.event,
         Some(context) => {
@@ -141,7 +152,12 @@ async fn serve_event(
             }
         }
     };
-    let decision = if state.config.server.bypass_routing {
+    Ok((request.user_id, event))
+}
+
+/// The event's paths, from the one snapshot that decides it.
+fn decide_event(state: &AppState, flags: &FlagSet, route: Route, user_id: &str) -> Decision {
+    if state.config.server.bypass_routing {
         // The benchmark ablation: no decision, no shadow; the route's own default path.
         Decision {
             primary: route.pre_migration_path(),
@@ -149,73 +165,50 @@ async fn serve_event(
             reason: DecisionReason::Cohort,
         }
     } else {
-        decide(flags, route, &request.user_id)
+        decide(flags, route, user_id)
+    }
+}
+
+/// Runs the decided paths, after any injected delay (outside every lock).
+async fn serve_decided(
+    state: &AppState,
+    route: Route,
+    decision: &Decision,
+    user_id: &str,
+    event: &serde_json::Map<String, Value>,
+    accepted_at: Instant,
+) -> Served {
+    let origin = Origin {
+        route,
+        path: decision.primary,
     };
-    let path = decision.primary;
-    let origin = Origin { route, path };
-    let shadow = decision.shadow.map(|kind| {
-        state
-            .metrics
-            .event(Origin { route, path: kind }, Role::Shadow);
-        (kind, paths::implementation(kind))
-    });
     if let Some(delay) = state.faults.delay(origin) {
-        // An injected delay, before the path runs and outside every lock.
         tokio::time::sleep(delay).await;
     }
-    let started = Instant::now();
-    let served = paths::serve(
-        &Outlet {
-            registry: &state.registry,
-            metrics: &state.metrics,
-            faults: &state.faults,
-        },
-        origin,
-        paths::implementation(path),
-        shadow,
-        &Call::new(&request.user_id, &event),
-        accepted_at,
-    );
-    state
-        .metrics
-        .path_duration(origin)
-        .observe(started.elapsed().as_secs_f64());
-    // An event the path refused (422) was not served: it is not one of the route's events,
-    // whose count the dashboard rates and the guard's minimum are taken from.
-    if served.primary.is_ok() {
-        state.metrics.event(origin, Role::Primary);
-    }
-    if let Some((primary, shadow)) = served.plans {
-        state.shadow.submit(Comparison {
-            route,
-            target: request.user_id.clone(),
-            flags_version: flags.version,
-            ignore_fields: flags.route(route).ignore_fields.clone(),
-            primary,
-            shadow,
-            at: unix_now(),
-        });
-    }
-    let result = match served.primary {
-        Ok((user_id, errors)) => Ok(answer(route, user_id, &event, errors, served.delivery)),
-        Err(error) => Err(ApiError::new(
+    let outlet = Outlet {
+        registry: &state.registry,
+        metrics: &state.metrics,
+        faults: &state.faults,
+    };
+    let call = Call::new(user_id, event);
+    paths::serve(&outlet, route, decision, &call, accepted_at)
+}
+
+/// The answer in the route's contract, or the path's refusal (422).
+fn answer(
+    route: Route,
+    event: &serde_json::Map<String, Value>,
+    served: Served,
+) -> Result<Answer, ApiError> {
+    let (user_id, errors) = served.primary.map_err(|error| {
+        ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_user_id",
             error.to_string(),
-        )),
-    };
-    (path, result)
-}
-
-/// The answer in the route's contract.
-fn answer(
-    route: Route,
-    user_id: String,
-    event: &serde_json::Map<String, Value>,
-    errors: Vec<String>,
-    delivery: Delivery,
-) -> Answer {
-    match route {
+        )
+    })?;
+    let delivery = served.delivery;
+    Ok(match route {
         Route::Broadcast => Answer::Broadcast(BroadcastResult {
             user_id,
             connections_attempted: delivery.connections_attempted,
@@ -229,7 +222,7 @@ fn answer(
             errors,
         }),
         _ => Answer::Sent(delivery.successful_sends),
-    }
+    })
 }
 
 /// `POST {route}/batch`: many events in one request, as a JSON array of the route's

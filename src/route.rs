@@ -1,8 +1,10 @@
 //! The names the gateway's modules share about where an event goes: the caller-facing
-//! [`Route`]s with their producer endpoints and pre-migration path, the [`PathKind`] that serves
-//! an event, the [`Origin`] a frame carries, and the [`Decision`] routing makes for an event. A leaf: it depends on nothing in the crate, so
-//! flags, metrics, the registry and the paths can all name a route without depending on each
-//! other.
+//! [`Route`]s with their producer endpoints, request shape, enrichment, answer contract and
+//! pre-migration path, the [`PathKind`] that serves an event, the [`Origin`] a frame carries,
+//! and the [`Decision`] routing makes for an event. A leaf: it depends on nothing in the crate,
+//! so flags, metrics, the registry and the paths can all name a route without depending on each
+//! other. Every per-route fact is an exhaustive `match` here, so a new route makes the compiler
+//! point at each one.
 
 /// A caller-facing broadcast contract. Each has its own producer endpoints and its own flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,6 +61,23 @@ impl Route {
         }
     }
 
+    /// How the route's request names its user, and how its event is enriched.
+    pub(crate) fn request_shape(self) -> RequestShape {
+        match self {
+            Route::RouterBroadcast | Route::Broadcast => RequestShape::UserId,
+            Route::ScopedBroadcast => RequestShape::Context(Enrichment::Scoped),
+            Route::UserEvent => RequestShape::Context(Enrichment::UserEvent),
+        }
+    }
+
+    /// What the route answers a served event with.
+    pub(crate) fn contract(self) -> Contract {
+        match self {
+            Route::Broadcast => Contract::BroadcastResult,
+            Route::RouterBroadcast | Route::ScopedBroadcast | Route::UserEvent => Contract::Sent,
+        }
+    }
+
     /// The path that served the route before the migration: SSOT for the canonical route,
     /// legacy for the legacy contracts. `server.bypass_routing` serves every event on it.
     pub(crate) fn pre_migration_path(self) -> PathKind {
@@ -67,6 +86,34 @@ impl Route {
             Route::RouterBroadcast | Route::ScopedBroadcast | Route::UserEvent => PathKind::Legacy,
         }
     }
+}
+
+/// How a route's request names its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestShape {
+    /// `{"user_id", "event"}`: the event is served as sent.
+    UserId,
+    /// `{"user_context", "event"}`: the user is the context's, and the event is enriched from
+    /// it.
+    Context(Enrichment),
+}
+
+/// Which enrichment a route applies to an event from the caller's context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enrichment {
+    /// `paths::legacy::enrich_scoped`.
+    Scoped,
+    /// `paths::legacy::enrich_user_event`.
+    UserEvent,
+}
+
+/// What a route answers a served event with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Contract {
+    /// The canonical route's `BroadcastResult`.
+    BroadcastResult,
+    /// The legacy contracts' `{"sent": n}`.
+    Sent,
 }
 
 /// The implementation serving one event on a route.

@@ -20,7 +20,7 @@ use crate::flags::FlagSet;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
 use crate::paths::{self, Call, Outlet, Served};
-use crate::route::{Origin, PathKind, Route};
+use crate::route::{Contract, Enrichment, Origin, PathKind, RequestShape, Route};
 use crate::routing::{Decision, DecisionReason, decide, default_path};
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
@@ -141,16 +141,16 @@ fn parse(
         )
     })?;
     check_event_size(state, &request.event, body_len)?;
-    let event = match request.context {
-        None => request.event,
-        Some(context) => {
+    let event = match (route.request_shape(), request.context) {
+        (RequestShape::Context(enrichment), Some(context)) => {
             // Generated once here, so both paths of a shadowed call see the same value.
             let context = context.with_request_id(|| random_token("req_"));
-            match route {
-                Route::UserEvent => enrich_user_event(&request.event, &context),
-                _ => enrich_scoped(&request.event, &context),
+            match enrichment {
+                Enrichment::Scoped => enrich_scoped(&request.event, &context),
+                Enrichment::UserEvent => enrich_user_event(&request.event, &context),
             }
         }
+        (RequestShape::Context(_), None) | (RequestShape::UserId, _) => request.event,
     };
     Ok((request.user_id, event))
 }
@@ -208,8 +208,8 @@ fn answer(
         )
     })?;
     let delivery = served.delivery;
-    Ok(match route {
-        Route::Broadcast => Answer::Broadcast(BroadcastResult {
+    Ok(match route.contract() {
+        Contract::BroadcastResult => Answer::Broadcast(BroadcastResult {
             user_id,
             connections_attempted: delivery.connections_attempted,
             successful_sends: delivery.successful_sends,
@@ -221,7 +221,7 @@ fn answer(
             queued: delivery.queued,
             errors,
         }),
-        _ => Answer::Sent(delivery.successful_sends),
+        Contract::Sent => Answer::Sent(delivery.successful_sends),
     })
 }
 

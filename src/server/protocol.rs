@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::paths::legacy::UserContext;
 use crate::paths::ssot::BroadcastResult;
-use crate::route::Route;
+use crate::route::{RequestShape, Route};
 
 /// A frame the server sends on its own behalf (not an event).
 #[derive(Serialize)]
@@ -282,9 +282,9 @@ impl RouteRequest {
         let Value::Object(mut body) = body else {
             return Err(RequestError::NotAnObject);
         };
-        let (user_id, context) = match route {
-            Route::RouterBroadcast | Route::Broadcast => (take_string(&mut body, "user_id")?, None),
-            Route::ScopedBroadcast | Route::UserEvent => {
+        let (user_id, context) = match route.request_shape() {
+            RequestShape::UserId => (take_string(&mut body, "user_id")?, None),
+            RequestShape::Context(_) => {
                 let context = take_context(&mut body)?;
                 (context.user_id.clone(), Some(context))
             }

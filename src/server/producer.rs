@@ -234,41 +234,9 @@ fn answer(
 pub(crate) async fn batch(state: &AppState, route: Route, request: Request) -> Response {
     let accepted_at = Instant::now();
     let flags = state.flags.snapshot();
-    let mut first_path = None;
-    let result = async {
-        let (parts, body) = request.into_parts();
-        producer_name(state, &parts.headers)?;
-        let limits = &state.config.limits;
-        let (bytes, format) =
-            body::read_bytes(&parts.headers, body, limits.max_batch_bytes, true).await?;
-        let items = body::split_batch(&bytes, format)?;
-        if items.len() > limits.max_batch_events {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_events",
-                format!(
-                    "{} events; a batch holds at most {}",
-                    items.len(),
-                    limits.max_batch_events
-                ),
-            ));
-        }
-        let mut results = Vec::with_capacity(items.len());
-        for item in items {
-            let (path, outcome) = match item {
-                Ok((value, len)) => {
-                    serve_event(state, route, &flags, value, len, accepted_at).await
-                }
-                Err(error) => (default_path(&flags, route), Err(error)),
-            };
-            first_path.get_or_insert(path);
-            let status = outcome.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
-            state.metrics.route_request(route, status);
-            results.push((status, path, outcome));
-        }
-        Ok(results)
-    }
-    .await;
+    let result = serve_batch(state, route, &flags, request, accepted_at).await;
+    let first_path = result.as_ref().ok().and_then(|results| results.first());
+    let path = first_path.map_or_else(|| default_path(&flags, route), |(_, path, _)| *path);
     let mut response = match result {
         // Serialised straight from the answers: building a serde_json::Value per item cost
         // more than serving the events.
@@ -289,11 +257,51 @@ pub(crate) async fn batch(state: &AppState, route: Route, request: Request) -> R
             error.into_response()
         }
     };
-    let path = first_path.unwrap_or_else(|| default_path(&flags, route));
     let headers = response.headers_mut();
     headers.insert(PATH_HEADER, HeaderValue::from_static(path.as_str()));
     headers.insert(FLAGS_VERSION_HEADER, HeaderValue::from(flags.version));
     response
+}
+
+/// One batch item's status, path and outcome.
+type BatchItem = (u16, PathKind, Result<Answer, ApiError>);
+
+/// Authenticates and reads a batch, then serves its items in order, each on its own.
+async fn serve_batch(
+    state: &AppState,
+    route: Route,
+    flags: &FlagSet,
+    request: Request,
+    accepted_at: Instant,
+) -> Result<Vec<BatchItem>, ApiError> {
+    let (parts, body) = request.into_parts();
+    producer_name(state, &parts.headers)?;
+    let limits = &state.config.limits;
+    let (bytes, format) =
+        body::read_bytes(&parts.headers, body, limits.max_batch_bytes, true).await?;
+    let items = body::split_batch(&bytes, format)?;
+    if items.len() > limits.max_batch_events {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!(
+                "{} events; a batch holds at most {}",
+                items.len(),
+                limits.max_batch_events
+            ),
+        ));
+    }
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        let (path, outcome) = match item {
+            Ok((value, len)) => serve_event(state, route, flags, value, len, accepted_at).await,
+            Err(error) => (default_path(flags, route), Err(error)),
+        };
+        let status = outcome.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+        state.metrics.route_request(route, status);
+        results.push((status, path, outcome));
+    }
+    Ok(results)
 }
 
 /// Authenticates the producer and reads the body as JSON, refusing it as early as possible.

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::route::Route;
@@ -199,8 +199,8 @@ pub(crate) struct KillSwitch {
     pub(crate) reason: String,
 }
 
-/// The automatic rollback guard's settings.
-#[derive(Debug, Clone, PartialEq)]
+/// The automatic rollback guard's settings; `GET /admin/flags` serialises them as they are.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct GuardFlags {
     pub(crate) enabled: bool,
     pub(crate) min_delivery_ratio: f64,

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::route::Route;
@@ -199,8 +199,8 @@ pub(crate) struct KillSwitch {
     pub(crate) reason: String,
 }
 
-/// The automatic rollback guard's settings.
-#[derive(Debug, Clone, PartialEq)]
+/// The automatic rollback guard's settings; `GET /admin/flags` serialises them as they are.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct GuardFlags {
     pub(crate) enabled: bool,
     pub(crate) min_delivery_ratio: f64,
@@ -544,11 +544,7 @@ impl FlagSet {
 
     /// Renders the set as a `flags.toml` document that parses back to the same set.
     pub(crate) fn to_toml(&self) -> String {
-        let s = |text: &str| toml::Value::String(text.to_owned()).to_string();
-        let list = |items: &mut dyn Iterator<Item = &String>| {
-            let items: Vec<String> = items.map(|i| s(i)).collect();
-            format!("[{}]", items.join(", "))
-        };
+        let s = toml_str;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -565,54 +561,7 @@ impl FlagSet {
             s(&self.kill_switch.reason)
         );
         for route in Route::ALL {
-            let r = self.route(route);
-            let _ = writeln!(out, "[routes.{}]", route.as_str());
-            let _ = writeln!(out, "ssot_percent = {:.2}", r.ssot_percent.as_f64());
-            let _ = writeln!(out, "shadow = {}", r.shadow);
-            let _ = writeln!(
-                out,
-                "shadow_sample_percent = {:.2}",
-                r.shadow_sample_percent.as_f64()
-            );
-            let _ = writeln!(out, "pin_ssot = {}", list(&mut r.pin_ssot.iter()));
-            let _ = writeln!(out, "pin_legacy = {}", list(&mut r.pin_legacy.iter()));
-            let _ = writeln!(out, "ignore_fields = {}", list(&mut r.ignore_fields.iter()));
-            if let Some(latch) = &r.latch {
-                let _ = writeln!(
-                    out,
-                    "\n[routes.{}.latch]   # rolled back to legacy until an operator clears it\n\
-                     reason = {}\ntrigger = {}\nactor = {}\nat = {}",
-                    route.as_str(),
-                    s(&latch.reason),
-                    s(&latch.trigger),
-                    s(&latch.actor),
-                    latch.at
-                );
-            }
-            if let Some(ramp) = &r.ramp {
-                let steps: Vec<String> = ramp
-                    .steps
-                    .iter()
-                    .map(|step| format!("{:.2}", step.as_f64()))
-                    .collect();
-                let _ = writeln!(
-                    out,
-                    "\n[routes.{}.ramp]   # the guard raises ssot_percent step by step\n\
-                     steps = [{}]\nstep_seconds = {}",
-                    route.as_str(),
-                    steps.join(", "),
-                    ramp.step_seconds
-                );
-                if let Some(at) = ramp.at {
-                    let _ = writeln!(
-                        out,
-                        "step = {}   # managed: the step being held\n\
-                         since = {}   # managed: unix seconds it began",
-                        at.step, at.since
-                    );
-                }
-            }
-            out.push('\n');
+            route_toml(&mut out, route, self.route(route));
         }
         let g = &self.guard;
         let _ = writeln!(
@@ -728,6 +677,70 @@ impl FlagSet {
         }
         changes
     }
+}
+
+/// Renders one route's section of `flags.toml`, its latch and ramp tables included.
+fn route_toml(out: &mut String, route: Route, r: &RouteFlags) {
+    let s = toml_str;
+    let list = toml_list;
+    let _ = writeln!(out, "[routes.{}]", route.as_str());
+    let _ = writeln!(out, "ssot_percent = {:.2}", r.ssot_percent.as_f64());
+    let _ = writeln!(out, "shadow = {}", r.shadow);
+    let _ = writeln!(
+        out,
+        "shadow_sample_percent = {:.2}",
+        r.shadow_sample_percent.as_f64()
+    );
+    let _ = writeln!(out, "pin_ssot = {}", list(&mut r.pin_ssot.iter()));
+    let _ = writeln!(out, "pin_legacy = {}", list(&mut r.pin_legacy.iter()));
+    let _ = writeln!(out, "ignore_fields = {}", list(&mut r.ignore_fields.iter()));
+    if let Some(latch) = &r.latch {
+        let _ = writeln!(
+            out,
+            "\n[routes.{}.latch]   # rolled back to legacy until an operator clears it\n\
+             reason = {}\ntrigger = {}\nactor = {}\nat = {}",
+            route.as_str(),
+            s(&latch.reason),
+            s(&latch.trigger),
+            s(&latch.actor),
+            latch.at
+        );
+    }
+    if let Some(ramp) = &r.ramp {
+        let steps: Vec<String> = ramp
+            .steps
+            .iter()
+            .map(|step| format!("{:.2}", step.as_f64()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\n[routes.{}.ramp]   # the guard raises ssot_percent step by step\n\
+             steps = [{}]\nstep_seconds = {}",
+            route.as_str(),
+            steps.join(", "),
+            ramp.step_seconds
+        );
+        if let Some(at) = ramp.at {
+            let _ = writeln!(
+                out,
+                "step = {}   # managed: the step being held\n\
+                 since = {}   # managed: unix seconds it began",
+                at.step, at.since
+            );
+        }
+    }
+    out.push('\n');
+}
+
+/// `text` as a TOML string.
+fn toml_str(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// `items` as a TOML array of strings.
+fn toml_list(items: &mut dyn Iterator<Item = &String>) -> String {
+    let items: Vec<String> = items.map(|i| toml_str(i)).collect();
+    format!("[{}]", items.join(", "))
 }
 
 /// The first line of every flags file switchyard writes. A file that starts with it must still

@@ -318,6 +318,50 @@ struct RouteState {
     ramp_waiting: Option<String>,
 }
 
+impl RouteState {
+    /// Why the guard rolls the route back at this evaluation, if it does: at once when shadow
+    /// comparisons found the SSOT plan reaching another user's connection, else after
+    /// `needed` breaching evaluations in a row. A rollback, a passing or an ineligible
+    /// evaluation restarts the count; a rollback also restarts the route's window.
+    fn rollback_reason(
+        &mut self,
+        verdict: &Verdict,
+        eligible: bool,
+        breaching: bool,
+        new_cross_user: u64,
+        needed: u32,
+        now: Instant,
+    ) -> Option<String> {
+        let reason = if !eligible {
+            None
+        } else if new_cross_user > 0 {
+            Some(format!(
+                "guard: {new_cross_user} shadow comparison(s) found the SSOT plan \
+                 reaching another user's connection; {}",
+                verdict.measured
+            ))
+        } else if !breaching {
+            None
+        } else {
+            self.consecutive += 1;
+            if self.consecutive < needed {
+                return None;
+            }
+            Some(format!(
+                "guard: {} ({} evaluations in a row); {}",
+                verdict.breaches.join("; "),
+                self.consecutive,
+                verdict.measured
+            ))
+        };
+        self.consecutive = 0;
+        if reason.is_some() {
+            self.since = Some(now);
+        }
+        reason
+    }
+}
+
 impl Default for RouteState {
     fn default() -> RouteState {
         RouteState {
@@ -593,39 +637,17 @@ impl Guard {
             if breaching {
                 route_state.last_breach = Some(unix_now);
             }
-            let mut rolled_back = false;
-            if !eligible {
-                route_state.consecutive = 0;
-            } else if new_cross_user > 0 {
-                evaluation.rollbacks.push(Rollback {
-                    route,
-                    reason: format!(
-                        "guard: {new_cross_user} shadow comparison(s) found the SSOT plan \
-                         reaching another user's connection; {}",
-                        verdict.measured
-                    ),
-                });
-                route_state.consecutive = 0;
-                route_state.since = Some(now);
-                rolled_back = true;
-            } else if !breaching {
-                route_state.consecutive = 0;
-            } else {
-                route_state.consecutive += 1;
-                if route_state.consecutive >= settings.consecutive_breaches {
-                    evaluation.rollbacks.push(Rollback {
-                        route,
-                        reason: format!(
-                            "guard: {} ({} evaluations in a row); {}",
-                            verdict.breaches.join("; "),
-                            route_state.consecutive,
-                            verdict.measured
-                        ),
-                    });
-                    route_state.consecutive = 0;
-                    route_state.since = Some(now);
-                    rolled_back = true;
-                }
+            let rollback = route_state.rollback_reason(
+                &verdict,
+                eligible,
+                breaching,
+                new_cross_user,
+                settings.consecutive_breaches,
+                now,
+            );
+            let rolled_back = rollback.is_some();
+            if let Some(reason) = rollback {
+                evaluation.rollbacks.push(Rollback { route, reason });
             }
             route_state.last_verdict = Some(verdict);
             route_state.ramp_waiting = None;

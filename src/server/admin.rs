@@ -40,9 +40,8 @@ use crate::routing::decide;
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
     AuditView, DiffView, FaultRequest, FaultView, FlagsReplace, FlagsView, GuardStatsView,
-    GuardView, KillSwitchView, LatchView, MismatchView, PathStatsView, RampView, ReloadView,
-    RollbackRequest, RoutePatch, RouteStatsView, RouteView, ShadowStatsView, StatsView,
-    admin_request, rfc3339,
+    KillSwitchView, LatchView, MismatchView, PathStatsView, RampView, ReloadView, RollbackRequest,
+    RoutePatch, RouteStatsView, RouteView, ShadowStatsView, StatsView, admin_request, rfc3339,
 };
 use crate::server::{AppState, body};
 
@@ -603,7 +602,6 @@ fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
             (route.as_str(), view)
         })
         .collect();
-    let guard = &flags.guard;
     let view = FlagsView {
         version: flags.version,
         source: status.source.as_str(),
@@ -617,14 +615,7 @@ fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
             reason: &flags.kill_switch.reason,
         },
         routes,
-        guard: GuardView {
-            enabled: guard.enabled,
-            min_delivery_ratio: guard.min_delivery_ratio,
-            max_mismatch_ratio: guard.max_mismatch_ratio,
-            window_seconds: guard.window_seconds,
-            min_events: guard.min_events,
-            consecutive_breaches: guard.consecutive_breaches,
-        },
+        guard: &flags.guard,
     };
     let mut response = Json(view).into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", flags.version)) {

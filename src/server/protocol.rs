@@ -9,6 +9,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::flags::GuardFlags;
 use crate::paths::legacy::UserContext;
 use crate::paths::ssot::BroadcastResult;
 use crate::route::{RequestShape, Route};
@@ -392,7 +393,7 @@ pub(crate) struct FlagsView<'a> {
     pub(crate) salt: &'a str,
     pub(crate) kill_switch: KillSwitchView<'a>,
     pub(crate) routes: BTreeMap<&'static str, RouteView<'a>>,
-    pub(crate) guard: GuardView,
+    pub(crate) guard: &'a GuardFlags,
 }
 
 #[derive(Serialize)]
@@ -440,16 +441,6 @@ pub(crate) struct LatchView<'a> {
     /// seconds; making those agree changes the file format, which waits for flags through serde
     /// (issue 12).
     pub(crate) at: String,
-}
-
-#[derive(Serialize)]
-pub(crate) struct GuardView {
-    pub(crate) enabled: bool,
-    pub(crate) min_delivery_ratio: f64,
-    pub(crate) max_mismatch_ratio: f64,
-    pub(crate) window_seconds: u64,
-    pub(crate) min_events: u64,
-    pub(crate) consecutive_breaches: u32,
 }
 
 /// `PATCH /admin/flags/routes/{route}`: the settings to change, and why.

@@ -12,15 +12,11 @@ use hyper::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN_TOKEN, Client, Gateway, PRODUCER_TOKEN, PROMPTLY, ROUTES, config, http, parse_json,
-    scratch_dir,
+    ADMIN_TOKEN, Client, Gateway, PRODUCER_TOKEN, PROMPTLY, ROUTES, config, http, json_or_null,
+    scratch_dir, thinking,
 };
 
 const ROUTER_PATCH: &str = "/admin/flags/routes/router_broadcast";
-
-fn event(seq: u64) -> Value {
-    json!({"type": "agent_thinking", "seq": seq})
-}
 
 /// Problems found across the rows of a table, reported together so that one broken row does
 /// not hide the others. Each is prefixed with the row being checked.
@@ -63,7 +59,7 @@ impl Problems {
     /// Publishes for `user` on `route` and notes a problem unless the event was served by `path`
     /// under flags `version`.
     async fn path(&mut self, gateway: &Gateway, route: &str, user: &str, path: &str, version: u64) {
-        let published = gateway.publish(route, user, event(0)).await;
+        let published = gateway.publish(route, user, thinking(0)).await;
         let got = (published.status, published.path.as_str());
         if got != (StatusCode::OK, path) || published.flags_version != version {
             self.note(format!(
@@ -95,11 +91,7 @@ async fn admin_raw(
 ) -> (StatusCode, HeaderMap, Value) {
     let body = Bytes::from(body.to_owned());
     let (status, headers, body) = http(gateway.admin, method, path, headers, body).await;
-    let value = if body.is_empty() {
-        Value::Null
-    } else {
-        parse_json(&body)
-    };
+    let value = json_or_null(&body);
     (status, headers, value)
 }
 
@@ -146,7 +138,7 @@ fn etag(headers: &HeaderMap) -> &str {
 
 /// The path and flags version that served `user`'s next event on `route`.
 async fn served(gateway: &Gateway, route: &str, user: &str) -> (String, u64) {
-    let published = gateway.publish(route, user, event(0)).await;
+    let published = gateway.publish(route, user, thinking(0)).await;
     assert_eq!(published.status, StatusCode::OK, "{:?}", published.body);
     (published.path, published.flags_version)
 }
@@ -1090,7 +1082,7 @@ async fn the_kill_switch_sends_every_route_to_legacy() {
         }
         for route in ROUTES {
             seq += 1;
-            let published = gateway.publish(route, "vip", event(seq)).await;
+            let published = gateway.publish(route, "vip", thinking(seq)).await;
             let got = (published.path.as_str(), published.flags_version);
             if published.status != StatusCode::OK || got != (path, version) {
                 problems.note(format!("{route} for vip: {published:?}"));

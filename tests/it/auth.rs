@@ -107,6 +107,14 @@ async fn open_as(
     (client, response)
 }
 
+/// The `Sec-WebSocket-Protocol` header that carries `token` as the `jwt.<base64url>` subprotocol.
+fn in_subprotocol(token: impl AsRef<[u8]>) -> [(&'static str, String); 1] {
+    [(
+        "sec-websocket-protocol",
+        format!("jwt.{}", URL_SAFE_NO_PAD.encode(token)),
+    )]
+}
+
 /// Asserts that `/ws?{query}` with `headers` is refused with `status` before any upgrade: once
 /// over plain HTTP with upgrade headers (to read the JSON error body whole), once with a real
 /// WebSocket client (which must see an HTTP error, not a handshake).
@@ -440,11 +448,10 @@ async fn a_missing_or_bad_token_is_refused_with_401_before_the_upgrade() {
         StatusCode::UNAUTHORIZED,
     )
     .await;
-    let protocol = format!("jwt.{}", URL_SAFE_NO_PAD.encode(&expired));
     assert_refused(
         &gateway,
         "",
-        &[("sec-websocket-protocol", protocol)],
+        &in_subprotocol(&expired),
         StatusCode::UNAUTHORIZED,
     )
     .await;
@@ -540,11 +547,10 @@ async fn a_producer_token_is_not_a_client_token() {
         StatusCode::UNAUTHORIZED,
     )
     .await;
-    let protocol = format!("jwt.{}", URL_SAFE_NO_PAD.encode(PRODUCER_TOKEN));
     assert_refused(
         &gateway,
         "",
-        &[("sec-websocket-protocol", protocol)],
+        &in_subprotocol(PRODUCER_TOKEN),
         StatusCode::UNAUTHORIZED,
     )
     .await;

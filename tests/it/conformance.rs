@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Client, Gateway, config};
+use crate::harness::{Client, Gateway, config, thinking};
 
 /// A gateway whose flags put every user of `route` on `path`.
 async fn gateway_serving(route: &str, path: &str) -> Gateway {
@@ -81,13 +81,7 @@ async fn conformance(route: &str, path: &str) {
 
     // Per-user order.
     for seq in 1..=30 {
-        let published = gateway
-            .publish(
-                route,
-                "alice",
-                json!({"type": "agent_thinking", "seq": seq}),
-            )
-            .await;
+        let published = gateway.publish(route, "alice", thinking(seq)).await;
         assert_eq!((published.status.as_u16(), published.sent()), (200, 2));
     }
     for client in &mut alice {

@@ -180,27 +180,9 @@ async fn rollback_moves_every_route_to_legacy_at_once_and_survives_a_restart() {
     .unwrap();
     let restart_config = config.clone();
     let gateway = Gateway::start_with(config).await;
-    assert_eq!(
-        gateway
-            .publish("router_broadcast", "ann", json!({"type": "t"}))
-            .await
-            .path,
-        "ssot"
-    );
-    assert_eq!(
-        gateway
-            .publish("broadcast", "ann", json!({"type": "t"}))
-            .await
-            .path,
-        "ssot"
-    );
-    assert_eq!(
-        gateway
-            .publish("user_event", "vip", json!({"type": "t"}))
-            .await
-            .path,
-        "ssot"
-    );
+    assert_eq!(path_of(&gateway, "router_broadcast", "ann").await, "ssot");
+    assert_eq!(path_of(&gateway, "broadcast", "ann").await, "ssot");
+    assert_eq!(path_of(&gateway, "user_event", "vip").await, "ssot");
 
     let (status, _, flags) = gateway
         .admin(
@@ -250,20 +232,19 @@ async fn rollback_moves_every_route_to_legacy_at_once_and_survives_a_restart() {
     gateway
         .set_route("broadcast", json!({"clear_latch": true}))
         .await;
+    assert_eq!(path_of(&gateway, "broadcast", "ann").await, "ssot");
     assert_eq!(
-        gateway
-            .publish("broadcast", "ann", json!({"type": "t"}))
-            .await
-            .path,
-        "ssot"
-    );
-    assert_eq!(
-        gateway
-            .publish("router_broadcast", "ann", json!({"type": "t"}))
-            .await
-            .path,
+        path_of(&gateway, "router_broadcast", "ann").await,
         "legacy",
         "other routes stay latched"
     );
     gateway.stop().await;
+}
+
+/// The path that serves a plain event published to `user` on `route` now.
+async fn path_of(gateway: &Gateway, route: &str, user: &str) -> String {
+    gateway
+        .publish(route, user, json!({"type": "t"}))
+        .await
+        .path
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::harness::{
     Client, Gateway, PROMPTLY, Producer, config, keep_one_stalled, publish_until,
-    slow_consumer_closes,
+    slow_consumer_closes, thinking,
 };
 
 const WINDOW_SECONDS: u64 = 3;
@@ -43,11 +43,7 @@ async fn an_ssot_degradation_is_rolled_back_by_the_guard_and_traffic_goes_on_on_
     // Healthy SSOT traffic first: no rollback.
     for seq in 0..100 {
         let published = producer
-            .publish(
-                "router_broadcast",
-                "gina",
-                json!({"type": "agent_thinking", "seq": seq}),
-            )
+            .publish("router_broadcast", "gina", thinking(seq))
             .await;
         assert_eq!((published.path.as_str(), published.sent()), ("ssot", 1));
         assert_eq!(client.next_json().await["seq"], seq);
@@ -69,11 +65,7 @@ async fn an_ssot_degradation_is_rolled_back_by_the_guard_and_traffic_goes_on_on_
     let mut sent_since_fault = Vec::new();
     let rolled_back_at = loop {
         let published = producer
-            .publish(
-                "router_broadcast",
-                "gina",
-                json!({"type": "agent_thinking", "seq": seq}),
-            )
+            .publish("router_broadcast", "gina", thinking(seq))
             .await;
         assert_eq!(published.status, 200);
         if published.sent() == 1 {
@@ -113,15 +105,7 @@ async fn an_ssot_degradation_is_rolled_back_by_the_guard_and_traffic_goes_on_on_
             .contains("SSOT path delivery ratio"),
         "{latch}"
     );
-    assert_eq!(
-        gateway
-            .metric(
-                "rollbacks_total",
-                r#"route="router_broadcast",trigger="guard""#
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(gateway.guard_rollbacks("router_broadcast").await, 1.0);
     let (_, _, audit) = gateway
         .admin(Method::GET, "/admin/audit?limit=5", None, None)
         .await;
@@ -155,11 +139,7 @@ async fn an_ssot_degradation_is_rolled_back_by_the_guard_and_traffic_goes_on_on_
     // Traffic goes on, on legacy, every event delivered; the fault on SSOT no longer matters.
     for next in seq..seq + 100 {
         let published = producer
-            .publish(
-                "router_broadcast",
-                "gina",
-                json!({"type": "agent_thinking", "seq": next}),
-            )
+            .publish("router_broadcast", "gina", thinking(next))
             .await;
         assert_eq!((published.path.as_str(), published.sent()), ("legacy", 1));
     }
@@ -205,15 +185,7 @@ async fn differences_the_design_predicts_do_not_trip_the_guard() {
         )
         .await;
     assert!(mismatches >= 40.0, "{mismatches} mismatches");
-    assert_eq!(
-        gateway
-            .metric(
-                "rollbacks_total",
-                r#"route="router_broadcast",trigger="guard""#
-            )
-            .await,
-        0.0
-    );
+    assert_eq!(gateway.guard_rollbacks("router_broadcast").await, 0.0);
     gateway.stop().await;
 }
 
@@ -230,15 +202,7 @@ async fn healthy_traffic_is_left_alone() {
         assert_eq!(published.path, "ssot");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(
-        gateway
-            .metric(
-                "rollbacks_total",
-                r#"route="router_broadcast",trigger="guard""#
-            )
-            .await,
-        0.0
-    );
+    assert_eq!(gateway.guard_rollbacks("router_broadcast").await, 0.0);
     let (_, _, stats) = gateway.admin(Method::GET, "/admin/stats", None, None).await;
     let route = &stats["routes"]["router_broadcast"];
     assert_eq!(route["paths"]["ssot"]["delivery_ratio"], 1.0, "{stats}");

@@ -144,11 +144,7 @@ impl Gateway {
         }
         let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
         let (status, headers, body) = http(self.admin, method, path, &headers, body).await;
-        let value = if body.is_empty() {
-            Value::Null
-        } else {
-            parse_json(&body)
-        };
+        let value = json_or_null(&body);
         (status, headers, value)
     }
 
@@ -284,6 +280,12 @@ impl Gateway {
     }
 }
 
+/// The event most tests publish: an `agent_thinking` numbered `seq`, so that a client can check
+/// order and loss.
+pub fn thinking(seq: u64) -> Value {
+    serde_json::json!({"type": "agent_thinking", "seq": seq})
+}
+
 /// The endpoint and body of a call on `route` ("router_broadcast", "scoped_broadcast",
 /// "user_event" or "broadcast").
 pub fn route_request(route: &str, user: &str, event: Value) -> (&'static str, Value) {
@@ -384,6 +386,15 @@ pub async fn http(
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, headers, body)
+}
+
+/// An admin answer's body as JSON, `null` when it has none.
+pub fn json_or_null(body: &[u8]) -> Value {
+    if body.is_empty() {
+        Value::Null
+    } else {
+        parse_json(body)
+    }
 }
 
 pub fn parse_json(body: &[u8]) -> Value {
@@ -696,4 +707,53 @@ pub fn parse_raw_response(raw: &[u8]) -> (u16, Value) {
         parse_json(body.as_bytes())
     };
     (status, body)
+}
+
+/// How long one promtool run may take; it takes well under a second, so this only stops a hung
+/// promtool from hanging the suite.
+const PROMTOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs promtool with `args`, feeding it `input` on stdin when there is one; returns whether it
+/// succeeded and everything it printed. A missing promtool fails the test: these checks are part of
+/// the suite, not optional.
+pub async fn promtool(args: &[&str], input: Option<&str>) -> (bool, String) {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+
+    let mut child = tokio::process::Command::new("promtool")
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!(
+                "cannot run promtool ({error}); install it with scripts/install-test-deps.sh \
+                 (Debian package prometheus)"
+            )
+        });
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .expect("write to promtool");
+        drop(stdin);
+    }
+    let output = tokio::time::timeout(PROMTOOL_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("promtool {args:?} did not finish in {PROMTOOL_TIMEOUT:?}"))
+        .expect("promtool runs");
+    let report = format!(
+        "exit: {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), report)
 }

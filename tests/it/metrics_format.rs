@@ -1,13 +1,9 @@
 //! `/metrics` is valid Prometheus exposition (checked by `promtool`, as Prometheus itself would
 //! parse it) and exports the always-present metrics of the README's Metrics table, with the right values.
 
-use std::process::Stdio;
-
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
-use crate::harness::{Gateway, PROMPTLY};
+use crate::harness::{Gateway, promtool};
 
 /// Metrics of the README's table that every scrape shows, whatever traffic came before.
 const METRIC_NAMES: &[&str] = &[
@@ -154,7 +150,7 @@ async fn metrics_pass_promtool_and_count_the_traffic() {
 {text}"
     );
 
-    let (success, report) = promtool_check_metrics(&text).await;
+    let (success, report) = promtool(&["check", "metrics"], Some(&text)).await;
     assert!(
         success,
         "promtool check metrics failed:\n{report}\n--- input ---\n{text}"
@@ -170,39 +166,4 @@ fn sample_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))
         .map(|value| value.trim().parse().expect("a sample value is a number"))
-}
-
-/// Runs `promtool check metrics` on `text`; returns whether it passed and what it printed.
-/// A missing promtool fails the test: the check is part of the suite, not optional.
-async fn promtool_check_metrics(text: &str) -> (bool, String) {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|error| {
-            panic!(
-                "cannot run promtool ({error}); install it with scripts/install-test-deps.sh \
-                 (Debian package prometheus)"
-            )
-        });
-    let mut stdin = promtool.stdin.take().expect("stdin is piped");
-    stdin
-        .write_all(text.as_bytes())
-        .await
-        .expect("write to promtool");
-    drop(stdin);
-    let output = tokio::time::timeout(PROMPTLY, promtool.wait_with_output())
-        .await
-        .expect("promtool finishes promptly")
-        .expect("promtool runs");
-    let report = format!(
-        "exit: {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), report)
 }

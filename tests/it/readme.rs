@@ -45,10 +45,8 @@ async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
     );
 
     // The gateway, on port 0 instead of the README's 8080.
-    let mut gateway = switchyard()
+    let mut gateway = serve_on_loopback()
         .args(&run_args)
-        .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
-        .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .spawn()
         .expect("start switchyard serve");
@@ -144,10 +142,8 @@ async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
 
 #[tokio::test]
 async fn sigterm_with_a_half_sent_request_open_exits_0_within_the_grace_period() {
-    let mut gateway = switchyard()
+    let mut gateway = serve_on_loopback()
         .args(["serve", "--dev"])
-        .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
-        .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0")
         .env(
             "SWITCHYARD_SERVER_FLAGS_PATH",
             "/nonexistent/switchyard/flags.toml",
@@ -203,13 +199,7 @@ async fn serve_without_dev_or_secrets_exits_64_naming_the_missing_key() {
     let run_args = cargo_run_args(&readme_block(&readme, "run"));
     let args: Vec<&String> = run_args.iter().filter(|arg| *arg != "--dev").collect();
     assert_eq!(args, ["serve"]);
-    let output = exit_output(
-        switchyard()
-            .args(args)
-            .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
-            .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0"),
-    )
-    .await;
+    let output = exit_output(serve_on_loopback().args(args)).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     assert!(stderr.contains("auth.jwt_secret"), "stderr: {stderr}");
@@ -222,11 +212,9 @@ async fn serve_refuses_an_emptied_flags_file_with_64() {
     let flags = dir.join("flags.toml");
     std::fs::write(&flags, "# emptied by a bad copy\n").unwrap();
     let output = exit_output(
-        switchyard()
+        serve_on_loopback()
             .args(["serve", "--dev", "--flags"])
-            .arg(&flags)
-            .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
-            .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0"),
+            .arg(&flags),
     )
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -363,6 +351,15 @@ fn publish_body(command: &str) -> Value {
 
 /// The `switchyard` binary, run from the repository root as the README's commands are, with no
 /// `SWITCHYARD_*` variables from the test's environment, and killed if the test ends early.
+/// `switchyard` with both listeners on free loopback ports instead of the README's.
+fn serve_on_loopback() -> Command {
+    let mut command = switchyard();
+    command
+        .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
+        .env("SWITCHYARD_SERVER_ADMIN_LISTEN", "127.0.0.1:0");
+    command
+}
+
 fn switchyard() -> Command {
     let mut command = Command::new(BINARY);
     command.current_dir(MANIFEST_DIR).kill_on_drop(true);

@@ -7,18 +7,12 @@
 //! the tests that evaluate them against a real Prometheus scraping a real gateway.
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::process::Command;
 
-use crate::harness::scratch_dir;
+use crate::harness::{promtool, scratch_dir};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-/// How long one promtool run may take; it takes well under a second, so this only stops a hung
-/// promtool from hanging the suite.
-const PROMTOOL_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the dashboard's variables stand for when its queries are run outside Grafana: every
 /// route, and a 1m window (the rules' window, long enough for a 1 s scrape interval).
 const GRAFANA_VARIABLES: &[(&str, &str)] = &[
@@ -70,14 +64,14 @@ pub fn rule_expressions() -> Vec<String> {
 #[tokio::test]
 async fn alert_rules_pass_promtool_check() {
     let alerts = dashboards_path("alerts.yml");
-    let (success, report) = promtool(&["check", "rules", &alerts]).await;
+    let (success, report) = promtool(&["check", "rules", &alerts], None).await;
     assert!(success, "promtool check rules {alerts} failed:\n{report}");
 }
 
 #[tokio::test]
 async fn alert_rules_pass_their_unit_tests() {
     let tests = dashboards_path("rules_test.yml");
-    let (success, report) = promtool(&["test", "rules", &tests]).await;
+    let (success, report) = promtool(&["test", "rules", &tests], None).await;
     assert!(success, "promtool test rules {tests} failed:\n{report}");
 }
 
@@ -297,7 +291,7 @@ async fn every_dashboard_and_rule_expression_parses_in_prometheus() {
     let dir = scratch_dir();
     let path = dir.join("expressions.rules.json");
     std::fs::write(&path, serde_json::to_string_pretty(&rules_file).unwrap()).unwrap();
-    let (success, report) = promtool(&["check", "rules", &path.display().to_string()]).await;
+    let (success, report) = promtool(&["check", "rules", &path.display().to_string()], None).await;
     let _ = std::fs::remove_dir_all(&dir);
     let legend: String = checked
         .iter()
@@ -329,7 +323,8 @@ async fn rule_expressions_are_read_whole_from_alerts_yml() {
         "one expr per rule: {expressions:#?}"
     );
     // promtool counts the rules the same way.
-    let (success, report) = promtool(&["check", "rules", &dashboards_path("alerts.yml")]).await;
+    let (success, report) =
+        promtool(&["check", "rules", &dashboards_path("alerts.yml")], None).await;
     assert!(success, "{report}");
     assert!(
         report.contains(&format!("SUCCESS: {n_rules} rules found")),
@@ -588,33 +583,4 @@ fn dashboards_path(name: &str) -> String {
 fn read_dashboards_file(name: &str) -> String {
     let path = dashboards_path(name);
     std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("read {path}: {error}"))
-}
-
-/// Runs promtool with `args`; returns whether it succeeded and everything it printed. A missing
-/// promtool fails the test: these checks are part of the suite, not optional.
-async fn promtool(args: &[&str]) -> (bool, String) {
-    let child = Command::new("promtool")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|error| {
-            panic!(
-                "cannot run promtool ({error}); install it with scripts/install-test-deps.sh \
-                 (Debian package prometheus)"
-            )
-        });
-    let output = tokio::time::timeout(PROMTOOL_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("promtool {args:?} did not finish in {PROMTOOL_TIMEOUT:?}"))
-        .expect("promtool runs");
-    let report = format!(
-        "exit: {}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), report)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, PROMPTLY, ROUTES, config};
+use crate::harness::{Gateway, PROMPTLY, ROUTES, config, thinking};
 
 /// A gateway whose flags put every route's users on `primary`, with shadowing on.
 async fn shadowed(primary: &str, extra: &str) -> Gateway {
@@ -83,13 +83,7 @@ async fn with_shadow_on_every_client_gets_exactly_one_frame_per_event_on_every_r
         let mut bob = gateway.connect("bob").await;
         for route in ROUTES {
             for seq in 0..5 {
-                let published = gateway
-                    .publish(
-                        route,
-                        "alice",
-                        json!({"type": "agent_thinking", "seq": seq}),
-                    )
-                    .await;
+                let published = gateway.publish(route, "alice", thinking(seq)).await;
                 assert_eq!((published.status.as_u16(), published.sent()), (200, 2));
                 assert_eq!(published.path, primary);
             }
@@ -134,13 +128,7 @@ async fn the_divergences_design_predicts_are_detected_and_classified() {
     );
 
     // A routing field naming another user: SSOT would rewrite it.
-    gateway
-        .publish(
-            route,
-            "alice",
-            json!({"type": "agent_started", "recipient_id": "mallory"}),
-        )
-        .await;
+    gateway.publish(route, "alice", naming_mallory()).await;
     compared(&gateway, route, 2.0).await;
     assert_eq!(mismatch_kind(&gateway, route, "payload").await, 1.0);
     let sample = &mismatches(&gateway, route).await[0];
@@ -179,13 +167,7 @@ async fn the_divergences_design_predicts_are_detected_and_classified() {
     gateway
         .set_route(route, json!({"ignore_fields": ["recipient_id"]}))
         .await;
-    gateway
-        .publish(
-            route,
-            "alice",
-            json!({"type": "agent_started", "recipient_id": "mallory"}),
-        )
-        .await;
+    gateway.publish(route, "alice", naming_mallory()).await;
     compared(&gateway, route, 5.0).await;
     assert_eq!(
         mismatch_kind(&gateway, route, "payload").await,
@@ -252,4 +234,10 @@ async fn shadow_sampling_and_mismatch_listing_filter() {
         .await;
     assert_eq!(status, 404);
     gateway.stop().await;
+}
+
+/// An event whose routing field names another user than the one it is published to: SSOT
+/// rewrites the field, legacy leaves it.
+fn naming_mallory() -> Value {
+    json!({"type": "agent_started", "recipient_id": "mallory"})
 }

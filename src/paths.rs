@@ -408,23 +408,31 @@ mod tests {
     }
 
     fn queued(connection: &Connection) -> Vec<String> {
-        let mut frames = Vec::new();
-        connection.queue.take(&mut frames);
-        frames
-            .iter()
-            .map(|f| f.payload.as_str().to_owned())
-            .collect()
+        connection.queue.take_payloads()
+    }
+
+    /// Serves one call on [`ORIGIN`] with no injected fault.
+    fn serve_fault_free(
+        registry: &Registry,
+        metrics: &Metrics,
+        primary: &dyn Path,
+        shadow: Option<(PathKind, &dyn Path)>,
+        call: &Call<'_>,
+        accepted_at: Instant,
+    ) -> Served {
+        let outlet = Outlet {
+            registry,
+            metrics,
+            faults: &Faults::default(),
+        };
+        serve_with(&outlet, ORIGIN, primary, shadow, call, accepted_at)
     }
 
     /// Legacy primary, the wrong path as shadow: the comparison the test above judged.
     fn comparison_of(registry: &Registry, metrics: &Metrics, call: &Call<'_>) -> Comparison {
-        comparison(serve_with(
-            &Outlet {
-                registry,
-                metrics,
-                faults: &Faults::default(),
-            },
-            ORIGIN,
+        comparison(serve_fault_free(
+            registry,
+            metrics,
             &legacy::Legacy,
             Some((PathKind::Ssot, &SendsToBob)),
             call,
@@ -457,13 +465,9 @@ mod tests {
         let event = json!({"type": "agent_started"});
         let event = event.as_object().unwrap();
         let call = Call::new("alice", event);
-        let served = serve_with(
-            &Outlet {
-                registry: &registry,
-                metrics: &metrics,
-                faults: &Faults::default(),
-            },
-            ORIGIN,
+        let served = serve_fault_free(
+            &registry,
+            &metrics,
             &legacy::Legacy,
             Some((PathKind::Ssot, &SendsToBob)),
             &call,
@@ -494,13 +498,9 @@ mod tests {
 
         // As the primary it would deliver to bob, which is why it is only ever a candidate:
         // the comparison still flags it.
-        let served = serve_with(
-            &Outlet {
-                registry: &registry,
-                metrics: &metrics,
-                faults: &Faults::default(),
-            },
-            ORIGIN,
+        let served = serve_fault_free(
+            &registry,
+            &metrics,
             &SendsToBob,
             Some((PathKind::Legacy, &legacy::Legacy)),
             &call,
@@ -589,13 +589,9 @@ mod tests {
         let (shadow, _stalled_receiver) = Shadow::new(2, Arc::clone(&metrics));
         for seq in 0..10 {
             let event = json!({"type": "agent_thinking", "seq": seq});
-            let served = serve_with(
-                &Outlet {
-                    registry: &registry,
-                    metrics: &metrics,
-                    faults: &Faults::default(),
-                },
-                ORIGIN,
+            let served = serve_fault_free(
+                &registry,
+                &metrics,
                 &legacy::Legacy,
                 Some((PathKind::Ssot, &ssot::Ssot)),
                 &Call::new("alice", event.as_object().unwrap()),

@@ -155,6 +155,17 @@ impl SendQueue {
         state.closing
     }
 
+    /// Takes every queued frame and returns their payloads, for tests to read.
+    #[cfg(test)]
+    pub(crate) fn take_payloads(&self) -> Vec<String> {
+        let mut frames = Vec::new();
+        self.take(&mut frames);
+        frames
+            .iter()
+            .map(|f| f.payload.as_str().to_owned())
+            .collect()
+    }
+
     #[cfg(test)]
     pub(crate) fn closing(&self) -> Option<CloseReason> {
         lock(&self.state).closing
@@ -663,12 +674,7 @@ mod tests {
     }
 
     fn queued(connection: &Connection) -> Vec<String> {
-        let mut frames = Vec::new();
-        connection.queue.take(&mut frames);
-        frames
-            .iter()
-            .map(|f| f.payload.as_str().to_owned())
-            .collect()
+        connection.queue.take_payloads()
     }
 
     fn offline(registry: &Registry, user: &str, payload: &str) -> bool {

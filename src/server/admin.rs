@@ -88,7 +88,7 @@ pub(crate) async fn require_admin(
     match state.auth.admin(authorization) {
         Err(failure) => {
             state.metrics.auth_failure(failure);
-            ApiError::unauthorized(failure).into_response()
+            ApiError::from(failure).into_response()
         }
         Ok(actor) => {
             let actor = Actor(actor.to_owned());
@@ -111,19 +111,10 @@ pub(crate) async fn patch_route(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let Some(route) = Route::from_name(&route_name) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_route",
-            format!(
-                "no route {route_name:?}; routes are {}",
-                Route::ALL.map(Route::as_str).join(", ")
-            ),
-        ));
-    };
+    let route = Route::from_name(&route_name).ok_or(ApiError::UnknownRoute(route_name))?;
     let if_match = if_match(&headers)?;
-    let patch: RoutePatch = read_request(&headers, request).await?;
-    let reason = required_reason(patch.reason.as_deref())?;
+    let patch: RoutePatch = read_request(&headers, request, ApiError::InvalidFlags).await?;
+    let reason = required_reason(patch.reason.as_deref(), ApiError::InvalidFlags)?;
     change(&state, actor, reason, if_match, move |flags| {
         let kill_switch = flags.kill_switch.engaged;
         let route_flags = flags.route_mut(route);
@@ -193,18 +184,20 @@ pub(crate) async fn put_flags(
     request: Request,
 ) -> Result<Response, ApiError> {
     let if_match = if_match(&headers)?;
-    let replace: FlagsReplace = read_request(&headers, request).await?;
-    let reason = required_reason(replace.reason.as_deref())?;
+    let replace: FlagsReplace = read_request(&headers, request, ApiError::InvalidFlags).await?;
+    let reason = required_reason(replace.reason.as_deref(), ApiError::InvalidFlags)?;
     let document = toml::Value::try_from(Value::Object(replace.flags))
         .and_then(|value| toml::to_string(&value))
-        .map_err(|error| invalid(format!("flags cannot be written as TOML: {error}")))?;
+        .map_err(|error| {
+            ApiError::InvalidFlags(format!("flags cannot be written as TOML: {error}"))
+        })?;
     let replacement = FlagSet::parse_document(&document, "request body")
-        .map_err(|error| invalid(error.to_string()))?;
+        .map_err(|error| ApiError::InvalidFlags(error.to_string()))?;
     if let Some(route) = Route::ALL.into_iter().find(|route| {
         replacement.flags.route(*route).latch.is_some()
             || replacement.clear_latches.iter().any(|(r, _)| r == route)
     }) {
-        return Err(invalid(format!(
+        return Err(ApiError::InvalidFlags(format!(
             "routes.{}: a PUT sets no rollback latch and clears none; latch with POST \
              /admin/rollback, clear with PATCH /admin/flags/routes/{} {{\"clear_latch\": true, \
              \"reason\": ...}}",
@@ -232,9 +225,7 @@ pub(crate) async fn reload(
     Extension(Actor(actor)): Extension<Actor>,
 ) -> Result<Response, ApiError> {
     let store = Arc::clone(&state.flags);
-    let outcome = tokio::task::spawn_blocking(move || store.reload(Trigger::Api, &actor))
-        .await
-        .map_err(|_| internal())?;
+    let outcome = tokio::task::spawn_blocking(move || store.reload(Trigger::Api, &actor)).await?;
     match outcome {
         Ok(ReloadOutcome::Applied { version }) => Ok(Json(ReloadView {
             outcome: "applied",
@@ -246,11 +237,7 @@ pub(crate) async fn reload(
             version,
         })
         .into_response()),
-        Err(error) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_flags",
-            format!("{error}; the previous flags keep serving"),
-        )),
+        Err(error) => Err(ApiError::FlagsNotReloaded(error)),
     }
 }
 
@@ -262,15 +249,15 @@ pub(crate) async fn rollback(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let rollback: RollbackRequest = read_request(&headers, request).await?;
-    let reason = required_reason(rollback.reason.as_deref())?.to_owned();
+    let rollback: RollbackRequest =
+        read_request(&headers, request, ApiError::InvalidAdminRequest).await?;
+    let reason = required_reason(rollback.reason.as_deref(), ApiError::InvalidAdminRequest)?;
+    let reason = reason.to_owned();
     let routes = match rollback.routes {
         None => Route::ALL.to_vec(),
         Some(names) => names
             .iter()
-            .map(|name| {
-                Route::from_name(name).ok_or_else(|| invalid(format!("unknown route {name:?}")))
-            })
+            .map(|name| named_route(name))
             .collect::<Result<Vec<_>, _>>()?,
     };
     let metrics = Arc::clone(&state.metrics);
@@ -337,13 +324,9 @@ pub(crate) async fn shadow_mismatches(
 ) -> Result<Response, ApiError> {
     let route = match query.route.as_deref() {
         None | Some("") => None,
-        Some(name) => Some(Route::from_name(name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_route",
-                format!("no route {name:?}"),
-            )
-        })?),
+        Some(name) => {
+            Some(Route::from_name(name).ok_or_else(|| ApiError::UnknownRoute(name.to_owned()))?)
+        }
     };
     let samples = state.shadow.samples(route, query.limit.unwrap_or(50));
     let views: Vec<MismatchView<'_>> = samples
@@ -464,22 +447,28 @@ pub(crate) async fn set_fault(
     request: Request,
 ) -> Result<Response, ApiError> {
     faults_allowed(&state)?;
-    let fault: FaultRequest = read_request(&headers, request).await?;
-    let route = Route::from_name(&fault.route)
-        .ok_or_else(|| invalid(format!("unknown route {:?}", fault.route)))?;
+    let fault: FaultRequest =
+        read_request(&headers, request, ApiError::InvalidAdminRequest).await?;
+    let route = named_route(&fault.route)?;
     let path = match fault.path.as_str() {
         "legacy" => PathKind::Legacy,
         "ssot" => PathKind::Ssot,
-        other => return Err(invalid(format!("unknown path {other:?}: legacy or ssot"))),
+        other => {
+            return Err(ApiError::InvalidAdminRequest(format!(
+                "unknown path {other:?}: legacy or ssot"
+            )));
+        }
     };
     if !(0.0..=1.0).contains(&fault.drop_ratio) {
-        return Err(invalid(format!(
+        return Err(ApiError::InvalidAdminRequest(format!(
             "drop_ratio {} is outside 0..=1",
             fault.drop_ratio
         )));
     }
     if fault.delay_ms > 60_000 {
-        return Err(invalid("delay_ms is over 60000".to_owned()));
+        return Err(ApiError::InvalidAdminRequest(
+            "delay_ms is over 60000".to_owned(),
+        ));
     }
     state.faults.set(
         route,
@@ -521,11 +510,7 @@ fn faults_allowed(state: &AppState) -> Result<(), ApiError> {
     if state.config.admin.allow_fault_injection {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "fault_injection_disabled",
-            "fault injection is off; set admin.allow_fault_injection = true in the process config",
-        ))
+        Err(ApiError::FaultInjectionDisabled)
     }
 }
 
@@ -545,7 +530,7 @@ fn fault_views(state: &AppState) -> Vec<FaultView> {
 
 /// Everything else under `/admin`, after authentication.
 pub(crate) async fn unknown() -> ApiError {
-    ApiError::not_found()
+    ApiError::NotFound
 }
 
 /// Runs one change off the async workers (it writes and fsyncs the file) and answers with the
@@ -559,20 +544,11 @@ async fn change(
 ) -> Result<Response, ApiError> {
     let store = Arc::clone(&state.flags);
     let reason = reason.to_owned();
-    let result = tokio::task::spawn_blocking(move || {
+    let flags = tokio::task::spawn_blocking(move || {
         store.change(Trigger::Api, &actor, &reason, if_match, edit)
     })
-    .await
-    .map_err(|_| internal())?;
-    match result {
-        Ok(flags) => Ok(flags_response(state, &flags)),
-        Err(ChangeError::Stale { current, expected }) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "stale_version",
-            format!("If-Match names version {expected}, but the flags are at version {current}"),
-        )),
-        Err(ChangeError::Invalid(message)) => Err(invalid(message)),
-    }
+    .await??;
+    Ok(flags_response(state, &flags))
 }
 
 fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
@@ -648,24 +624,24 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
         .and_then(|v| v.parse().ok())
         .map(Some)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_if_match",
-                "If-Match must name a flags version, like \"7\"",
-            )
-        })
+        .ok_or(ApiError::BadIfMatch)
 }
 
+/// Reads an admin request body; a body that is JSON but not the endpoint's request is answered
+/// with `invalid` (`invalid_flags` on the flags endpoints, `invalid_request` on the others).
 async fn read_request<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     request: Request,
+    invalid: fn(String) -> ApiError,
 ) -> Result<T, ApiError> {
     let (value, _) = body::read_json(headers, request.into_body(), MAX_ADMIN_BODY_BYTES).await?;
     admin_request(value).map_err(invalid)
 }
 
-fn required_reason(reason: Option<&str>) -> Result<&str, ApiError> {
+fn required_reason(
+    reason: Option<&str>,
+    invalid: fn(String) -> ApiError,
+) -> Result<&str, ApiError> {
     match reason.map(str::trim) {
         Some(reason) if !reason.is_empty() => Ok(reason),
         _ => Err(invalid(
@@ -674,18 +650,12 @@ fn required_reason(reason: Option<&str>) -> Result<&str, ApiError> {
     }
 }
 
+/// A route a rollback or fault body names.
+fn named_route(name: &str) -> Result<Route, ApiError> {
+    Route::from_name(name)
+        .ok_or_else(|| ApiError::InvalidAdminRequest(format!("unknown route {name:?}")))
+}
+
 fn percent_field(field: &str, value: f64) -> Result<Percent, ChangeError> {
     Percent::from_f64(value).map_err(|message| ChangeError::Invalid(format!("{field}: {message}")))
-}
-
-fn invalid(message: String) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_flags", message)
-}
-
-fn internal() -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the change task failed",
-    )
 }

@@ -3,8 +3,8 @@
 //! shape; a body that does not arrive in time (`server::listen`'s deadline) is a 408.
 
 use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -42,25 +42,9 @@ pub(crate) async fn read_bytes(
     let format = match media_type(headers).as_deref() {
         Some("application/json") => Format::Json,
         Some("application/x-ndjson" | "application/jsonl") if ndjson => Format::Ndjson,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                if ndjson {
-                    "Content-Type must be application/json or application/x-ndjson"
-                } else {
-                    "Content-Type must be application/json"
-                },
-            ));
-        }
+        _ => return Err(ApiError::UnsupportedMediaType { ndjson }),
     };
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body is larger than {limit} bytes"),
-        )
-    };
+    let too_large = || ApiError::BodyTooLarge { limit };
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -77,17 +61,9 @@ pub(crate) async fn read_bytes(
             too_large()
         } else if let Some(timed_out) = body_timed_out(&*inner) {
             // The connection closes after this answer: the rest of the body is never read.
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                timed_out.to_string(),
-            )
+            ApiError::RequestTimeout(timed_out)
         } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("reading the body failed: {inner}"),
-            )
+            ApiError::BodyUnreadable(inner.to_string())
         }
     })?;
     Ok((bytes, format))
@@ -104,11 +80,7 @@ pub(crate) fn split_batch(bytes: &[u8], format: Format) -> Result<Vec<BatchItem>
         Format::Json => {
             let raw: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(|error| {
                 if error.is_data() {
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_request",
-                        "a JSON batch must be an array of event bodies",
-                    )
+                    ApiError::BatchNotArray
                 } else {
                     malformed(&error)
                 }
@@ -133,11 +105,7 @@ pub(crate) fn split_batch(bytes: &[u8], format: Format) -> Result<Vec<BatchItem>
 fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
     parse_unique_keys(bytes).map_err(|error| {
         if error.is_data() {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                format!("body is ambiguous: {error}"),
-            )
+            ApiError::AmbiguousBody(error.to_string())
         } else {
             malformed(&error)
         }
@@ -145,11 +113,7 @@ fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
 }
 
 fn malformed(error: &serde_json::Error) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "malformed_json",
-        format!("body is not valid JSON: {error}"),
-    )
+    ApiError::MalformedJson(error.to_string())
 }
 
 fn media_type(headers: &HeaderMap) -> Option<String> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -37,12 +37,12 @@ pub(crate) const FLAGS_VERSION_HEADER: HeaderName =
 
 /// The public listener's 404: carries the path and flags headers like every producer answer.
 pub(crate) async fn not_found(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
-    with_route_headers(&state, &uri, ApiError::not_found().into_response())
+    with_route_headers(&state, &uri, ApiError::NotFound.into_response())
 }
 
 /// The public listener's 405, with the path and flags headers.
 pub(crate) async fn method_not_allowed(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
-    with_route_headers(&state, &uri, ApiError::method_not_allowed().into_response())
+    with_route_headers(&state, &uri, ApiError::MethodNotAllowed.into_response())
 }
 
 /// Adds the path and flags-version headers to a response no route handler produced: the path
@@ -133,13 +133,7 @@ fn parse(
     body: Value,
     body_len: usize,
 ) -> Result<(String, serde_json::Map<String, Value>), ApiError> {
-    let request = RouteRequest::from_json(route, body).map_err(|error| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            error.to_string(),
-        )
-    })?;
+    let request = RouteRequest::from_json(route, body)?;
     check_event_size(state, &request.event, body_len)?;
     let event = match (route.request_shape(), request.context) {
         (RequestShape::Context(enrichment), Some(context)) => {
@@ -200,13 +194,7 @@ fn answer(
     event: &serde_json::Map<String, Value>,
     served: Served,
 ) -> Result<Answer, ApiError> {
-    let (user_id, errors) = served.primary.map_err(|error| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_user_id",
-            error.to_string(),
-        )
-    })?;
+    let (user_id, errors) = served.primary?;
     let delivery = served.delivery;
     Ok(match route.contract() {
         Contract::BroadcastResult => Answer::Broadcast(BroadcastResult {
@@ -253,7 +241,7 @@ pub(crate) async fn batch(state: &AppState, route: Route, request: Request) -> R
             axum::Json(BatchBody { results: &items }).into_response()
         }
         Err(error) => {
-            state.metrics.route_request(route, error.status.as_u16());
+            state.metrics.route_request(route, error.status().as_u16());
             error.into_response()
         }
     };
@@ -281,15 +269,10 @@ async fn serve_batch(
         body::read_bytes(&parts.headers, body, limits.max_batch_bytes, true).await?;
     let items = body::split_batch(&bytes, format)?;
     if items.len() > limits.max_batch_events {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_events",
-            format!(
-                "{} events; a batch holds at most {}",
-                items.len(),
-                limits.max_batch_events
-            ),
-        ));
+        return Err(ApiError::TooManyEvents {
+            count: items.len(),
+            max: limits.max_batch_events,
+        });
     }
     let mut results = Vec::with_capacity(items.len());
     for item in items {
@@ -297,7 +280,9 @@ async fn serve_batch(
             Ok((value, len)) => serve_event(state, route, flags, value, len, accepted_at).await,
             Err(error) => (default_path(flags, route), Err(error)),
         };
-        let status = outcome.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+        let status = outcome
+            .as_ref()
+            .map_or_else(|e| e.status().as_u16(), |_| 200);
         state.metrics.route_request(route, status);
         results.push((status, path, outcome));
     }
@@ -316,7 +301,7 @@ fn producer_name<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     state.auth.producer(authorization).map_err(|failure| {
         state.metrics.auth_failure(failure);
-        ApiError::unauthorized(failure)
+        ApiError::from(failure)
     })
 }
 
@@ -336,11 +321,7 @@ fn check_event_size(
     }
     let size = serde_json::to_vec(event).map_or(usize::MAX, |v| v.len());
     if size > max {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("event is {size} bytes; the limit is {max}"),
-        ));
+        return Err(ApiError::EventTooLarge { size, max });
     }
     Ok(())
 }

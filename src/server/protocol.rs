@@ -80,14 +80,14 @@ impl ClientMessage {
 
 /// The JSON error body every API error carries: `{"error": {"code", "message"}}`.
 #[derive(Serialize)]
-pub(crate) struct ErrorBody<'a> {
-    pub(crate) error: ErrorDetail<'a>,
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
 }
 
 #[derive(Serialize)]
-pub(crate) struct ErrorDetail<'a> {
-    pub(crate) code: &'a str,
-    pub(crate) message: &'a str,
+pub(crate) struct ErrorDetail {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 /// A batch's answer: `{"results": [...]}`, one item per event, in order.
@@ -104,7 +104,7 @@ pub(crate) struct BatchItemBody<'a, R: Serialize> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) result: Option<R>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) error: Option<ErrorDetail<'a>>,
+    pub(crate) error: Option<ErrorDetail>,
 }
 
 /// `BroadcastResult` as producers receive it.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -69,28 +69,18 @@ pub(crate) async fn handler(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if state.shutdown.is_cancelled() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the gateway is shutting down",
-        )
-        .into_response();
+        return ApiError::ShuttingDown.into_response();
     }
     let (identity, subprotocol) = match authenticate(&state, &params, &headers) {
         Ok(found) => found,
         Err(failure) => {
             state.metrics.auth_failure(failure);
             tracing::debug!(reason = failure.as_str(), "refused client connection");
-            return ApiError::unauthorized(failure).into_response();
+            return ApiError::from(failure).into_response();
         }
     };
     let Some(slot) = state.registry.try_reserve() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the gateway is at its connection limit",
-        )
-        .into_response();
+        return ApiError::TooManyConnections.into_response();
     };
     let limits = &state.config.limits;
     let mut upgrade = upgrade

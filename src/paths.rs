@@ -106,7 +106,7 @@ impl Delivery {
 pub(crate) struct Plan {
     pub(crate) path: PathKind,
     /// The plan, or why the path refused the event.
-    pub(crate) result: Result<PlanBody, String>,
+    pub(crate) result: Result<PlanBody, PathError>,
 }
 
 #[derive(Debug, Clone)]
@@ -231,16 +231,9 @@ fn plan_and_deliver(
     let shadow_key = shadow_prepared.as_ref().ok().map(|p| p.user_id.clone());
     let Some(lock_key) = primary_key.clone().or_else(|| shadow_key.clone()) else {
         // Both refused: nothing to plan against, and nothing differs but the reasons.
-        let plan = |path, result: &Result<Prepared<'_>, PathError>| Plan {
-            path,
-            result: Err(result
-                .as_ref()
-                .err()
-                .map_or_else(String::new, ToString::to_string)),
-        };
         let plans = (
-            plan(origin.path, &prepared),
-            plan(shadow_kind, &shadow_prepared),
+            plan(origin.path, &prepared, Vec::new()),
+            plan(shadow_kind, &shadow_prepared, Vec::new()),
         );
         return Served {
             primary: prepared.map(|p| (p.user_id, p.errors)),
@@ -280,7 +273,7 @@ fn plan_and_deliver(
 /// A path's plan given the live connections of the user it prepared for.
 fn plan(path: PathKind, prepared: &Result<Prepared<'_>, PathError>, live: Vec<Recipient>) -> Plan {
     let result = match prepared {
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(error.clone()),
         Ok(prepared) => {
             let reported = live.len();
             let recipients = if live.is_empty() && prepared.offline_event.is_some() {

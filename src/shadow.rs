@@ -19,7 +19,7 @@ use crate::flags::store::unix_now;
 use crate::labels::{ComparisonResult, MismatchKind};
 use crate::metrics::Metrics;
 use crate::mutex::lock;
-use crate::paths::Plan;
+use crate::paths::{PathError, Plan};
 use crate::registry::Recipient;
 use crate::route::{PathKind, Route};
 
@@ -49,10 +49,69 @@ pub(crate) struct Comparison {
 /// One difference, readable: where, what the primary had, what the shadow had.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DiffEntry {
-    /// A JSON pointer into the payload, or `recipients`, `count`, `error`.
-    pub(crate) pointer: String,
+    pub(crate) location: DiffLocation,
     pub(crate) primary: String,
     pub(crate) shadow: String,
+}
+
+/// Where two plans differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DiffLocation {
+    /// Whom the plans reach: a recipient of another user, or one a plan misses or adds.
+    Recipients,
+    /// The count each path would report to the caller.
+    Count,
+    /// One path accepted the event and the other refused it.
+    Error,
+    /// A place in the payload.
+    Payload(JsonPointer),
+}
+
+impl DiffLocation {
+    /// As the admin API shows it: `recipients`, `count`, `error`, or the JSON pointer.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            DiffLocation::Recipients => "recipients",
+            DiffLocation::Count => "count",
+            DiffLocation::Error => "error",
+            DiffLocation::Payload(pointer) => pointer.as_str(),
+        }
+    }
+}
+
+/// An RFC 6901 JSON pointer: `""` is the whole document, `/a/0` the first element of its `a`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct JsonPointer(String);
+
+impl JsonPointer {
+    /// An `ignore_fields` entry: a pointer as written, or a top-level field name.
+    fn from_ignore_field(field: &str) -> JsonPointer {
+        if field.starts_with('/') {
+            JsonPointer(field.to_owned())
+        } else {
+            JsonPointer::default().key(field)
+        }
+    }
+
+    fn key(&self, key: &str) -> JsonPointer {
+        let escaped = key.replace('~', "~0").replace('/', "~1");
+        JsonPointer(format!("{}/{escaped}", self.0))
+    }
+
+    fn index(&self, index: usize) -> JsonPointer {
+        JsonPointer(format!("{}/{index}", self.0))
+    }
+
+    /// Whether this pointer is `other` or lies below it.
+    fn is_within(&self, other: &JsonPointer) -> bool {
+        self.0
+            .strip_prefix(&other.0)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A kept mismatch, for `GET /admin/shadow/mismatches`.
@@ -252,13 +311,16 @@ pub(crate) fn explained_by_design(
         MismatchKind::Payload => {
             let target = Value::String(comparison.target.trim().to_owned()).to_string();
             let ssot_is_primary = comparison.primary.path == PathKind::Ssot;
-            diff.iter().filter(|d| d.pointer.starts_with('/')).all(|d| {
+            diff.iter().all(|d| {
+                let DiffLocation::Payload(pointer) = &d.location else {
+                    return true;
+                };
                 let ssot_value = if ssot_is_primary {
                     &d.primary
                 } else {
                     &d.shadow
                 };
-                REWRITTEN_POINTERS.contains(&d.pointer.as_str()) && *ssot_value == target
+                REWRITTEN_POINTERS.contains(&pointer.as_str()) && *ssot_value == target
             })
         }
     })
@@ -285,7 +347,7 @@ pub(crate) fn compare(comparison: &Comparison) -> (Vec<MismatchKind>, Vec<DiffEn
             if recipient.user_id().trim() != target {
                 kinds.insert(MismatchKind::CrossUser);
                 diff.push(DiffEntry {
-                    pointer: "recipients".to_owned(),
+                    location: DiffLocation::Recipients,
                     primary: format!("target {target:?}"),
                     shadow: format!(
                         "{} plan reaches {} of user {:?}",
@@ -312,7 +374,7 @@ pub(crate) fn compare(comparison: &Comparison) -> (Vec<MismatchKind>, Vec<DiffEn
             if !missing.is_empty() {
                 kinds.insert(MismatchKind::RecipientsMissing);
                 diff.push(DiffEntry {
-                    pointer: "recipients".to_owned(),
+                    location: DiffLocation::Recipients,
                     primary: missing.join(", "),
                     shadow: "(would miss)".to_owned(),
                 });
@@ -320,7 +382,7 @@ pub(crate) fn compare(comparison: &Comparison) -> (Vec<MismatchKind>, Vec<DiffEn
             if !extra.is_empty() {
                 kinds.insert(MismatchKind::RecipientsExtra);
                 diff.push(DiffEntry {
-                    pointer: "recipients".to_owned(),
+                    location: DiffLocation::Recipients,
                     primary: "(not reached)".to_owned(),
                     shadow: extra.join(", "),
                 });
@@ -328,7 +390,7 @@ pub(crate) fn compare(comparison: &Comparison) -> (Vec<MismatchKind>, Vec<DiffEn
             if primary.reported != shadow.reported {
                 kinds.insert(MismatchKind::Count);
                 diff.push(DiffEntry {
-                    pointer: "count".to_owned(),
+                    location: DiffLocation::Count,
                     primary: primary.reported.to_string(),
                     shadow: shadow.reported.to_string(),
                 });
@@ -347,17 +409,17 @@ pub(crate) fn compare(comparison: &Comparison) -> (Vec<MismatchKind>, Vec<DiffEn
         (Err(primary), Err(shadow)) => {
             if primary != shadow {
                 // Both refused, for different reasons: the same outcome for the caller's event.
-                tracing::debug!(primary, shadow, "both paths rejected the event");
+                tracing::debug!(%primary, %shadow, "both paths rejected the event");
             }
         }
         (primary, shadow) => {
             kinds.insert(MismatchKind::Error);
-            let describe = |result: &Result<_, String>| match result {
+            let describe = |result: &Result<_, PathError>| match result {
                 Ok(_) => "accepted".to_owned(),
                 Err(error) => format!("rejected: {error}"),
             };
             diff.push(DiffEntry {
-                pointer: "error".to_owned(),
+                location: DiffLocation::Error,
                 primary: describe(primary),
                 shadow: describe(shadow),
             });
@@ -375,19 +437,13 @@ pub(crate) fn payload_diff(
     ignore_fields: &[String],
 ) -> Vec<DiffEntry> {
     let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
-    let ignored: Vec<String> = ignore_fields
+    let ignored: Vec<JsonPointer> = ignore_fields
         .iter()
-        .map(|field| {
-            if field.starts_with('/') {
-                field.clone()
-            } else {
-                format!("/{}", escape_pointer(field))
-            }
-        })
+        .map(|field| JsonPointer::from_ignore_field(field))
         .collect();
     let mut diff = Vec::new();
     walk(
-        String::new(),
+        JsonPointer::default(),
         Some(&parse(primary)),
         Some(&parse(shadow)),
         &ignored,
@@ -397,35 +453,26 @@ pub(crate) fn payload_diff(
 }
 
 fn walk(
-    pointer: String,
+    pointer: JsonPointer,
     primary: Option<&Value>,
     shadow: Option<&Value>,
-    ignored: &[String],
+    ignored: &[JsonPointer],
     diff: &mut Vec<DiffEntry>,
 ) {
-    if ignored
-        .iter()
-        .any(|i| pointer == *i || pointer.starts_with(&format!("{i}/")))
-    {
+    if ignored.iter().any(|i| pointer.is_within(i)) {
         return;
     }
     match (primary, shadow) {
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
             let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for key in keys {
-                walk(
-                    format!("{pointer}/{}", escape_pointer(key)),
-                    a.get(key),
-                    b.get(key),
-                    ignored,
-                    diff,
-                );
+                walk(pointer.key(key), a.get(key), b.get(key), ignored, diff);
             }
         }
         (Some(Value::Array(a)), Some(Value::Array(b))) => {
             for index in 0..a.len().max(b.len()) {
                 walk(
-                    format!("{pointer}/{index}"),
+                    pointer.index(index),
                     a.get(index),
                     b.get(index),
                     ignored,
@@ -435,11 +482,7 @@ fn walk(
         }
         (a, b) if a == b => {}
         (a, b) => diff.push(DiffEntry {
-            pointer: if pointer.is_empty() {
-                "/".to_owned()
-            } else {
-                pointer
-            },
+            location: DiffLocation::Payload(pointer),
             primary: show(a),
             shadow: show(b),
         }),
@@ -461,10 +504,6 @@ fn show(value: Option<&Value>) -> String {
     }
 }
 
-fn escape_pointer(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,7 +515,7 @@ mod tests {
         let shadow =
             r#"{"type":"x","recipient_id":"alice","data":{"a":1,"b":[1,3]},"timestamp":2}"#;
         let diff = payload_diff(primary, shadow, &["timestamp".to_owned()]);
-        let pointers: Vec<&str> = diff.iter().map(|d| d.pointer.as_str()).collect();
+        let pointers: Vec<&str> = diff.iter().map(|d| d.location.as_str()).collect();
         assert_eq!(pointers, ["/data/b/1", "/recipient_id"]);
         assert_eq!(diff[1].primary, "\"mallory\"");
         assert_eq!(diff[1].shadow, "\"alice\"");
@@ -492,6 +531,26 @@ mod tests {
         assert!(ignored.is_empty(), "{ignored:?}");
         let extra_key = payload_diff(r#"{"a":1}"#, r#"{"a":1,"b":2}"#, &[]);
         assert_eq!(extra_key[0].primary, "(absent)");
+    }
+
+    #[test]
+    fn pointers_escape_keys_and_tell_the_root_from_the_empty_key() {
+        let diff = payload_diff(r#"{"a/b~":1,"":1}"#, r#"{"a/b~":2,"":2}"#, &[]);
+        let locations: Vec<&str> = diff.iter().map(|d| d.location.as_str()).collect();
+        assert_eq!(locations, ["/", "/a~1b~0"]);
+        let root = payload_diff("1", "2", &[]);
+        assert_eq!(
+            root[0].location,
+            DiffLocation::Payload(JsonPointer::default())
+        );
+        assert_eq!(root[0].location.as_str(), "");
+        let ignored = payload_diff(
+            r#"{"ab":1,"a":{"b":1}}"#,
+            r#"{"ab":2,"a":{"b":2}}"#,
+            &["/a".to_owned()],
+        );
+        let locations: Vec<&str> = ignored.iter().map(|d| d.location.as_str()).collect();
+        assert_eq!(locations, ["/ab"], "`/a` covers `/a/b`, not `/ab`");
     }
 
     #[test]

@@ -344,7 +344,7 @@ pub(crate) async fn shadow_mismatches(
                 .diff
                 .iter()
                 .map(|d| DiffView {
-                    pointer: &d.pointer,
+                    pointer: d.location.as_str(),
                     primary: &d.primary,
                     shadow: &d.shadow,
                 })

@@ -4,7 +4,10 @@
 //! [`CloseReason`], [`AuthFailure`], [`Listener`], [`HttpTimeout`]), never from free-form
 //! strings, so the series set is bounded.
 //! The hot-path series (per frame) are resolved once at start-up into arrays indexed by enum.
+//! Each family of metrics (traffic, clients, flags, shadow, HTTP, process) is registered by its
+//! own constructor through one [`Registrar`].
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -22,27 +25,19 @@ const N_PATHS: usize = PathKind::ALL.len();
 
 const N_OUTCOMES: usize = Outcome::ALL.len();
 
+/// One series per route and path.
+type PerOrigin<T> = [[T; N_PATHS]; N_ROUTES];
+
 /// The process's metrics. Cheap to share behind an `Arc`; every handle is lock-free.
 pub(crate) struct Metrics {
     registry: Registry,
-    route_requests: IntCounterVec,
-    events: IntCounterVec,
-    deliveries: [[[IntCounter; N_OUTCOMES]; N_PATHS]; N_ROUTES],
-    client_drop_connections: [[IntCounter; N_PATHS]; N_ROUTES],
-    served_connection_seconds: [[IntCounter; N_PATHS]; N_ROUTES],
+    traffic: Traffic,
     /// Where the seconds of `served_connection_seconds` are counted from.
     started: Instant,
-    delivery_latency: [[Histogram; N_PATHS]; N_ROUTES],
-    path_duration: [[Histogram; N_PATHS]; N_ROUTES],
     pub(crate) connections: IntGauge,
     pub(crate) connected_users: IntGauge,
-    connections_closed: [IntCounter; CloseReason::ALL.len()],
-    auth_failures: [IntCounter; AuthFailure::ALL.len()],
-    flag_ssot_percent: [Gauge; N_ROUTES],
-    flag_shadow: [IntGauge; N_ROUTES],
-    flag_latched: [IntGauge; N_ROUTES],
-    ramp_step: [IntGauge; N_ROUTES],
-    guard_verdict: [IntGauge; N_ROUTES],
+    clients: Clients,
+    route_flags: RouteFlags,
     pub(crate) kill_switch_engaged: IntGauge,
     pub(crate) flags_version: IntGauge,
     /// 1 while the live flags match the file; 0 after a write-back failed (read-only file).
@@ -50,14 +45,59 @@ pub(crate) struct Metrics {
     pub(crate) flags_persist_failures: IntCounter,
     flags_reloads: IntCounterVec,
     rollbacks: IntCounterVec,
-    shadow_comparisons: [[IntCounter; ComparisonResult::ALL.len()]; N_ROUTES],
-    shadow_mismatches: [[IntCounter; MismatchKind::ALL.len()]; N_ROUTES],
-    shadow_unexpected: [IntCounter; N_ROUTES],
-    http_connections: [IntGauge; Listener::ALL.len()],
-    http_refused: [IntCounter; Listener::ALL.len()],
-    http_timeouts: [[IntCounter; HttpTimeout::ALL.len()]; Listener::ALL.len()],
+    shadow: ShadowCounters,
+    http: Http,
     /// Tokio tasks alive, sampled when `/metrics` is rendered: a leak shows as a climb.
     runtime_tasks: IntGauge,
+}
+
+/// Producer calls, events and what became of their frames.
+struct Traffic {
+    route_requests: IntCounterVec,
+    events: IntCounterVec,
+    deliveries: PerOrigin<[IntCounter; N_OUTCOMES]>,
+    client_drop_connections: PerOrigin<IntCounter>,
+    served_connection_seconds: PerOrigin<IntCounter>,
+    delivery_latency: PerOrigin<Histogram>,
+    path_duration: PerOrigin<Histogram>,
+}
+
+/// Why client connections closed or were refused.
+struct Clients {
+    connections_closed: [IntCounter; CloseReason::ALL.len()],
+    auth_failures: [IntCounter; AuthFailure::ALL.len()],
+}
+
+/// Each route's flags and guard state, as gauges.
+struct RouteFlags {
+    ssot_percent: [Gauge; N_ROUTES],
+    shadow: [IntGauge; N_ROUTES],
+    latched: [IntGauge; N_ROUTES],
+    ramp_step: [IntGauge; N_ROUTES],
+    guard_verdict: [IntGauge; N_ROUTES],
+}
+
+/// The flag store's own gauges and counters.
+struct Store {
+    kill_switch_engaged: IntGauge,
+    flags_version: IntGauge,
+    flags_persisted: IntGauge,
+    flags_persist_failures: IntCounter,
+    flags_reloads: IntCounterVec,
+    rollbacks: IntCounterVec,
+}
+
+struct ShadowCounters {
+    comparisons: [[IntCounter; ComparisonResult::ALL.len()]; N_ROUTES],
+    mismatches: [[IntCounter; MismatchKind::ALL.len()]; N_ROUTES],
+    unexpected: [IntCounter; N_ROUTES],
+}
+
+/// The listeners' HTTP connections.
+struct Http {
+    connections: [IntGauge; Listener::ALL.len()],
+    refused: [IntCounter; Listener::ALL.len()],
+    timeouts: [[IntCounter; HttpTimeout::ALL.len()]; Listener::ALL.len()],
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -69,35 +109,84 @@ const DURATION_BUCKETS: &[f64] = &[
     0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 ];
 
-impl Metrics {
-    pub(crate) fn new() -> Metrics {
-        let registry = Registry::new_custom(Some("switchyard".to_owned()), None)
-            .expect("static registry prefix is valid");
-        let register = |collector: Box<dyn prometheus::core::Collector>| {
-            registry
-                .register(collector)
-                .expect("each metric is registered once with a valid name");
-        };
+/// Registers each metric once, with its name, help and label names, on the one registry.
+struct Registrar {
+    registry: Registry,
+}
 
-        let route_requests = IntCounterVec::new(
-            Opts::new(
-                "route_requests_total",
-                "Producer calls per route and HTTP status.",
-            ),
+impl Registrar {
+    fn add(&self, collector: Box<dyn Collector>) {
+        self.registry
+            .register(collector)
+            .expect("each metric is registered once with a valid name");
+    }
+
+    /// Registers a clone of `collector` and hands the collector back to be kept.
+    fn register<C: Collector + Clone + 'static>(&self, collector: C) -> C {
+        self.add(Box::new(collector.clone()));
+        collector
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn int_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn per_origin_counter(&self, name: &str, help: &str) -> PerOrigin<IntCounter> {
+        let vec = self.counter_vec(name, help, &["route", "path"]);
+        Route::ALL.map(|route| {
+            PathKind::ALL.map(|path| vec.with_label_values(&[route.as_str(), path.as_str()]))
+        })
+    }
+
+    fn per_origin_histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+    ) -> PerOrigin<Histogram> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        let vec = self.register(HistogramVec::new(opts, &["route", "path"]).expect("valid metric"));
+        Route::ALL.map(|route| {
+            PathKind::ALL.map(|path| vec.with_label_values(&[route.as_str(), path.as_str()]))
+        })
+    }
+
+    fn per_route_gauge(&self, name: &str, help: &str) -> [Gauge; N_ROUTES] {
+        let vec = GaugeVec::new(Opts::new(name, help), &["route"]).expect("valid metric");
+        let vec = self.register(vec);
+        Route::ALL.map(|route| vec.with_label_values(&[route.as_str()]))
+    }
+
+    fn per_route_int_gauge(&self, name: &str, help: &str) -> [IntGauge; N_ROUTES] {
+        let vec = self.int_gauge_vec(name, help, &["route"]);
+        Route::ALL.map(|route| vec.with_label_values(&[route.as_str()]))
+    }
+}
+
+impl Traffic {
+    fn new(r: &Registrar) -> Traffic {
+        let route_requests = r.counter_vec(
+            "route_requests_total",
+            "Producer calls per route and HTTP status.",
             &["route", "status"],
-        )
-        .expect("valid metric");
-        register(Box::new(route_requests.clone()));
-
-        let events = IntCounterVec::new(
-            Opts::new(
-                "events_total",
-                "Events served per route, path and role (primary or shadow).",
-            ),
+        );
+        let events = r.counter_vec(
+            "events_total",
+            "Events served per route, path and role (primary or shadow).",
             &["route", "path", "role"],
-        )
-        .expect("valid metric");
-        register(Box::new(events.clone()));
+        );
         for route in Route::ALL {
             for path in PathKind::ALL {
                 for role in [Role::Primary, Role::Shadow] {
@@ -105,358 +194,284 @@ impl Metrics {
                 }
             }
         }
-
-        let deliveries_vec = IntCounterVec::new(
-            Opts::new(
-                "deliveries_total",
-                "Primary-path frames per recipient connection, by what became of them.",
-            ),
+        let deliveries = r.counter_vec(
+            "deliveries_total",
+            "Primary-path frames per recipient connection, by what became of them.",
             &["route", "path", "outcome"],
-        )
-        .expect("valid metric");
-        register(Box::new(deliveries_vec.clone()));
+        );
         let deliveries = Route::ALL.map(|route| {
             PathKind::ALL.map(|path| {
                 Outcome::ALL.map(|outcome| {
-                    deliveries_vec.with_label_values(&[
-                        route.as_str(),
-                        path.as_str(),
-                        outcome.as_str(),
-                    ])
+                    deliveries.with_label_values(&[route.as_str(), path.as_str(), outcome.as_str()])
                 })
             })
         });
-
-        let per_origin_counter = |name: &str, help: &str| {
-            let vec = IntCounterVec::new(Opts::new(name, help), &["route", "path"])
-                .expect("valid metric");
-            register(Box::new(vec.clone()));
-            Route::ALL.map(|route| {
-                PathKind::ALL.map(|path| vec.with_label_values(&[route.as_str(), path.as_str()]))
-            })
-        };
-        let client_drop_connections = per_origin_counter(
-            "client_drop_connections_total",
-            "Connections that lost at least one frame of the route and path to a client cause \
-             (dropped_slow_consumer, dropped_closed); a connection counts once however many \
-             frames it lost.",
-        );
-        let served_connection_seconds = per_origin_counter(
-            "served_connection_seconds_total",
-            "Seconds in which a connection was sent at least one frame of the route and path, \
-             summed over connections: its rate is the average number of connections served.",
-        );
-
-        let latency_vec = HistogramVec::new(
-            HistogramOpts::new(
+        Traffic {
+            route_requests,
+            events,
+            deliveries,
+            client_drop_connections: r.per_origin_counter(
+                "client_drop_connections_total",
+                "Connections that lost at least one frame of the route and path to a client \
+                 cause (dropped_slow_consumer, dropped_closed); a connection counts once however \
+                 many frames it lost.",
+            ),
+            served_connection_seconds: r.per_origin_counter(
+                "served_connection_seconds_total",
+                "Seconds in which a connection was sent at least one frame of the route and \
+                 path, summed over connections: its rate is the average number of connections \
+                 served.",
+            ),
+            delivery_latency: r.per_origin_histogram(
                 "delivery_latency_seconds",
                 "Time from the event's acceptance to its frame being written to the socket.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route", "path"],
-        )
-        .expect("valid metric");
-        register(Box::new(latency_vec.clone()));
-        let delivery_latency = Route::ALL.map(|route| {
-            PathKind::ALL
-                .map(|path| latency_vec.with_label_values(&[route.as_str(), path.as_str()]))
-        });
-
-        let duration_vec = HistogramVec::new(
-            HistogramOpts::new(
+                LATENCY_BUCKETS,
+            ),
+            path_duration: r.per_origin_histogram(
                 "path_duration_seconds",
                 "Time inside the path: planning and enqueueing one event.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["route", "path"],
-        )
-        .expect("valid metric");
-        register(Box::new(duration_vec.clone()));
-        let path_duration = Route::ALL.map(|route| {
-            PathKind::ALL
-                .map(|path| duration_vec.with_label_values(&[route.as_str(), path.as_str()]))
-        });
-
-        let connections = IntGauge::new("connections", "Open client WebSocket connections.")
-            .expect("valid metric");
-        register(Box::new(connections.clone()));
-        let connected_users = IntGauge::new(
-            "connected_users",
-            "Users with at least one open connection.",
-        )
-        .expect("valid metric");
-        register(Box::new(connected_users.clone()));
-
-        let closed_vec = IntCounterVec::new(
-            Opts::new(
-                "connections_closed_total",
-                "Client connections closed, by reason.",
+                DURATION_BUCKETS,
             ),
+        }
+    }
+}
+
+impl Clients {
+    fn new(r: &Registrar) -> Clients {
+        let closed = r.counter_vec(
+            "connections_closed_total",
+            "Client connections closed, by reason.",
             &["reason"],
-        )
-        .expect("valid metric");
-        register(Box::new(closed_vec.clone()));
-        let connections_closed =
-            CloseReason::ALL.map(|reason| closed_vec.with_label_values(&[reason.as_str()]));
-
-        let auth_vec = IntCounterVec::new(
-            Opts::new(
-                "auth_failures_total",
-                "Refused client connections and API calls, by reason.",
-            ),
+        );
+        let auth = r.counter_vec(
+            "auth_failures_total",
+            "Refused client connections and API calls, by reason.",
             &["reason"],
-        )
-        .expect("valid metric");
-        register(Box::new(auth_vec.clone()));
-        let auth_failures =
-            AuthFailure::ALL.map(|reason| auth_vec.with_label_values(&[reason.as_str()]));
+        );
+        Clients {
+            connections_closed: CloseReason::ALL
+                .map(|reason| closed.with_label_values(&[reason.as_str()])),
+            auth_failures: AuthFailure::ALL
+                .map(|reason| auth.with_label_values(&[reason.as_str()])),
+        }
+    }
+}
 
-        let per_route_gauge = |name: &str, help: &str| {
-            let vec = GaugeVec::new(Opts::new(name, help), &["route"]).expect("valid metric");
-            register(Box::new(vec.clone()));
-            Route::ALL.map(|route| vec.with_label_values(&[route.as_str()]))
-        };
-        let flag_ssot_percent = per_route_gauge(
-            "flag_ssot_percent",
-            "Share of users on the SSOT path per route, in percent, as the flags say.",
-        );
-        let per_route_int_gauge = |name: &str, help: &str| {
-            let vec = IntGaugeVec::new(Opts::new(name, help), &["route"]).expect("valid metric");
-            register(Box::new(vec.clone()));
-            Route::ALL.map(|route| vec.with_label_values(&[route.as_str()]))
-        };
-        let flag_shadow = per_route_int_gauge(
-            "flag_shadow",
-            "1 when the route mirrors events to the other path as a dry run.",
-        );
-        let flag_latched = per_route_int_gauge(
-            "flag_rollback_latched",
-            "1 while the route is held on legacy by a rollback latch.",
-        );
-        let ramp_step = per_route_int_gauge(
-            "ramp_step",
-            "The step a route's ramp holds (1-based); 0 while no ramp runs.",
-        );
-        let guard_verdict = per_route_int_gauge(
-            "guard_verdict",
-            "The guard's latest verdict on a route: 0 no verdict (too little traffic, guard off, \
-             latched or kill switch), 1 pass, 2 breach.",
-        );
-        let int_gauge = |name: &str, help: &str| {
-            let gauge = IntGauge::new(name, help).expect("valid metric");
-            register(Box::new(gauge.clone()));
-            gauge
-        };
-        let kill_switch_engaged = int_gauge(
-            "kill_switch_engaged",
-            "1 while the kill switch sends every route to legacy.",
-        );
-        let flags_version = int_gauge("flags_version", "Version of the live flag snapshot.");
-        let flags_persisted = int_gauge(
-            "flags_persisted",
-            "1 while the live flags are what flags.toml says; 0 after a write-back failed.",
-        );
-        let flags_persist_failures = IntCounter::new(
-            "flags_persist_failures_total",
-            "Flag changes that stayed live but could not be written to flags.toml.",
-        )
-        .expect("valid metric");
-        register(Box::new(flags_persist_failures.clone()));
-        let flags_reloads = IntCounterVec::new(
-            Opts::new(
-                "flags_reloads_total",
-                "Flag file reloads by trigger and result (ok or error).",
+impl RouteFlags {
+    fn new(r: &Registrar) -> RouteFlags {
+        RouteFlags {
+            ssot_percent: r.per_route_gauge(
+                "flag_ssot_percent",
+                "Share of users on the SSOT path per route, in percent, as the flags say.",
             ),
+            shadow: r.per_route_int_gauge(
+                "flag_shadow",
+                "1 when the route mirrors events to the other path as a dry run.",
+            ),
+            latched: r.per_route_int_gauge(
+                "flag_rollback_latched",
+                "1 while the route is held on legacy by a rollback latch.",
+            ),
+            ramp_step: r.per_route_int_gauge(
+                "ramp_step",
+                "The step a route's ramp holds (1-based); 0 while no ramp runs.",
+            ),
+            guard_verdict: r.per_route_int_gauge(
+                "guard_verdict",
+                "The guard's latest verdict on a route: 0 no verdict (too little traffic, guard \
+                 off, latched or kill switch), 1 pass, 2 breach.",
+            ),
+        }
+    }
+}
+
+impl Store {
+    fn new(r: &Registrar) -> Store {
+        let flags_reloads = r.counter_vec(
+            "flags_reloads_total",
+            "Flag file reloads by trigger and result (ok or error).",
             &["trigger", "result"],
-        )
-        .expect("valid metric");
-        register(Box::new(flags_reloads.clone()));
+        );
         for trigger in Trigger::ALL {
             for result in ["ok", "error"] {
                 flags_reloads.with_label_values(&[trigger.as_str(), result]);
             }
         }
-        let rollbacks = IntCounterVec::new(
-            Opts::new(
-                "rollbacks_total",
-                "Routes rolled back to legacy, by route and trigger (api or guard).",
-            ),
+        let rollbacks = r.counter_vec(
+            "rollbacks_total",
+            "Routes rolled back to legacy, by route and trigger (api or guard).",
             &["route", "trigger"],
-        )
-        .expect("valid metric");
-        register(Box::new(rollbacks.clone()));
+        );
         for route in Route::ALL {
             for trigger in [Trigger::Api, Trigger::Guard] {
                 rollbacks.with_label_values(&[route.as_str(), trigger.as_str()]);
             }
         }
-
-        let comparisons_vec = IntCounterVec::new(
-            Opts::new(
-                "shadow_comparisons_total",
-                "Shadow comparisons per route: match, mismatch, or skipped (comparison queue full).",
+        Store {
+            kill_switch_engaged: r.int_gauge(
+                "kill_switch_engaged",
+                "1 while the kill switch sends every route to legacy.",
             ),
-            &["route", "result"],
-        )
-        .expect("valid metric");
-        register(Box::new(comparisons_vec.clone()));
-        let shadow_comparisons = Route::ALL.map(|route| {
-            ComparisonResult::ALL
-                .map(|result| comparisons_vec.with_label_values(&[route.as_str(), result.as_str()]))
-        });
-        let mismatches_vec = IntCounterVec::new(
-            Opts::new(
-                "shadow_mismatches_total",
-                "Shadow mismatches per route and kind (a comparison may have several kinds).",
+            flags_version: r.int_gauge("flags_version", "Version of the live flag snapshot."),
+            flags_persisted: r.int_gauge(
+                "flags_persisted",
+                "1 while the live flags are what flags.toml says; 0 after a write-back failed.",
             ),
-            &["route", "kind"],
-        )
-        .expect("valid metric");
-        register(Box::new(mismatches_vec.clone()));
-        let shadow_mismatches = Route::ALL.map(|route| {
-            MismatchKind::ALL
-                .map(|kind| mismatches_vec.with_label_values(&[route.as_str(), kind.as_str()]))
-        });
-
-        let unexpected_vec = IntCounterVec::new(
-            Opts::new(
-                "shadow_unexpected_mismatches_total",
-                "Shadow mismatches not explained by the differences the design predicts between \
-                 legacy and SSOT (offline queueing, trimmed ids, rejected ids, rewritten routing \
-                 fields): what the guard and the mismatch alert judge.",
+            flags_persist_failures: r.counter(
+                "flags_persist_failures_total",
+                "Flag changes that stayed live but could not be written to flags.toml.",
             ),
-            &["route"],
-        )
-        .expect("valid metric");
-        register(Box::new(unexpected_vec.clone()));
-        let shadow_unexpected =
-            Route::ALL.map(|route| unexpected_vec.with_label_values(&[route.as_str()]));
-
-        let http_connections_vec = IntGaugeVec::new(
-            Opts::new(
-                "http_connections",
-                "Open HTTP connections per listener (a WebSocket leaves it once upgraded).",
-            ),
-            &["listener"],
-        )
-        .expect("valid metric");
-        register(Box::new(http_connections_vec.clone()));
-        let http_connections = Listener::ALL
-            .map(|listener| http_connections_vec.with_label_values(&[listener.as_str()]));
-        let refused_vec = IntCounterVec::new(
-            Opts::new(
-                "http_connections_refused_total",
-                "HTTP connections closed on accept because the listener was at its connection cap.",
-            ),
-            &["listener"],
-        )
-        .expect("valid metric");
-        register(Box::new(refused_vec.clone()));
-        let http_refused =
-            Listener::ALL.map(|listener| refused_vec.with_label_values(&[listener.as_str()]));
-        let timeouts_vec = IntCounterVec::new(
-            Opts::new(
-                "http_timeouts_total",
-                "HTTP connections that ran out of time: a request head (or an idle connection) \
-                 past the header-read timeout, or a request body past the body timeout.",
-            ),
-            &["listener", "kind"],
-        )
-        .expect("valid metric");
-        register(Box::new(timeouts_vec.clone()));
-        let http_timeouts = Listener::ALL.map(|listener| {
-            HttpTimeout::ALL
-                .map(|kind| timeouts_vec.with_label_values(&[listener.as_str(), kind.as_str()]))
-        });
-
-        let runtime_tasks = IntGauge::new(
-            "runtime_tasks",
-            "Tokio tasks alive in the gateway process, sampled at each scrape.",
-        )
-        .expect("valid metric");
-        register(Box::new(runtime_tasks.clone()));
-
-        // CPU, memory, descriptors and start time of this process, read from /proc at each
-        // scrape; the registry's prefix names them `switchyard_process_*`. The prometheus crate
-        // has the collector on Linux only.
-        #[cfg(target_os = "linux")]
-        register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ));
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "build_info",
-                "Always 1; the version label names the running build.",
-            ),
-            &["version"],
-        )
-        .expect("valid metric");
-        register(Box::new(build_info.clone()));
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-
-        Metrics {
-            runtime_tasks,
-            http_connections,
-            http_refused,
-            http_timeouts,
-            shadow_unexpected,
-            shadow_comparisons,
-            shadow_mismatches,
-            flag_ssot_percent,
-            flag_shadow,
-            flag_latched,
-            ramp_step,
-            guard_verdict,
-            kill_switch_engaged,
-            flags_version,
-            flags_persisted,
-            flags_persist_failures,
             flags_reloads,
             rollbacks,
-            registry,
-            route_requests,
-            events,
-            deliveries,
-            client_drop_connections,
-            served_connection_seconds,
+        }
+    }
+}
+
+impl ShadowCounters {
+    fn new(r: &Registrar) -> ShadowCounters {
+        let comparisons = r.counter_vec(
+            "shadow_comparisons_total",
+            "Shadow comparisons per route: match, mismatch, or skipped (comparison queue full).",
+            &["route", "result"],
+        );
+        let mismatches = r.counter_vec(
+            "shadow_mismatches_total",
+            "Shadow mismatches per route and kind (a comparison may have several kinds).",
+            &["route", "kind"],
+        );
+        let unexpected = r.counter_vec(
+            "shadow_unexpected_mismatches_total",
+            "Shadow mismatches not explained by the differences the design predicts between \
+             legacy and SSOT (offline queueing, trimmed ids, rejected ids, rewritten routing \
+             fields): what the guard and the mismatch alert judge.",
+            &["route"],
+        );
+        ShadowCounters {
+            comparisons: Route::ALL.map(|route| {
+                ComparisonResult::ALL
+                    .map(|result| comparisons.with_label_values(&[route.as_str(), result.as_str()]))
+            }),
+            mismatches: Route::ALL.map(|route| {
+                MismatchKind::ALL
+                    .map(|kind| mismatches.with_label_values(&[route.as_str(), kind.as_str()]))
+            }),
+            unexpected: Route::ALL.map(|route| unexpected.with_label_values(&[route.as_str()])),
+        }
+    }
+}
+
+impl Http {
+    fn new(r: &Registrar) -> Http {
+        let connections = r.int_gauge_vec(
+            "http_connections",
+            "Open HTTP connections per listener (a WebSocket leaves it once upgraded).",
+            &["listener"],
+        );
+        let refused = r.counter_vec(
+            "http_connections_refused_total",
+            "HTTP connections closed on accept because the listener was at its connection cap.",
+            &["listener"],
+        );
+        let timeouts = r.counter_vec(
+            "http_timeouts_total",
+            "HTTP connections that ran out of time: a request head (or an idle connection) past \
+             the header-read timeout, or a request body past the body timeout.",
+            &["listener", "kind"],
+        );
+        Http {
+            connections: Listener::ALL
+                .map(|listener| connections.with_label_values(&[listener.as_str()])),
+            refused: Listener::ALL.map(|listener| refused.with_label_values(&[listener.as_str()])),
+            timeouts: Listener::ALL.map(|listener| {
+                HttpTimeout::ALL
+                    .map(|kind| timeouts.with_label_values(&[listener.as_str(), kind.as_str()]))
+            }),
+        }
+    }
+}
+
+/// The process collector, the build's version and the runtime's task count: the gauge of
+/// tasks, set at each scrape.
+fn process(r: &Registrar) -> IntGauge {
+    // CPU, memory, descriptors and start time of this process, read from /proc at each
+    // scrape; the registry's prefix names them `switchyard_process_*`. The prometheus crate
+    // has the collector on Linux only.
+    #[cfg(target_os = "linux")]
+    r.add(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ));
+    r.int_gauge_vec(
+        "build_info",
+        "Always 1; the version label names the running build.",
+        &["version"],
+    )
+    .with_label_values(&[env!("CARGO_PKG_VERSION")])
+    .set(1);
+    r.int_gauge(
+        "runtime_tasks",
+        "Tokio tasks alive in the gateway process, sampled at each scrape.",
+    )
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let r = Registrar {
+            registry: Registry::new_custom(Some("switchyard".to_owned()), None)
+                .expect("static registry prefix is valid"),
+        };
+        let store = Store::new(&r);
+        Metrics {
+            traffic: Traffic::new(&r),
             started: Instant::now(),
-            delivery_latency,
-            path_duration,
-            connections,
-            connected_users,
-            connections_closed,
-            auth_failures,
+            connections: r.int_gauge("connections", "Open client WebSocket connections."),
+            connected_users: r.int_gauge(
+                "connected_users",
+                "Users with at least one open connection.",
+            ),
+            clients: Clients::new(&r),
+            route_flags: RouteFlags::new(&r),
+            kill_switch_engaged: store.kill_switch_engaged,
+            flags_version: store.flags_version,
+            flags_persisted: store.flags_persisted,
+            flags_persist_failures: store.flags_persist_failures,
+            flags_reloads: store.flags_reloads,
+            rollbacks: store.rollbacks,
+            shadow: ShadowCounters::new(&r),
+            http: Http::new(&r),
+            runtime_tasks: process(&r),
+            registry: r.registry,
         }
     }
 
     pub(crate) fn route_request(&self, route: Route, status: u16) {
-        self.route_requests
+        self.traffic
+            .route_requests
             .with_label_values(&[route.as_str(), status_label(status)])
             .inc();
     }
 
     pub(crate) fn event(&self, origin: Origin, role: Role) {
-        self.events
+        self.traffic
+            .events
             .with_label_values(&[origin.route.as_str(), origin.path.as_str(), role.as_str()])
             .inc();
     }
 
     pub(crate) fn deliveries(&self, origin: Origin, outcome: Outcome, n: u64) {
         if n > 0 {
-            self.deliveries[origin.route.index()][origin.path.index()][outcome.index()].inc_by(n);
+            self.traffic.deliveries[origin.route.index()][origin.path.index()][outcome.index()]
+                .inc_by(n);
         }
     }
 
     /// A connection lost its first frame of `origin` to a client cause.
     pub(crate) fn client_drop_connection(&self, origin: Origin) {
-        self.client_drop_connections[origin.route.index()][origin.path.index()].inc();
+        self.traffic.client_drop_connections[origin.route.index()][origin.path.index()].inc();
     }
 
     /// A connection was sent its first frame of `origin` in one second.
     pub(crate) fn connection_second_served(&self, origin: Origin) {
-        self.served_connection_seconds[origin.route.index()][origin.path.index()].inc();
+        self.traffic.served_connection_seconds[origin.route.index()][origin.path.index()].inc();
     }
 
     /// The whole seconds from the metrics' creation to `at`: what "one second" of
@@ -466,39 +481,39 @@ impl Metrics {
     }
 
     pub(crate) fn delivery_latency(&self, origin: Origin) -> &Histogram {
-        &self.delivery_latency[origin.route.index()][origin.path.index()]
+        &self.traffic.delivery_latency[origin.route.index()][origin.path.index()]
     }
 
     pub(crate) fn path_duration(&self, origin: Origin) -> &Histogram {
-        &self.path_duration[origin.route.index()][origin.path.index()]
+        &self.traffic.path_duration[origin.route.index()][origin.path.index()]
     }
 
     pub(crate) fn connection_closed(&self, reason: CloseReason) {
-        self.connections_closed[reason.index()].inc();
+        self.clients.connections_closed[reason.index()].inc();
     }
 
     pub(crate) fn auth_failure(&self, reason: AuthFailure) {
-        self.auth_failures[reason.index()].inc();
+        self.clients.auth_failures[reason.index()].inc();
     }
 
     pub(crate) fn flag_ssot_percent(&self, route: Route) -> &Gauge {
-        &self.flag_ssot_percent[route.index()]
+        &self.route_flags.ssot_percent[route.index()]
     }
 
     pub(crate) fn flag_shadow(&self, route: Route) -> &IntGauge {
-        &self.flag_shadow[route.index()]
+        &self.route_flags.shadow[route.index()]
     }
 
     pub(crate) fn flag_latched(&self, route: Route) -> &IntGauge {
-        &self.flag_latched[route.index()]
+        &self.route_flags.latched[route.index()]
     }
 
     pub(crate) fn ramp_step(&self, route: Route) -> &IntGauge {
-        &self.ramp_step[route.index()]
+        &self.route_flags.ramp_step[route.index()]
     }
 
     pub(crate) fn guard_verdict(&self, route: Route) -> &IntGauge {
-        &self.guard_verdict[route.index()]
+        &self.route_flags.guard_verdict[route.index()]
     }
 
     pub(crate) fn flags_reload(&self, trigger: Trigger, ok: bool) {
@@ -516,44 +531,45 @@ impl Metrics {
 
     /// The cumulative count of one delivery outcome (the guard's input).
     pub(crate) fn delivery_count(&self, route: Route, path: PathKind, outcome: Outcome) -> u64 {
-        self.deliveries[route.index()][path.index()][outcome.index()].get()
+        self.traffic.deliveries[route.index()][path.index()][outcome.index()].get()
     }
 
     /// Connections that lost frames of one route and path to client causes, so far.
     pub(crate) fn client_drop_connection_count(&self, route: Route, path: PathKind) -> u64 {
-        self.client_drop_connections[route.index()][path.index()].get()
+        self.traffic.client_drop_connections[route.index()][path.index()].get()
     }
 
     /// Connection-seconds one route and path served, so far.
     pub(crate) fn served_connection_second_count(&self, route: Route, path: PathKind) -> u64 {
-        self.served_connection_seconds[route.index()][path.index()].get()
+        self.traffic.served_connection_seconds[route.index()][path.index()].get()
     }
 
     /// The cumulative count of primary events on one path of one route.
     pub(crate) fn primary_events(&self, route: Route, path: PathKind) -> u64 {
-        self.events
+        self.traffic
+            .events
             .with_label_values(&[route.as_str(), path.as_str(), Role::Primary.as_str()])
             .get()
     }
 
     pub(crate) fn comparison_count(&self, route: Route, result: ComparisonResult) -> u64 {
-        self.shadow_comparisons[route.index()][result.index()].get()
+        self.shadow.comparisons[route.index()][result.index()].get()
     }
 
     pub(crate) fn shadow_comparison(&self, route: Route, result: ComparisonResult) {
-        self.shadow_comparisons[route.index()][result.index()].inc();
+        self.shadow.comparisons[route.index()][result.index()].inc();
     }
 
     pub(crate) fn shadow_unexpected_mismatch(&self, route: Route) {
-        self.shadow_unexpected[route.index()].inc();
+        self.shadow.unexpected[route.index()].inc();
     }
 
     pub(crate) fn unexpected_mismatch_count(&self, route: Route) -> u64 {
-        self.shadow_unexpected[route.index()].get()
+        self.shadow.unexpected[route.index()].get()
     }
 
     pub(crate) fn shadow_mismatch(&self, route: Route, kind: MismatchKind) {
-        self.shadow_mismatches[route.index()][kind.index()].inc();
+        self.shadow.mismatches[route.index()][kind.index()].inc();
     }
 
     pub(crate) fn rollback(&self, route: Route, trigger: Trigger) {
@@ -564,16 +580,16 @@ impl Metrics {
 
     /// Open HTTP connections on `listener`.
     pub(crate) fn http_connections(&self, listener: Listener) -> &IntGauge {
-        &self.http_connections[listener.index()]
+        &self.http.connections[listener.index()]
     }
 
     pub(crate) fn http_refused(&self, listener: Listener) {
-        self.http_refused[listener.index()].inc();
+        self.http.refused[listener.index()].inc();
     }
 
     /// The counter of one kind of HTTP timeout, to be counted where the timeout fires.
     pub(crate) fn http_timeouts(&self, listener: Listener, kind: HttpTimeout) -> &IntCounter {
-        &self.http_timeouts[listener.index()][kind.index()]
+        &self.http.timeouts[listener.index()][kind.index()]
     }
 
     /// The Prometheus text exposition of every metric.
@@ -628,12 +644,9 @@ mod tests {
         value.parse().expect("a number")
     }
 
-    /// Counting the variant at position i of `ALL` i + 1 times shows i + 1 on the series
-    /// labelled with that variant: every per-label array agrees with `ALL` and `index()`.
-    #[test]
-    fn per_label_arrays_count_on_their_own_label() {
-        let metrics = Metrics::new();
-        let route = Route::UserEvent;
+    /// Counts the variant at position i of each label enum's `ALL` i + 1 times, on `route`'s
+    /// SSOT path where the metric has a route.
+    fn count_each_label_by_its_index(metrics: &Metrics, route: Route) {
         let origin = Origin {
             route,
             path: PathKind::Ssot,
@@ -670,6 +683,15 @@ mod tests {
                 metrics.http_timeouts(listener, kind).inc_by(n as u64);
             }
         }
+    }
+
+    /// Counting the variant at position i of `ALL` i + 1 times shows i + 1 on the series
+    /// labelled with that variant: every per-label array agrees with `ALL` and `index()`.
+    #[test]
+    fn per_label_arrays_count_on_their_own_label() {
+        let metrics = Metrics::new();
+        let route = Route::UserEvent;
+        count_each_label_by_its_index(&metrics, route);
         let text = metrics.render();
         let expect = |name: &str, labels: &[(&str, &str)], index: usize| {
             assert_eq!(

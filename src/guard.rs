@@ -515,6 +515,167 @@ struct GuardState {
     routes: [RouteState; Route::ALL.len()],
 }
 
+/// The two clocks an evaluation reads: the monotonic one windows are measured on, and unix
+/// seconds, which ramps and breaches are persisted in.
+#[derive(Clone, Copy)]
+struct Clock {
+    now: Instant,
+    unix_now: u64,
+}
+
+/// One route's judgement at one evaluation.
+struct RouteJudgement {
+    /// Where the route's window starts.
+    start: Instant,
+    /// The guard may act on the route: it is on, the kill switch is off, the route unlatched.
+    eligible: bool,
+    /// Why the route is rolled back now, if it is.
+    rollback: Option<String>,
+}
+
+impl GuardState {
+    /// Keeps `sample`, drops those older than the longest window; returns the counts of the
+    /// sample before it.
+    fn record(&mut self, sample: Sample, now: Instant) -> Option<[RouteCounts; Route::ALL.len()]> {
+        let previous = self.samples.back().map(|s| s.counts);
+        self.samples.push_back(sample);
+        while self
+            .samples
+            .front()
+            .is_some_and(|s| now.duration_since(s.at) > MAX_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        previous
+    }
+
+    /// Judges `route` over its window: its standing, its run of breaches, and whether it is
+    /// rolled back now.
+    fn judge_route(
+        &mut self,
+        flags: &FlagSet,
+        route: Route,
+        previous: Option<&[RouteCounts; Route::ALL.len()]>,
+        clock: Clock,
+    ) -> RouteJudgement {
+        let Clock { now, unix_now } = clock;
+        let settings = &flags.guard;
+        let window = Duration::from_secs(settings.window_seconds);
+        let index = route.index();
+        let latest = self.samples.back().map(|s| s.counts).unwrap_or_default();
+        let route_state = &mut self.routes[index];
+        let latched = flags.route(route).latch.is_some();
+        if route_state.latched && !latched {
+            // An operator cleared the latch: judge only what happens from now on.
+            route_state.since = Some(now);
+        }
+        route_state.latched = latched;
+        let start = match route_state.since {
+            Some(since) if now.saturating_duration_since(since) < window => since,
+            _ => now.checked_sub(window).unwrap_or(now),
+        };
+        let (counts, seconds) = window_since(&self.samples, index, start, now);
+        let verdict = judge(&counts, seconds, settings);
+        let new_cross_user = previous.map_or(latest[index].cross_user_ssot, |p| {
+            latest[index]
+                .cross_user_ssot
+                .saturating_sub(p[index].cross_user_ssot)
+        });
+        let route_state = &mut self.routes[index];
+        let eligible = settings.enabled && !flags.kill_switch.engaged && !latched;
+        // Mismatches only matter where SSOT serves users; with no SSOT traffic there is
+        // nothing to roll back.
+        let serves_ssot = counts.ssot.events > 0;
+        let breaching = eligible && serves_ssot && !verdict.breaches.is_empty();
+        route_state.standing = match () {
+            () if breaching => Standing::Breach,
+            () if eligible && verdict.judged => Standing::Pass,
+            () => Standing::NoVerdict,
+        };
+        if breaching {
+            route_state.last_breach = Some(unix_now);
+        }
+        let rollback = route_state.rollback_reason(
+            &verdict,
+            eligible,
+            breaching,
+            new_cross_user,
+            settings.consecutive_breaches,
+            now,
+        );
+        route_state.last_verdict = Some(verdict);
+        route_state.ramp_waiting = None;
+        RouteJudgement {
+            start,
+            eligible,
+            rollback,
+        }
+    }
+
+    /// Drives `route`'s ramp, if one runs: the next step when the step held long enough and its
+    /// evidence passes, else why it waits (kept for the admin API).
+    fn drive_ramp(
+        &mut self,
+        flags: &FlagSet,
+        route: Route,
+        start: Instant,
+        eligible: bool,
+        rolled_back: bool,
+        clock: Clock,
+    ) -> Option<Advance> {
+        let Clock { now, unix_now } = clock;
+        let settings = &flags.guard;
+        let index = route.index();
+        let route_state = &mut self.routes[index];
+        let ramp = flags.route(route).ramp.as_ref()?;
+        let at = ramp.at?;
+        if route_state.ramp_seen != Some(at) {
+            // A new step (or the first look after a start): its evidence begins now.
+            route_state.ramp_seen = Some(at);
+            route_state.step_started = now;
+        }
+        if (!eligible && settings.enabled) || rolled_back {
+            // The ramp is over: the next change settles it.
+            return None;
+        }
+        let step_started = route_state.step_started;
+        let (step_counts, step_seconds) =
+            window_since(&self.samples, index, start.max(step_started), now);
+        let step_verdict = judge(&step_counts, step_seconds, settings);
+        let route_state = &mut self.routes[index];
+        let progress = ramp_progress(
+            ramp,
+            at,
+            unix_now,
+            route_state.last_breach,
+            &step_counts,
+            &step_verdict,
+            settings,
+        );
+        match progress {
+            Ok(()) => Some(Advance {
+                route,
+                from: at,
+                reason: format!(
+                    "ramp: step {} of {} ({:.2}% → {:.2}%) after step {} held {} s with no \
+                     breach; since it began: {}",
+                    at.step + 1,
+                    ramp.steps.len(),
+                    ramp.current().map_or(0.0, Percent::as_f64),
+                    ramp.next().map_or(0.0, Percent::as_f64),
+                    at.step,
+                    unix_now.saturating_sub(at.since),
+                    step_verdict.measured
+                ),
+            }),
+            Err(waiting) => {
+                route_state.ramp_waiting = Some(waiting);
+                None
+            }
+        }
+    }
+}
+
 /// A route's figures over the window, for `GET /admin/stats`.
 #[derive(Debug, Clone)]
 pub(crate) struct RouteWindow {
@@ -586,114 +747,27 @@ impl Guard {
     pub(crate) fn evaluate(&self, flags: &FlagSet, now: Instant, unix_now: u64) -> Evaluation {
         let sample = self.sample(now);
         let mut state = lock(&self.state);
-        let state = &mut *state;
-        let previous = state.samples.back().map(|s| s.counts);
-        state.samples.push_back(sample);
-        while state
-            .samples
-            .front()
-            .is_some_and(|s| now.duration_since(s.at) > MAX_WINDOW)
-        {
-            state.samples.pop_front();
-        }
-        let settings = &flags.guard;
-        let window = Duration::from_secs(settings.window_seconds);
-        let latest = state.samples.back().map(|s| s.counts).unwrap_or_default();
+        let previous = state.record(sample, now);
         let mut evaluation = Evaluation::default();
+        let clock = Clock { now, unix_now };
         for route in Route::ALL {
-            let index = route.index();
-            let route_state = &mut state.routes[index];
-            let latched = flags.route(route).latch.is_some();
-            if route_state.latched && !latched {
-                // An operator cleared the latch: judge only what happens from now on.
-                route_state.since = Some(now);
-            }
-            route_state.latched = latched;
-            let start = match route_state.since {
-                Some(since) if now.saturating_duration_since(since) < window => since,
-                _ => now.checked_sub(window).unwrap_or(now),
-            };
-            let (counts, seconds) = window_since(&state.samples, index, start, now);
-            let verdict = judge(&counts, seconds, settings);
-            let new_cross_user = previous.map_or(latest[index].cross_user_ssot, |p| {
-                latest[index]
-                    .cross_user_ssot
-                    .saturating_sub(p[index].cross_user_ssot)
-            });
-            let route_state = &mut state.routes[index];
-            let eligible = settings.enabled && !flags.kill_switch.engaged && !latched;
-            // Mismatches only matter where SSOT serves users; with no SSOT traffic there is
-            // nothing to roll back.
-            let serves_ssot = counts.ssot.events > 0;
-            let breaching = eligible && serves_ssot && !verdict.breaches.is_empty();
-            route_state.standing = match () {
-                () if breaching => Standing::Breach,
-                () if eligible && verdict.judged => Standing::Pass,
-                () => Standing::NoVerdict,
-            };
+            let judged = state.judge_route(flags, route, previous.as_ref(), clock);
             self.metrics
                 .guard_verdict(route)
-                .set(route_state.standing.gauge());
-            if breaching {
-                route_state.last_breach = Some(unix_now);
-            }
-            let rollback = route_state.rollback_reason(
-                &verdict,
-                eligible,
-                breaching,
-                new_cross_user,
-                settings.consecutive_breaches,
-                now,
-            );
-            let rolled_back = rollback.is_some();
-            if let Some(reason) = rollback {
+                .set(state.routes[route.index()].standing.gauge());
+            let rolled_back = judged.rollback.is_some();
+            if let Some(reason) = judged.rollback {
                 evaluation.rollbacks.push(Rollback { route, reason });
             }
-            route_state.last_verdict = Some(verdict);
-            route_state.ramp_waiting = None;
-            let ramp = flags.route(route).ramp.as_ref();
-            let Some((ramp, at)) = ramp.and_then(|ramp| Some((ramp, ramp.at?))) else {
-                continue;
-            };
-            if route_state.ramp_seen != Some(at) {
-                // A new step (or the first look after a start): its evidence begins now.
-                route_state.ramp_seen = Some(at);
-                route_state.step_started = now;
-            }
-            if (!eligible && settings.enabled) || rolled_back {
-                // The ramp is over: the next change settles it.
-                continue;
-            }
-            let step_started = route_state.step_started;
-            let (step_counts, step_seconds) =
-                window_since(&state.samples, index, start.max(step_started), now);
-            let step_verdict = judge(&step_counts, step_seconds, settings);
-            let route_state = &mut state.routes[index];
-            match ramp_progress(
-                ramp,
-                at,
-                unix_now,
-                route_state.last_breach,
-                &step_counts,
-                &step_verdict,
-                settings,
+            if let Some(advance) = state.drive_ramp(
+                flags,
+                route,
+                judged.start,
+                judged.eligible,
+                rolled_back,
+                clock,
             ) {
-                Ok(()) => evaluation.advances.push(Advance {
-                    route,
-                    from: at,
-                    reason: format!(
-                        "ramp: step {} of {} ({:.2}% → {:.2}%) after step {} held {} s with no \
-                         breach; since it began: {}",
-                        at.step + 1,
-                        ramp.steps.len(),
-                        ramp.current().map_or(0.0, Percent::as_f64),
-                        ramp.next().map_or(0.0, Percent::as_f64),
-                        at.step,
-                        unix_now.saturating_sub(at.since),
-                        step_verdict.measured
-                    ),
-                }),
-                Err(waiting) => route_state.ramp_waiting = Some(waiting),
+                evaluation.advances.push(advance);
             }
         }
         evaluation

@@ -19,7 +19,7 @@ use crate::flags::store::unix_now;
 use crate::labels::{ComparisonResult, MismatchKind};
 use crate::metrics::Metrics;
 use crate::mutex::lock;
-use crate::paths::{PathError, Plan};
+use crate::paths::{PathError, Plan, PlanBody};
 use crate::registry::Recipient;
 use crate::route::{PathKind, Route};
 
@@ -338,73 +338,29 @@ fn ssot_reaches_another_user(comparison: &Comparison) -> bool {
 
 /// Compares two plans: the kinds of mismatch (empty for a match) and a readable diff.
 pub(crate) fn compare(comparison: &Comparison) -> (Vec<MismatchKind>, Vec<DiffEntry>) {
-    let mut kinds = BTreeSet::new();
-    let mut diff = Vec::new();
+    let mut found = Differences::default();
     let target = comparison.target.trim();
     for plan in [&comparison.primary, &comparison.shadow] {
         let Ok(body) = &plan.result else { continue };
         for recipient in &body.recipients {
             if recipient.user_id().trim() != target {
-                kinds.insert(MismatchKind::CrossUser);
-                diff.push(DiffEntry {
-                    location: DiffLocation::Recipients,
-                    primary: format!("target {target:?}"),
-                    shadow: format!(
+                found.add(
+                    MismatchKind::CrossUser,
+                    DiffLocation::Recipients,
+                    format!("target {target:?}"),
+                    format!(
                         "{} plan reaches {} of user {:?}",
                         plan.path.as_str(),
                         recipient.describe(),
                         recipient.user_id()
                     ),
-                });
+                );
             }
         }
     }
     match (&comparison.primary.result, &comparison.shadow.result) {
         (Ok(primary), Ok(shadow)) => {
-            let primary_recipients: BTreeSet<&Recipient> = primary.recipients.iter().collect();
-            let shadow_recipients: BTreeSet<&Recipient> = shadow.recipients.iter().collect();
-            let missing: Vec<String> = primary_recipients
-                .difference(&shadow_recipients)
-                .map(|r| r.describe())
-                .collect();
-            let extra: Vec<String> = shadow_recipients
-                .difference(&primary_recipients)
-                .map(|r| r.describe())
-                .collect();
-            if !missing.is_empty() {
-                kinds.insert(MismatchKind::RecipientsMissing);
-                diff.push(DiffEntry {
-                    location: DiffLocation::Recipients,
-                    primary: missing.join(", "),
-                    shadow: "(would miss)".to_owned(),
-                });
-            }
-            if !extra.is_empty() {
-                kinds.insert(MismatchKind::RecipientsExtra);
-                diff.push(DiffEntry {
-                    location: DiffLocation::Recipients,
-                    primary: "(not reached)".to_owned(),
-                    shadow: extra.join(", "),
-                });
-            }
-            if primary.reported != shadow.reported {
-                kinds.insert(MismatchKind::Count);
-                diff.push(DiffEntry {
-                    location: DiffLocation::Count,
-                    primary: primary.reported.to_string(),
-                    shadow: shadow.reported.to_string(),
-                });
-            }
-            // Identical bytes are the common case and need no parsing.
-            let payload_diff = if primary.payload == shadow.payload {
-                Vec::new()
-            } else {
-                payload_diff(&primary.payload, &shadow.payload, &comparison.ignore_fields)
-            };
-            if !payload_diff.is_empty() {
-                kinds.insert(MismatchKind::Payload);
-                diff.extend(payload_diff);
-            }
+            found.compare_bodies(primary, shadow, &comparison.ignore_fields);
         }
         (Err(primary), Err(shadow)) => {
             if primary != shadow {
@@ -413,20 +369,84 @@ pub(crate) fn compare(comparison: &Comparison) -> (Vec<MismatchKind>, Vec<DiffEn
             }
         }
         (primary, shadow) => {
-            kinds.insert(MismatchKind::Error);
             let describe = |result: &Result<_, PathError>| match result {
                 Ok(_) => "accepted".to_owned(),
                 Err(error) => format!("rejected: {error}"),
             };
-            diff.push(DiffEntry {
-                location: DiffLocation::Error,
-                primary: describe(primary),
-                shadow: describe(shadow),
-            });
+            found.add(
+                MismatchKind::Error,
+                DiffLocation::Error,
+                describe(primary),
+                describe(shadow),
+            );
         }
     }
-    diff.truncate(DIFF_ENTRIES_KEPT);
-    (kinds.into_iter().collect(), diff)
+    found.diff.truncate(DIFF_ENTRIES_KEPT);
+    (found.kinds.into_iter().collect(), found.diff)
+}
+
+/// The mismatches a comparison found so far.
+#[derive(Default)]
+struct Differences {
+    kinds: BTreeSet<MismatchKind>,
+    diff: Vec<DiffEntry>,
+}
+
+impl Differences {
+    fn add(&mut self, kind: MismatchKind, location: DiffLocation, primary: String, shadow: String) {
+        self.kinds.insert(kind);
+        self.diff.push(DiffEntry {
+            location,
+            primary,
+            shadow,
+        });
+    }
+
+    /// Two accepted plans: whom they reach, the counts they report and their payloads.
+    fn compare_bodies(&mut self, primary: &PlanBody, shadow: &PlanBody, ignore_fields: &[String]) {
+        let primary_recipients: BTreeSet<&Recipient> = primary.recipients.iter().collect();
+        let shadow_recipients: BTreeSet<&Recipient> = shadow.recipients.iter().collect();
+        let missing: Vec<String> = primary_recipients
+            .difference(&shadow_recipients)
+            .map(|r| r.describe())
+            .collect();
+        let extra: Vec<String> = shadow_recipients
+            .difference(&primary_recipients)
+            .map(|r| r.describe())
+            .collect();
+        if !missing.is_empty() {
+            self.add(
+                MismatchKind::RecipientsMissing,
+                DiffLocation::Recipients,
+                missing.join(", "),
+                "(would miss)".to_owned(),
+            );
+        }
+        if !extra.is_empty() {
+            self.add(
+                MismatchKind::RecipientsExtra,
+                DiffLocation::Recipients,
+                "(not reached)".to_owned(),
+                extra.join(", "),
+            );
+        }
+        if primary.reported != shadow.reported {
+            self.add(
+                MismatchKind::Count,
+                DiffLocation::Count,
+                primary.reported.to_string(),
+                shadow.reported.to_string(),
+            );
+        }
+        // Identical bytes are the common case and need no parsing.
+        if primary.payload != shadow.payload {
+            let payload_diff = payload_diff(&primary.payload, &shadow.payload, ignore_fields);
+            if !payload_diff.is_empty() {
+                self.kinds.insert(MismatchKind::Payload);
+                self.diff.extend(payload_diff);
+            }
+        }
+    }
 }
 
 /// The structural difference of two JSON payloads, skipping `ignore_fields` (top-level names or

@@ -56,12 +56,10 @@ pub use crate::auth::AuthSetupError;
 pub use crate::config::Config;
 pub use crate::flags::FlagsError;
 use crate::flags::store::FlagStore;
-use crate::guard::Guard;
 use crate::metrics::Metrics;
-use crate::registry::{Registry, RegistryLimits};
+use crate::registry::Registry;
 use crate::server::AppState;
 use crate::server::listen::{HttpSettings, Serving};
-use crate::shadow::Shadow;
 
 /// How often expired offline events are swept away.
 const OFFLINE_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -111,32 +109,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(Registry::new(
-        registry_limits(&config.limits),
-        Arc::clone(&metrics),
-    ));
     let auth = auth::Authenticator::new(&config.auth, config.dev)?;
     let flags = Arc::new(FlagStore::open(
         &config.server.flags_path,
         Arc::clone(&metrics),
     )?);
     let grace = config.server.shutdown_grace;
-    let (shadow, comparisons) = Shadow::new(config.limits.shadow_queue_len, Arc::clone(&metrics));
-    let guard = Arc::new(Guard::new(Arc::clone(&metrics), Arc::clone(&shadow)));
-    let tracker = TaskTracker::new();
-    let state = Arc::new(AppState {
-        config,
-        auth,
-        registry: Arc::clone(&registry),
-        metrics,
-        flags: Arc::clone(&flags),
-        shadow: Arc::clone(&shadow),
-        guard,
-        faults: Default::default(),
-        shutdown: shutdown.clone(),
-        tracker: tracker.clone(),
-        ready: Default::default(),
-    });
+    let (state, comparisons) = AppState::new(config, auth, metrics, flags, shutdown.clone());
+    let registry = Arc::clone(&state.registry);
+    let flags = Arc::clone(&state.flags);
+    let shadow = Arc::clone(&state.shadow);
+    let tracker = state.tracker.clone();
 
     tracker.spawn(Arc::clone(&registry).sweep_every(OFFLINE_SWEEP_INTERVAL, shutdown.clone()));
     tracker.spawn(shadow.run(comparisons, shutdown.clone()));
@@ -165,18 +148,6 @@ pub async fn run(
     .await;
     tracing::info!("switchyard stopped");
     Ok(())
-}
-
-/// The registry's bounds, from the configured limits.
-fn registry_limits(limits: &config::Limits) -> RegistryLimits {
-    RegistryLimits {
-        max_connections: limits.max_connections,
-        max_connections_per_user: limits.max_connections_per_user,
-        send_queue_bytes: limits.send_queue_bytes,
-        offline_queue_len: limits.offline_queue_len,
-        offline_ttl: limits.offline_ttl,
-        offline_total_bytes: limits.offline_total_bytes,
-    }
 }
 
 /// The end of `run`: waits until `deadline` for the public listener's tasks, then stops the

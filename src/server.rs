@@ -16,6 +16,7 @@ use std::sync::atomic::AtomicBool;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::routing::{any, get, patch, post};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,9 +26,9 @@ use crate::faults::Faults;
 use crate::flags::store::FlagStore;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryLimits};
 use crate::route::Route;
-use crate::shadow::Shadow;
+use crate::shadow::{Comparison, Shadow};
 
 /// What every handler shares.
 pub(crate) struct AppState {
@@ -45,6 +46,45 @@ pub(crate) struct AppState {
     pub(crate) tracker: TaskTracker,
     /// Set once both listeners serve.
     pub(crate) ready: AtomicBool,
+}
+
+impl AppState {
+    /// The shared state of a gateway serving `config`, from the parts whose setup can fail;
+    /// the shadow comparator's queue comes back for [`Shadow::run`]. Nothing is spawned.
+    pub(crate) fn new(
+        config: Config,
+        auth: Authenticator,
+        metrics: Arc<Metrics>,
+        flags: Arc<FlagStore>,
+        shutdown: CancellationToken,
+    ) -> (Arc<AppState>, mpsc::Receiver<Comparison>) {
+        let limits = &config.limits;
+        let registry_limits = RegistryLimits {
+            max_connections: limits.max_connections,
+            max_connections_per_user: limits.max_connections_per_user,
+            send_queue_bytes: limits.send_queue_bytes,
+            offline_queue_len: limits.offline_queue_len,
+            offline_ttl: limits.offline_ttl,
+            offline_total_bytes: limits.offline_total_bytes,
+        };
+        let registry = Arc::new(Registry::new(registry_limits, Arc::clone(&metrics)));
+        let (shadow, comparisons) = Shadow::new(limits.shadow_queue_len, Arc::clone(&metrics));
+        let guard = Arc::new(Guard::new(Arc::clone(&metrics), Arc::clone(&shadow)));
+        let state = AppState {
+            config,
+            auth,
+            registry,
+            metrics,
+            flags,
+            shadow,
+            guard,
+            faults: Faults::default(),
+            shutdown,
+            tracker: TaskTracker::new(),
+            ready: AtomicBool::default(),
+        };
+        (Arc::new(state), comparisons)
+    }
 }
 
 /// The public listener's routes.
@@ -108,3 +148,6 @@ pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(api_error::method_not_allowed)
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests;

@@ -260,23 +260,26 @@ pub(crate) async fn rollback(
             .map(|name| named_route(name))
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let metrics = Arc::clone(&state.metrics);
     let latch_actor = actor.clone();
     let latch_reason = reason.clone();
+    let latched = routes.clone();
     let response = change(&state, actor, &reason, None, move |flags| {
         let at = unix_now();
-        for route in routes {
+        for route in latched {
             flags.route_mut(route).latch = Some(Latch {
                 reason: latch_reason.clone(),
                 trigger: Trigger::Api.as_str().to_owned(),
                 actor: latch_actor.clone(),
                 at,
             });
-            metrics.rollback(route, Trigger::Api);
         }
         Ok(())
     })
     .await?;
+    // Counted once the change applied: one the store refuses rolls nothing back.
+    for route in routes {
+        state.metrics.rollback(route, Trigger::Api);
+    }
     // A plain string field: the subscriber escapes it (`%` would write a newline in it raw).
     tracing::warn!(
         reason = reason.as_str(),

@@ -413,6 +413,27 @@ async fn admin_errors_get_their_status_and_code_and_change_nothing() {
             route.as_str()
         );
     }
+    // Counted when a rollback applies, not when one is refused.
+    let api_rollbacks = |state: &AppState| {
+        let text = state.metrics.render();
+        let series = r#"switchyard_rollbacks_total{route="broadcast",trigger="api"} "#;
+        let line = text.lines().find(|line| line.starts_with(series));
+        line.map(|line| line[series.len()..].to_owned())
+    };
+    assert_eq!(api_rollbacks(&state).as_deref(), Some("0"));
+    // The reload row left a bad file: put a good one back so the rollback can write it.
+    std::fs::remove_file(state.flags.path()).expect("the bad file goes");
+    let rollback = json!({"reason": "drill", "routes": ["broadcast"]});
+    let row = Row::new(
+        "rollback",
+        Method::POST,
+        "/admin/rollback",
+        ADMIN_TOKEN,
+        rollback,
+    );
+    let (status, _, body) = send(&router, &row).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(api_rollbacks(&state).as_deref(), Some("1"));
 }
 
 #[tokio::test]

@@ -184,7 +184,10 @@ pub(crate) fn serve_with(
     call: &Call<'_>,
     accepted_at: Instant,
 ) -> Served {
-    let served = plan_and_deliver(outlet, origin, primary, shadow, call, accepted_at);
+    // Pure, so prepared before any lock is taken.
+    let prepared = primary.prepare(call);
+    let shadow = shadow.map(|(kind, path)| (kind, path.prepare(call)));
+    let served = plan_and_deliver(outlet, origin, prepared, shadow, accepted_at);
     if served.primary.is_err() {
         // Refusals are rare (an id SSOT rejects), so taking the user's lock again is fine.
         let missed = outlet
@@ -197,16 +200,16 @@ pub(crate) fn serve_with(
     served
 }
 
+/// Carries out the primary path's preparation under its user's lock and, when a shadow path
+/// prepared too, plans both against the registry as it is under that lock.
 fn plan_and_deliver(
     outlet: &Outlet<'_>,
     origin: Origin,
-    primary: &dyn Path,
-    shadow: Option<(PathKind, &dyn Path)>,
-    call: &Call<'_>,
+    prepared: Result<Prepared<'_>, PathError>,
+    shadow: Option<(PathKind, Result<Prepared<'_>, PathError>)>,
     accepted_at: Instant,
 ) -> Served {
-    let prepared = primary.prepare(call);
-    let Some((shadow_kind, shadow_path)) = shadow else {
+    let Some((shadow_kind, shadow_prepared)) = shadow else {
         return match prepared {
             Ok(prepared) => {
                 let answer = (prepared.user_id.clone(), prepared.errors.clone());
@@ -226,7 +229,6 @@ fn plan_and_deliver(
             },
         };
     };
-    let shadow_prepared = shadow_path.prepare(call);
     let primary_key = prepared.as_ref().ok().map(|p| p.user_id.clone());
     let shadow_key = shadow_prepared.as_ref().ok().map(|p| p.user_id.clone());
     let Some(lock_key) = primary_key.clone().or_else(|| shadow_key.clone()) else {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
 
+use crate::flags_file::rolled_back;
 use crate::harness::{ADMIN_TOKEN, Client, Gateway, PRODUCER_TOKEN, ROUTES, http, route_request};
 
 /// How long each generator may run, whatever its case count: a few seconds of the suite.
@@ -363,15 +364,7 @@ fn flags_file(written: String) -> impl Strategy<Value = Vec<u8>> {
 fn generated_bad_flags_files_change_nothing_and_never_clear_a_latch() {
     let rt = runtime();
     let (gateway, written) = rt.block_on(async {
-        let gateway = Gateway::start().await;
-        gateway
-            .set_route("user_event", json!({"ssot_percent": 25}))
-            .await;
-        let rollback = json!({"reason": "incident", "routes": ["broadcast"]});
-        let (status, _, answer) = gateway
-            .admin(Method::POST, "/admin/rollback", Some(rollback), None)
-            .await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
+        let (gateway, _) = rolled_back().await;
         let written = std::fs::read_to_string(&gateway.flags_path).unwrap();
         (gateway, written)
     });

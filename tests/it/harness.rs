@@ -262,6 +262,33 @@ impl Gateway {
         (users, tasks)
     }
 
+    /// Injects a fault through `POST /admin/faults` (the gateway must allow them); returns the
+    /// faults it lists then.
+    pub async fn inject_fault(&self, fault: Value) -> Value {
+        let (status, _, faults) = self
+            .admin(Method::POST, "/admin/faults", Some(fault), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{faults}");
+        faults
+    }
+
+    /// Waits until a sample is at least `least`, for counters that may count more than the
+    /// one thing a test waits for.
+    pub async fn metric_at_least(&self, name: &str, labels: &str, least: f64) {
+        let deadline = tokio::time::Instant::now() + PROMPTLY;
+        loop {
+            let got = self.metric(name, labels).await;
+            if got >= least {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}{{{labels}}} is {got}, expected at least {least}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until a sample reaches `want`, for counters the gateway records a little after the
     /// client-visible event (a connection's close is counted once its handshake is over).
     pub async fn metric_reaches(&self, name: &str, labels: &str, want: f64) {

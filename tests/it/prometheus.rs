@@ -211,15 +211,9 @@ async fn a_real_prometheus_sees_every_series_the_dashboard_and_rules_use() {
     std::fs::rename(&bad, &gateway.flags_path).unwrap();
 
     // SSOT degrades on router_broadcast; the guard must roll it back.
-    let (status, _, _) = gateway
-        .admin(
-            Method::POST,
-            "/admin/faults",
-            Some(json!({"route": "router_broadcast", "path": "ssot", "drop_ratio": 0.3, "reason": "e2e drill"})),
-            None,
-        )
+    gateway
+        .inject_fault(json!({"route": "router_broadcast", "path": "ssot", "drop_ratio": 0.3, "reason": "e2e drill"}))
         .await;
-    assert_eq!(status, 200);
     let faulted_at = tokio::time::Instant::now();
     let deadline = faulted_at + Duration::from_secs(WINDOW_SECONDS + 3);
     loop {

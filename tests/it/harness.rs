@@ -151,6 +151,14 @@ impl Gateway {
     /// `PATCH /admin/flags/routes/{route}`, asserting success; returns the new flags version.
     pub async fn set_route(&self, route: &str, mut patch: Value) -> u64 {
         patch["reason"] = "test".into();
+        self.patch_route(route, patch).await["version"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// `PATCH /admin/flags/routes/{route}` with `patch` as it is, asserting success; returns
+    /// the flags it answers with.
+    pub async fn patch_route(&self, route: &str, patch: Value) -> Value {
         let (status, _, flags) = self
             .admin(
                 Method::PATCH,
@@ -160,7 +168,7 @@ impl Gateway {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{flags}");
-        flags["version"].as_u64().unwrap()
+        flags
     }
 
     /// Publishes on any route with the producer token: `user` is the `user_id` or, on the

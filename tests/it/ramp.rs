@@ -72,16 +72,7 @@ async fn route_flags(gateway: &Gateway) -> Value {
 async fn start_ramp(gateway: &Gateway, steps: &[f64], step_seconds: u64) -> Value {
     let body =
         json!({"ramp": {"steps": steps, "step_seconds": step_seconds}, "reason": "ramp drill"});
-    let (status, _, flags) = gateway
-        .admin(
-            Method::PATCH,
-            &format!("/admin/flags/routes/{ROUTE}"),
-            Some(body),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{flags}");
-    flags
+    gateway.patch_route(ROUTE, body).await
 }
 
 async fn audit(gateway: &Gateway) -> Vec<Value> {

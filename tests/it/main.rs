@@ -11,6 +11,7 @@ mod auth;
 mod batch;
 mod cli;
 mod conformance;
+mod console;
 mod delivery;
 mod flags_file;
 mod flip;

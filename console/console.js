@@ -263,7 +263,7 @@ function buildCard(route) {
     figures: {},
     chart: svg("svg", { class: "chart", viewBox: "0 0 300 90", role: "img" }),
     shareInput: el("input", { class: "share", type: "number", min: "0", max: "100", step: "any", "aria-label": "SSOT share for " + route }),
-    setShare: el("button", { type: "button", class: "set-share" }, "Set SSOT share"),
+    setShare: el("button", { type: "button", class: "set-share" }, "Set share"),
     shadowToggle: el("button", { type: "button", class: "shadow-toggle" }),
     latchAction: el("button", { type: "button", class: "latch-action danger" }),
   };
@@ -290,7 +290,7 @@ function buildCard(route) {
     card.chart,
     el("p", {}, "guard: ", card.verdict, " · shadow mismatches: ", card.mismatch),
     card.breaches,
-    el("div", { class: "actions" }, card.shareInput, card.setShare, card.shadowToggle, card.latchAction),
+    el("div", { class: "actions" }, card.shareInput, "%", card.setShare, card.shadowToggle, card.latchAction),
   );
   card.setShare.addEventListener("click", () => setShareAction(route, card.shareInput.value));
   card.shadowToggle.addEventListener("click", () => shadowAction(route));
@@ -371,14 +371,15 @@ function drawChart(chart, samples, guard) {
     svg("rect", { x: left, y: top, width: width - left, height: height - top - bottom, class: "frame" }),
     svg("line", { x1: left, x2: width, y1: y(guard.min_delivery_ratio), y2: y(guard.min_delivery_ratio), class: "threshold" }),
   ];
-  for (const [ratio, label] of [[1, "100%"], [guard.min_delivery_ratio, percent(guard.min_delivery_ratio)], [low, percent(low)]]) {
-    const text = svg("text", { x: left - 3, y: y(ratio) + 3, class: "axis" });
-    text.textContent = label;
-    nodes.push(text);
-  }
-  const axis = svg("text", { x: width, y: height - 2, class: "axis" });
-  axis.textContent = "last " + guard.window_seconds + " s";
-  nodes.push(axis);
+  const label = (x, y, text, kind) => {
+    const node = svg("text", { x, y, class: kind });
+    node.textContent = text;
+    nodes.push(node);
+  };
+  label(left - 3, y(1) + 3, "100%", "axis");
+  label(left - 3, y(low) + 3, percent(low), "axis");
+  label(width - 2, y(guard.min_delivery_ratio) + 10, "guard " + percent(guard.min_delivery_ratio), "axis threshold-label");
+  label(width, height - 2, "last " + guard.window_seconds + " s", "axis");
   for (const path of PATHS) {
     const points = samples
       .filter((s) => s[path] !== null && s[path] !== undefined)
@@ -444,6 +445,10 @@ async function confirmed(event) {
   const { what, run, version } = state.pending;
   state.pending = null;
   $("confirm").close();
+  // Whatever the outcome, the share boxes show the flags again at the next refresh.
+  for (const card of state.cards.values()) {
+    card.shareInput.dataset.shown = "";
+  }
   try {
     await run(reason, version);
     notice("ok", "Done: " + what + ". Reason: " + reason);

@@ -364,12 +364,7 @@ async fn docs_screenshots(page: &Page) {
     page.script("document.querySelector('#notice').hidden = true; window.scrollTo(0, 0)")
         .await;
     for (name, width, height) in [("console", 1280, 800), ("console-phone", 390, 844)] {
-        page.client.set_window_size(width, height).await.unwrap();
-        let inner = page.script("return window.innerWidth").await;
-        assert!(
-            inner.as_u64().unwrap() <= u64::from(width),
-            "{name}: viewport {inner}"
-        );
+        page.set_viewport(width, height).await;
         // Nothing wider than the window: the page is usable without sideways scrolling.
         let overflow = page
             .script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
@@ -379,7 +374,7 @@ async fn docs_screenshots(page: &Page) {
         let png = page.client.screenshot().await.unwrap();
         std::fs::write(page.shots.join(format!("{name}.png")), png).unwrap();
     }
-    page.client.set_window_size(1280, 800).await.unwrap();
+    page.set_viewport(1280, 800).await;
 }
 
 /// A reason and an event field holding markup show as text and run nothing.
@@ -731,6 +726,26 @@ impl Page {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Sizes the window so that the page itself (the viewport) is `width` × `height`.
+    async fn set_viewport(&self, width: u32, height: u32) {
+        let viewport = || async {
+            let size = self
+                .script("return [window.innerWidth, window.innerHeight]")
+                .await;
+            (size[0].as_u64().unwrap(), size[1].as_u64().unwrap())
+        };
+        self.client.set_window_size(width, height).await.unwrap();
+        let (inner_width, inner_height) = viewport().await;
+        self.client
+            .set_window_size(
+                2 * width - inner_width as u32,
+                2 * height - inner_height as u32,
+            )
+            .await
+            .unwrap();
+        assert_eq!(viewport().await, (u64::from(width), u64::from(height)));
     }
 
     /// Saves a screenshot, numbered in step order.

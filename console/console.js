@@ -282,7 +282,7 @@ function buildCard(route) {
   table.append(body);
   card.root.append(
     el("header", {}, el("h2", {}, route), card.state),
-    el("p", {}, "SSOT share (cohort): ", card.split, " · effective: ", card.effective),
+    el("p", {}, "SSOT share ", card.split, " · effective ", card.effective),
     el("p", {}, "shadow: ", card.shadow, " · ", card.pins),
     card.latch,
     card.ramp,

@@ -16,7 +16,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::{ADMIN_TOKEN, Gateway, PROMPTLY, Producer, config, http, scratch_dir};
+use crate::harness::{
+    ADMIN_TOKEN, Gateway, PROMPTLY, config, free_port, http, publish_until, scratch_dir,
+};
 
 /// How long chromedriver and the browser may take to start.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -417,39 +419,25 @@ async fn admin_get(gateway: &Gateway, path: &str) -> Value {
     body
 }
 
-/// Readers on every route's users and a producer publishing to them on `router_broadcast`.
+/// Readers that take everything they are sent and a producer publishing to them on
+/// `router_broadcast`.
 struct Traffic {
     stop: Arc<AtomicBool>,
     readers: Vec<tokio::task::JoinHandle<()>>,
-    producer: tokio::task::JoinHandle<u64>,
+    producer: tokio::task::JoinHandle<(u64, Option<tokio::time::Instant>)>,
 }
 
 impl Traffic {
     async fn start(gateway: &Gateway) -> Traffic {
         let (users, readers) = gateway.readers("reader", 4).await;
         let stop = Arc::new(AtomicBool::new(false));
-        let public = gateway.public;
-        let producer = tokio::spawn({
-            let stop = Arc::clone(&stop);
-            async move {
-                let mut producer = Producer::connect(public).await;
-                let mut n = 0u64;
-                while !stop.load(Ordering::Acquire) {
-                    let user = &users[n as usize % users.len()];
-                    let published = producer
-                        .publish(
-                            "router_broadcast",
-                            user,
-                            json!({"type": "agent_thinking", "seq": n}),
-                        )
-                        .await;
-                    assert_eq!(published.status, 200, "{}", published.body);
-                    n += 1;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                n
-            }
-        });
+        let producer = publish_until(
+            gateway.public,
+            "router_broadcast",
+            users,
+            0,
+            Arc::clone(&stop),
+        );
         Traffic {
             stop,
             readers,
@@ -459,7 +447,7 @@ impl Traffic {
 
     async fn stop(self) {
         self.stop.store(true, Ordering::Release);
-        let sent = self.producer.await.expect("the producer did not panic");
+        let (sent, _) = self.producer.await.expect("the producer did not panic");
         assert!(sent > 0);
         for reader in self.readers {
             reader.abort();
@@ -565,12 +553,6 @@ fn on_path(binary: &str) -> PathBuf {
         })
 }
 
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
-    listener.local_addr().unwrap().port()
-}
-
 /// The console page in the browser, with helpers that wait for the page's next refresh.
 struct Page {
     client: Client,
@@ -596,29 +578,25 @@ impl Page {
             .unwrap_or_else(|error| panic!("script {script:?}: {error}"))
     }
 
+    /// Runs `script` with `css` as its argument.
+    async fn query(&self, script: &str, css: &str) -> Value {
+        self.client
+            .execute(script, vec![json!(css)])
+            .await
+            .unwrap_or_else(|error| panic!("{css}: {error}"))
+    }
+
     /// The `textContent` of the first element matching `css`, or "" when there is none.
     async fn text(&self, css: &str) -> String {
-        let value = self
-            .client
-            .execute(
-                "const e = document.querySelector(arguments[0]); return e ? e.textContent : ''",
-                vec![json!(css)],
-            )
-            .await
-            .unwrap_or_else(|error| panic!("{css}: {error}"));
+        let script =
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent : ''";
+        let value = self.query(script, css).await;
         value.as_str().unwrap_or_default().to_owned()
     }
 
     async fn count(&self, css: &str) -> usize {
-        let value = self
-            .client
-            .execute(
-                "return document.querySelectorAll(arguments[0]).length",
-                vec![json!(css)],
-            )
-            .await
-            .unwrap_or_else(|error| panic!("{css}: {error}"));
-        value.as_u64().unwrap_or_default() as usize
+        let script = "return document.querySelectorAll(arguments[0]).length";
+        self.query(script, css).await.as_u64().unwrap_or_default() as usize
     }
 
     async fn visible(&self, css: &str) -> bool {

@@ -15,7 +15,9 @@ use hyper::Method;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::harness::{Gateway, Producer, config, http, keep_one_stalled, parse_json, scratch_dir};
+use crate::harness::{
+    Gateway, Producer, config, free_port, http, keep_one_stalled, parse_json, scratch_dir,
+};
 use crate::rules::{dashboard_expressions, rule_expressions};
 
 const WINDOW_SECONDS: u64 = 4;
@@ -37,12 +39,7 @@ impl Prometheus {
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         // Prometheus cannot report a port it chose, so take a free one from the kernel first.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",

@@ -104,6 +104,7 @@ async fn operator_console_in_a_real_browser() {
 async fn scenario(page: &Page, gateway: &Gateway) {
     sign_in(page, gateway).await;
     set_share_with_a_reason(page, gateway).await;
+    ramp_shows_on_its_card(page, gateway).await;
     roll_back_one_route(page, gateway).await;
     let traffic = Traffic::start(gateway).await;
     delivery_ratio_moves(page, gateway).await;
@@ -193,6 +194,30 @@ async fn set_share_with_a_reason(page: &Page, gateway: &Gateway) {
     assert!(row.contains("ops"), "{row}");
     assert!(row.contains("0.00 → 25.00"), "{row}");
     page.shot("share-25").await;
+}
+
+/// A running ramp shows on its route's card, with the step it holds.
+async fn ramp_shows_on_its_card(page: &Page, gateway: &Gateway) {
+    let card = "#card-scoped_broadcast";
+    let ramp = json!({"steps": [1, 5, 25], "step_seconds": 300});
+    gateway
+        .set_route("scoped_broadcast", json!({"ramp": ramp}))
+        .await;
+    let text = page
+        .wait_text(&format!("{card} .ramp"), "the ramp", |t| {
+            t.starts_with("ramp: step")
+        })
+        .await;
+    assert!(text.contains("of 3 (1%)"), "{text}");
+    assert!(text.contains("next 5%"), "{text}");
+    assert_eq!(page.text(&format!("{card} .state")).await, "ramping");
+    assert_eq!(page.text(&format!("{card} .split")).await, "1%");
+    page.shot("ramp").await;
+    gateway
+        .set_route("scoped_broadcast", json!({"ramp": null}))
+        .await;
+    page.wait_text(&format!("{card} .state"), "the ramp's end", |t| t == "live")
+        .await;
 }
 
 /// Rolling a route back latches it: the card says so, and the next producer answer is served by

@@ -800,6 +800,10 @@ consecutive_breaches = 2
             "ignore_fields",
         );
         check_error("colour = 1\n", 1, "colour");
+    }
+
+    #[test]
+    fn invalid_ramps_name_file_line_and_key() {
         let ramp = |body: &str| {
             format!("[routes.user_event]\nshadow = true\n\n[routes.user_event.ramp]\n{body}")
         };
@@ -862,24 +866,9 @@ consecutive_breaches = 2
         );
     }
 
-    /// An operator's own file: comments, blank lines, a value's comment, its own order.
-    const OPERATOR: &str = "\
-# Staging flags, owned by the gateway team.
-version = 3
-
-# The router contract canaries first.
-[routes.router_broadcast]
-ssot_percent = 10   # ten percent: see the rollout plan
-pin_ssot = [\"internal-tester-1\"]
-
-
-# Guard tuned for staging's low traffic.
-[guard]
-min_events = 50   # staging is quiet
-
-[routes.user_event]
-shadow = true
-";
+    /// An operator's own file: comments, blank lines, a value's comment, its own order (the
+    /// integration tests edit it through the admin API).
+    const OPERATOR: &str = include_str!("../tests/fixtures/operator-flags.toml");
 
     fn guard_latch(at: u64) -> Latch {
         Latch {

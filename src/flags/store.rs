@@ -183,16 +183,7 @@ impl FlagStore {
         let _changing = lock(&self.changing);
         let origin = self.path.display().to_string();
         let mut read_text = String::new();
-        let parsed = std::fs::read_to_string(&self.path)
-            .map_err(|error| FlagsError::Read {
-                path: origin.clone(),
-                message: error.to_string(),
-            })
-            .and_then(|text| {
-                let document = FlagSet::parse_document(&text, &origin);
-                read_text = text;
-                document
-            });
+        let parsed = read_document(&self.path, &mut read_text);
         let current = self.snapshot();
         let last_read = lock(&self.on_disk)
             .as_ref()
@@ -516,6 +507,16 @@ fn check_replaces(
         }
     }
     Ok(())
+}
+
+/// Reads and parses the flags file at `path`, leaving its text in `text`.
+fn read_document(path: &Path, text: &mut String) -> Result<FlagsDocument, FlagsError> {
+    let origin = path.display().to_string();
+    *text = std::fs::read_to_string(path).map_err(|error| FlagsError::Read {
+        path: origin.clone(),
+        message: error.to_string(),
+    })?;
+    FlagSet::parse_document(text, &origin)
 }
 
 /// The start of the name of the temporary file a process writes the flags file through; the

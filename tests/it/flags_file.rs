@@ -221,23 +221,7 @@ async fn a_put_neither_forges_nor_drops_a_latch() {
 }
 
 /// An operator's own flags.toml: comments, a value's comment, blank lines and its own order.
-const OPERATOR_FILE: &str = "\
-# Staging flags, owned by the gateway team.
-version = 3
-
-# The router contract canaries first.
-[routes.router_broadcast]
-ssot_percent = 10   # ten percent: see the rollout plan
-pin_ssot = [\"internal-tester-1\"]
-
-
-# Guard tuned for staging's low traffic.
-[guard]
-min_events = 50   # staging is quiet
-
-[routes.user_event]
-shadow = true
-";
+const OPERATOR_FILE: &str = include_str!("../fixtures/operator-flags.toml");
 
 /// The settings of a `GET /admin/flags` answer: what a reload of the file must reproduce.
 fn settings(flags: &Value) -> Value {

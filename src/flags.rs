@@ -413,6 +413,28 @@ impl FlagSet {
         self.guard.check().map_err(|error| error.within(&["guard"]))
     }
 
+    /// Takes every setting of `document` but the version and the rollback latches, which stay
+    /// as they are: a document may carry a route's latch only as it is (so `GET /admin/flags`'
+    /// answer can be sent back) and clears none. `Err` names the first route whose latch it
+    /// would set, change or clear, and changes nothing.
+    pub(crate) fn replace_keeping_latches(&mut self, document: FlagsDocument) -> Result<(), Route> {
+        if let Some(route) = Route::ALL.into_iter().find(|route| {
+            let asked = &document.flags.route(*route).latch;
+            (asked.is_some() && *asked != self.route(*route).latch)
+                || document.clear_latches.iter().any(|(r, _)| r == route)
+        }) {
+            return Err(route);
+        }
+        let latches = Route::ALL.map(|route| self.route(route).latch.clone());
+        let version = self.version;
+        *self = document.flags;
+        self.version = version;
+        for (route, latch) in Route::ALL.into_iter().zip(latches) {
+            self.route_mut(route).latch = latch;
+        }
+        Ok(())
+    }
+
     /// Brings every ramp in line with the rest of the flags: a ramp ends when the kill switch is
     /// engaged, its route is latched, its `ssot_percent` was set by hand to another share than
     /// the step it holds, or it holds its last step; a ramp written into the file begins at its
@@ -981,7 +1003,7 @@ consecutive_breaches = 2
         check_error(
             &text,
             3,
-            "routes.broadcast.latch.trigger: \"robot\" is not a trigger",
+            "routes.broadcast.latch.trigger: \"robot\" is not what latches a route",
         );
     }
 
@@ -989,6 +1011,45 @@ consecutive_breaches = 2
         fn tap_reason(mut self, reason: &str) -> Latch {
             self.reason = reason.to_owned();
             self
+        }
+    }
+
+    #[test]
+    fn a_replacement_keeps_the_live_latches_and_sets_or_clears_none() {
+        let mut live = FlagSet::defaults();
+        live.version = 9;
+        live.route_mut(Route::Broadcast).latch = Some(guard_latch(1_800_000_000));
+        let document = |text: &str| FlagSet::parse_document(text, "body").unwrap();
+        let before = live.clone();
+        for (text, route) in [
+            (
+                "[routes.user_event.latch]\nreason = \"r\"\ntrigger = \"api\"\nactor = \"x\"\nat = 1\n",
+                Route::UserEvent,
+            ),
+            (
+                "[routes.broadcast.latch]\nreason = \"other\"\ntrigger = \"guard\"\nactor = \"guard\"\nat = 1800000000\n",
+                Route::Broadcast,
+            ),
+            (
+                "[routes.broadcast]\nclear_latch = \"fixed\"\n",
+                Route::Broadcast,
+            ),
+        ] {
+            assert_eq!(
+                live.replace_keeping_latches(document(text)),
+                Err(route),
+                "{text}"
+            );
+            assert_eq!(live, before, "{text}");
+        }
+        // Its own latch, as it is, and a document without latches: settings replaced, latch kept.
+        let same = "version = 1\n[kill_switch]\nengaged = true\n[routes.broadcast.latch]\nreason = \"delivery fell\"\ntrigger = \"guard\"\nactor = \"guard\"\nat = \"2027-01-15T08:00:00Z\"\n";
+        for text in [same, "[kill_switch]\nengaged = true\n"] {
+            let mut replaced = before.clone();
+            assert_eq!(replaced.replace_keeping_latches(document(text)), Ok(()));
+            let mut expected = before.clone();
+            expected.kill_switch.engaged = true;
+            assert_eq!(replaced, expected, "{text}");
         }
     }
 

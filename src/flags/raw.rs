@@ -18,7 +18,7 @@ use crate::route::Route;
 use crate::timestamp::{LAST_SECOND_OF_9999, parse_rfc3339};
 
 /// A whole flags document.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFlags {
     pub(crate) version: Option<u64>,
@@ -296,12 +296,14 @@ impl TryFrom<RawLatch> for Latch {
     type Error = FieldError;
 
     fn try_from(raw: RawLatch) -> Result<Latch, FieldError> {
-        let Some(trigger) = Trigger::ALL.into_iter().find(|t| t.as_str() == raw.trigger) else {
-            let known = Trigger::ALL.map(Trigger::as_str).join(", ");
-            return Err(FieldError::new(
-                "trigger",
-                format!("{:?} is not a trigger; triggers are {known}", raw.trigger),
-            ));
+        // Only an operator's rollback and the guard latch a route.
+        let trigger = match raw.trigger.as_str() {
+            "api" => Trigger::Api,
+            "guard" => Trigger::Guard,
+            other => {
+                let message = format!("{other:?} is not what latches a route: `api` or `guard`");
+                return Err(FieldError::new("trigger", message));
+            }
         };
         Ok(Latch {
             reason: raw.reason,

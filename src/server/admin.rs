@@ -201,28 +201,15 @@ pub(crate) async fn put_flags(
         .and_then(|raw| FlagSet::from_raw(raw, "request body").map_err(|e| e.to_string()))
         .map_err(invalid)?;
     change(&state, actor, reason, if_match, move |flags| {
-        if let Some(route) = Route::ALL.into_iter().find(|route| {
-            let asked = &replacement.flags.route(*route).latch;
-            (asked.is_some() && *asked != flags.route(*route).latch)
-                || replacement.clear_latches.iter().any(|(r, _)| r == route)
-        }) {
-            return Err(ChangeError::Invalid(format!(
+        flags.replace_keeping_latches(replacement).map_err(|route| {
+            ChangeError::Invalid(format!(
                 "routes.{}: a PUT sets no rollback latch and clears none (a latch it carries must \
                  be the live one); latch with POST /admin/rollback, clear with PATCH \
                  /admin/flags/routes/{} {{\"clear_latch\": true, \"reason\": ...}}",
                 route.as_str(),
                 route.as_str()
-            )));
-        }
-        let replacement = replacement.flags;
-        let version = flags.version;
-        let latches = Route::ALL.map(|route| flags.route(route).latch.clone());
-        *flags = replacement;
-        flags.version = version;
-        for (route, latch) in Route::ALL.into_iter().zip(latches) {
-            flags.route_mut(route).latch = latch;
-        }
-        Ok(())
+            ))
+        })
     })
     .await
 }

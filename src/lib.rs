@@ -3,7 +3,8 @@
 //!
 //! Code map (see `ARCHITECTURE.md` for the whole picture):
 //! - `route`: the names modules share: `Route` (with its endpoints), `PathKind`, `Origin`.
-//! - `labels`: the metric label enums other modules produce; `mutex`: the one mutex `lock`.
+//! - `labels`: the metric label enums other modules produce; `mutex`: the one mutex `lock`;
+//!   `timestamp`: unix seconds as RFC 3339.
 //! - [`config`]: process configuration, merged from defaults, file, environment and CLI.
 //! - `auth`: client JWTs and named producer/admin tokens.
 //! - `registry`: live connections per user, per-connection send queues, offline queues.
@@ -41,6 +42,7 @@ mod route;
 mod routing;
 mod server;
 mod shadow;
+mod timestamp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

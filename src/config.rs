@@ -22,8 +22,24 @@ pub struct Config {
     pub auth: AuthConfig,
     pub admin: AdminConfig,
     pub limits: Limits,
+    pub log: LogConfig,
     /// Development mode: `?user_id=` accepted without a token, loopback only.
     pub dev: bool,
+}
+
+/// How the gateway writes its log lines to stderr.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `[log] format`: `text` for a person at a terminal, `json` (one object a line) for a log
+/// collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +47,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub flags_path: PathBuf,
+    /// `flags_path` is dev mode's own file for this run, in a fresh temporary directory: chosen
+    /// because neither `--flags`, the config file nor the environment named one, so that
+    /// `serve --dev` never edits a `flags.toml` it happens to find (the repository's own
+    /// example among them).
+    pub flags_path_is_dev_scratch: bool,
     pub shutdown_grace: Duration,
     /// Benchmark ablation: every event takes its route's pre-migration path, with no flag
     /// decision and no shadow. Never for production.
@@ -136,6 +157,13 @@ struct RawConfig {
     auth: RawAuth,
     admin: RawAdmin,
     limits: RawLimits,
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: LogFormat,
 }
 
 #[derive(Deserialize)]
@@ -201,12 +229,21 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let mut table = parse_table(DEFAULTS_TOML, "defaults")?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut flags_path_named = overrides.flags_path.is_some()
+            || env
+                .iter()
+                .any(|(var, _)| var == "SWITCHYARD_SERVER_FLAGS_PATH");
         if let Some(path) = &overrides.config_file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),
                 source,
             })?;
             let file = parse_table(&text, &path.display().to_string())?;
+            flags_path_named |= file
+                .get("server")
+                .and_then(|server| server.get("flags_path"))
+                .is_some();
             merge(&mut table, file);
         }
         apply_env(&mut table, env)?;
@@ -220,7 +257,12 @@ impl Config {
                         .map_or_else(|| "merged".to_owned(), |p| p.display().to_string()),
                     message: error.message().to_owned(),
                 })?;
-        Config::from_raw(raw, overrides)
+        let mut config = Config::from_raw(raw, overrides)?;
+        if config.dev && !flags_path_named {
+            config.server.flags_path = dev_flags_path();
+            config.server.flags_path_is_dev_scratch = true;
+        }
+        Ok(config)
     }
 
     fn from_raw(raw: RawConfig, overrides: &Overrides) -> Result<Config, ConfigError> {
@@ -250,6 +292,7 @@ impl Config {
                     .flags_path
                     .clone()
                     .unwrap_or(raw.server.flags_path),
+                flags_path_is_dev_scratch: false,
                 shutdown_grace: Duration::from_millis(raw.server.shutdown_grace_ms),
                 bypass_routing: raw.server.bypass_routing,
             },
@@ -263,6 +306,9 @@ impl Config {
                 allow_fault_injection: raw.admin.allow_fault_injection,
             },
             limits,
+            log: LogConfig {
+                format: raw.log.format,
+            },
             dev: overrides.dev,
         };
         for (key, tokens) in [
@@ -455,6 +501,15 @@ fn apply_env(
         section_table.insert(key.to_owned(), new_value);
     }
     Ok(())
+}
+
+/// Dev mode's flags file when none is named: `flags.toml` in a directory of its own under the
+/// system's temporary directory, new for each process, so concurrent dev gateways never share
+/// one and the working directory's files are never touched.
+fn dev_flags_path() -> PathBuf {
+    std::env::temp_dir()
+        .join(format!("switchyard-dev-{}", std::process::id()))
+        .join("flags.toml")
 }
 
 /// A random token of 32 hex digits after `prefix`, from the OS's random source.

@@ -107,7 +107,7 @@ impl FlagStore {
                 (document.flags, true)
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(path = %path.display(), "no flags file; using the defaults");
+                tracing::warn!(path = %path.display(), "flags file not found; starting from the default flags");
                 (FlagSet::defaults(), false)
             }
             Err(error) => {

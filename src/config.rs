@@ -554,6 +554,63 @@ mod tests {
     }
 
     #[test]
+    fn dev_mode_uses_a_flags_file_of_its_own_unless_one_is_named() {
+        let dev = Overrides {
+            dev: true,
+            ..Default::default()
+        };
+        let config = load(&dev, &[]).unwrap();
+        assert!(config.server.flags_path_is_dev_scratch);
+        assert!(config.server.flags_path.starts_with(std::env::temp_dir()));
+        assert_ne!(config.server.flags_path, PathBuf::from("flags.toml"));
+        let named = load(&dev, &[("SWITCHYARD_SERVER_FLAGS_PATH", "mine.toml")]).unwrap();
+        assert_eq!(named.server.flags_path, PathBuf::from("mine.toml"));
+        assert!(!named.server.flags_path_is_dev_scratch);
+        let on_the_command_line = load(
+            &Overrides {
+                flags_path: Some("cli.toml".into()),
+                ..dev.clone()
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            on_the_command_line.server.flags_path,
+            PathBuf::from("cli.toml")
+        );
+        // Without --dev the configured path stands, the working directory's flags.toml.
+        let production = load(
+            &Overrides::default(),
+            &[
+                ("SWITCHYARD_AUTH_JWT_SECRET", "0123456789abcdef0123"),
+                (
+                    "SWITCHYARD_AUTH_PRODUCER_TOKENS",
+                    r#"{ b = "producer-secret-0123456789" }"#,
+                ),
+                (
+                    "SWITCHYARD_AUTH_ADMIN_TOKENS",
+                    r#"{ o = "admin-secret-0123456789" }"#,
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(production.server.flags_path, PathBuf::from("flags.toml"));
+        assert_eq!(production.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let dev = Overrides {
+            dev: true,
+            ..Default::default()
+        };
+        let json = load(&dev, &[("SWITCHYARD_LOG_FORMAT", "json")]).unwrap();
+        assert_eq!(json.log.format, LogFormat::Json);
+        let error = load(&dev, &[("SWITCHYARD_LOG_FORMAT", "xml")]).unwrap_err();
+        assert!(error.to_string().contains("xml"), "{error}");
+    }
+
+    #[test]
     fn missing_secrets_outside_dev_is_an_error_naming_the_key() {
         let error = load(&Overrides::default(), &[]).unwrap_err();
         assert!(matches!(error, ConfigError::MissingSecret { .. }));

@@ -19,6 +19,7 @@ mod guard;
 mod http_limits;
 mod layers;
 mod liveness;
+mod logs;
 mod metrics_format;
 mod producer_api;
 mod prometheus;

@@ -22,7 +22,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use crate::harness::{PROMPTLY, Raw, http, parse_json};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
+pub const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
 /// How long the gateway may take to stop after SIGTERM (its default grace period is 10 s).
 const SHUTDOWN: Duration = Duration::from_secs(30);
 /// What the README's commands read from the environment: the `export` lines `serve --dev`
@@ -439,7 +439,7 @@ fn publish_body(command: &str) -> Value {
 /// The `switchyard` binary, run from the repository root as the README's commands are, with no
 /// `SWITCHYARD_*` variables from the test's environment, and killed if the test ends early.
 /// `switchyard` with both listeners on free loopback ports instead of the README's.
-fn serve_on_loopback() -> Command {
+pub fn serve_on_loopback() -> Command {
     let mut command = switchyard();
     command
         .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
@@ -447,7 +447,7 @@ fn serve_on_loopback() -> Command {
     command
 }
 
-fn switchyard() -> Command {
+pub fn switchyard() -> Command {
     let mut command = Command::new(BINARY);
     command.current_dir(MANIFEST_DIR).kill_on_drop(true);
     for (var, _) in std::env::vars().filter(|(var, _)| var.starts_with("SWITCHYARD_")) {
@@ -476,17 +476,17 @@ async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>, who: &str) -> Stri
 }
 
 /// What a `serve --dev` gateway prints at start.
-struct DevBanner {
-    public: SocketAddr,
-    admin: SocketAddr,
+pub struct DevBanner {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
     /// Its `export NAME=VALUE` lines, in order.
-    exports: Vec<(String, String)>,
+    pub exports: Vec<(String, String)>,
     /// The flags file dev mode chose.
-    flags_file: PathBuf,
+    pub flags_file: PathBuf,
 }
 
 impl DevBanner {
-    fn export(&self, name: &str) -> String {
+    pub fn export(&self, name: &str) -> String {
         self.exports
             .iter()
             .find(|(var, _)| var == name)
@@ -497,7 +497,7 @@ impl DevBanner {
 
 /// Reads a `serve --dev` gateway's first lines: its addresses, its flags file and its exports,
 /// which must name the URLs and tokens the README's commands use, with the bound addresses.
-async fn dev_banner(out: &mut Lines<BufReader<ChildStdout>>) -> DevBanner {
+pub async fn dev_banner(out: &mut Lines<BufReader<ChildStdout>>) -> DevBanner {
     let (mut addresses, mut flags_file, mut exports) = (None, None, Vec::new());
     while addresses.is_none() || flags_file.is_none() || exports.len() < EXPORTED.len() {
         let line = next_line(out, "gateway").await;
@@ -524,7 +524,7 @@ async fn dev_banner(out: &mut Lines<BufReader<ChildStdout>>) -> DevBanner {
 }
 
 /// Sends SIGTERM to `process` and waits up to `within` for it to exit.
-async fn terminate(process: &mut Child, within: Duration) -> ExitStatus {
+pub async fn terminate(process: &mut Child, within: Duration) -> ExitStatus {
     let pid = process.id().expect("still running").to_string();
     // The shell's own `kill`, so the test needs no procps.
     let kill = Command::new("sh")

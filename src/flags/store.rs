@@ -419,6 +419,13 @@ impl FlagStore {
         for route in Route::ALL {
             let r = flags.route(route);
             m.flag_ssot_percent(route).set(r.ssot_percent.as_f64());
+            // What `routing::decide` does with the share: nothing while held on legacy.
+            let held_on_legacy = flags.kill_switch.engaged || r.latch.is_some();
+            m.effective_ssot_percent(route).set(if held_on_legacy {
+                0.0
+            } else {
+                r.ssot_percent.as_f64()
+            });
             m.flag_shadow(route).set(i64::from(r.shadow));
             m.flag_latched(route).set(i64::from(r.latch.is_some()));
             m.ramp_step(route).set(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, both from Debian's `prometheus`
-# package: `promtool`, which checks the /metrics exposition and the rules in dashboards/, and the
+# package: `promtool`, which checks the /metrics exposition and the rules in dashboards/rules/, and the
 # `prometheus` server binary, for the tests that run their own Prometheus (on a port of their own)
 # against a real gateway to exercise every dashboard and rule query. Idempotent: does nothing when
 # both are already on PATH. Needs root (or both installed); never starts the prometheus service.

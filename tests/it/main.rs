@@ -21,6 +21,7 @@ mod layers;
 mod liveness;
 mod logs;
 mod metrics_format;
+mod packaging;
 mod producer_api;
 mod prometheus;
 mod ramp;

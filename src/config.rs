@@ -529,6 +529,19 @@ pub(crate) fn random_token(prefix: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The three secrets a gateway outside dev mode needs, from the environment.
+    const SECRETS: [(&str, &str); 3] = [
+        ("SWITCHYARD_AUTH_JWT_SECRET", "0123456789abcdef0123"),
+        (
+            "SWITCHYARD_AUTH_PRODUCER_TOKENS",
+            r#"{ backend = "producer-secret-0123456789" }"#,
+        ),
+        (
+            "SWITCHYARD_AUTH_ADMIN_TOKENS",
+            r#"{ ops = "admin-secret-0123456789" }"#,
+        ),
+    ];
+
     fn load(overrides: &Overrides, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::load_from(
             overrides,
@@ -579,21 +592,7 @@ mod tests {
             PathBuf::from("cli.toml")
         );
         // Without --dev the configured path stands, the working directory's flags.toml.
-        let production = load(
-            &Overrides::default(),
-            &[
-                ("SWITCHYARD_AUTH_JWT_SECRET", "0123456789abcdef0123"),
-                (
-                    "SWITCHYARD_AUTH_PRODUCER_TOKENS",
-                    r#"{ b = "producer-secret-0123456789" }"#,
-                ),
-                (
-                    "SWITCHYARD_AUTH_ADMIN_TOKENS",
-                    r#"{ o = "admin-secret-0123456789" }"#,
-                ),
-            ],
-        )
-        .unwrap();
+        let production = load(&Overrides::default(), &SECRETS).unwrap();
         assert_eq!(production.server.flags_path, PathBuf::from("flags.toml"));
         assert_eq!(production.log.format, LogFormat::Text);
     }
@@ -622,18 +621,13 @@ mod tests {
         let config = load(
             &Overrides::default(),
             &[
-                ("SWITCHYARD_AUTH_JWT_SECRET", "0123456789abcdef0123"),
-                (
-                    "SWITCHYARD_AUTH_PRODUCER_TOKENS",
-                    r#"{ backend = "producer-secret-0123456789" }"#,
-                ),
-                (
-                    "SWITCHYARD_AUTH_ADMIN_TOKENS",
-                    r#"{ ops = "admin-secret-0123456789" }"#,
-                ),
-                ("SWITCHYARD_LIMITS_MAX_CONNECTIONS_PER_USER", "3"),
-                ("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0"),
-            ],
+                SECRETS.as_slice(),
+                &[
+                    ("SWITCHYARD_LIMITS_MAX_CONNECTIONS_PER_USER", "3"),
+                    ("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0"),
+                ],
+            ]
+            .concat(),
         )
         .unwrap();
         assert_eq!(config.limits.max_connections_per_user, 3);

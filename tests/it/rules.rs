@@ -77,15 +77,21 @@ pub fn rule_files() -> Vec<String> {
     dashboards_glob("rules")
 }
 
-#[tokio::test]
-async fn alert_rules_pass_promtool_check() {
-    let files = rule_files();
-    assert!(!files.is_empty(), "no dashboards/rules/*.yml");
-    let args: Vec<&str> = ["check", "rules"]
+/// `promtool check rules dashboards/rules/*.yml` or `promtool test rules dashboards/tests/*.yml`,
+/// as the README spells them: `(success, report)`.
+async fn promtool_on_glob(command: &str, dir: &str) -> (bool, String) {
+    let files = dashboards_glob(dir);
+    assert!(!files.is_empty(), "no dashboards/{dir}/*.yml");
+    let args: Vec<&str> = [command, "rules"]
         .into_iter()
         .chain(files.iter().map(String::as_str))
         .collect();
-    let (success, report) = promtool(&args, None).await;
+    promtool(&args, None).await
+}
+
+#[tokio::test]
+async fn alert_rules_pass_promtool_check() {
+    let (success, report) = promtool_on_glob("check", "rules").await;
     assert!(
         success,
         "promtool check rules dashboards/rules/*.yml failed:\n{report}"
@@ -94,13 +100,7 @@ async fn alert_rules_pass_promtool_check() {
 
 #[tokio::test]
 async fn alert_rules_pass_their_unit_tests() {
-    let files = dashboards_glob("tests");
-    assert!(!files.is_empty(), "no dashboards/tests/*.yml");
-    let args: Vec<&str> = ["test", "rules"]
-        .into_iter()
-        .chain(files.iter().map(String::as_str))
-        .collect();
-    let (success, report) = promtool(&args, None).await;
+    let (success, report) = promtool_on_glob("test", "tests").await;
     assert!(
         success,
         "promtool test rules dashboards/tests/*.yml failed:\n{report}"
@@ -562,11 +562,7 @@ async fn rule_expressions_are_read_whole_from_the_rules_files() {
         "one expr per rule: {expressions:#?}"
     );
     // promtool counts the rules the same way.
-    let args: Vec<&str> = ["check", "rules"]
-        .into_iter()
-        .chain(files.iter().map(String::as_str))
-        .collect();
-    let (success, report) = promtool(&args, None).await;
+    let (success, report) = promtool_on_glob("check", "rules").await;
     assert!(success, "{report}");
     let counted: usize = report
         .lines()

@@ -5,13 +5,15 @@
 #   their own) against a real gateway to exercise every dashboard and rule query;
 # - `chromium` and `chromium-driver`: headless Chromium and its WebDriver (`chromedriver`), for
 #   the operator console's browser tests (tests/it/console.rs), which start their own driver on a
-#   free loopback port.
+#   free loopback port;
+# - `systemd`: `systemd-analyze`, which checks the example unit examples/switchyard.service
+#   (`systemd-analyze verify` reads unit files; it needs no running systemd).
 # Idempotent: does nothing when every binary is already on PATH, and installs only the packages
-# of the missing ones. Needs root (or everything installed); never starts the prometheus service.
+# of the missing ones. Needs root (or everything installed); never starts a service.
 set -euo pipefail
 
 # binary:package, one per binary the tests run.
-needed=(promtool:prometheus prometheus:prometheus chromium:chromium chromedriver:chromium-driver)
+needed=(promtool:prometheus prometheus:prometheus chromium:chromium chromedriver:chromium-driver systemd-analyze:systemd)
 
 missing=()
 packages=()

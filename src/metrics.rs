@@ -39,6 +39,7 @@ pub(crate) struct Metrics {
     connections_closed: [IntCounter; CloseReason::ALL.len()],
     auth_failures: [IntCounter; AuthFailure::ALL.len()],
     flag_ssot_percent: [Gauge; N_ROUTES],
+    effective_ssot_percent: [Gauge; N_ROUTES],
     flag_shadow: [IntGauge; N_ROUTES],
     flag_latched: [IntGauge; N_ROUTES],
     ramp_step: [IntGauge; N_ROUTES],
@@ -219,6 +220,11 @@ impl Metrics {
         let flag_ssot_percent = per_route_gauge(
             "flag_ssot_percent",
             "Share of users on the SSOT path per route, in percent, as the flags say.",
+        );
+        let effective_ssot_percent = per_route_gauge(
+            "route_effective_ssot_percent",
+            "Share of users the SSOT path actually serves per route, in percent: the flag's share, \
+             or 0 while a rollback latch or the kill switch holds the route on legacy.",
         );
         let per_route_int_gauge = |name: &str, help: &str| {
             let vec = IntGaugeVec::new(Opts::new(name, help), &["route"]).expect("valid metric");
@@ -405,6 +411,7 @@ impl Metrics {
             shadow_comparisons,
             shadow_mismatches,
             flag_ssot_percent,
+            effective_ssot_percent,
             flag_shadow,
             flag_latched,
             ramp_step,
@@ -483,6 +490,10 @@ impl Metrics {
 
     pub(crate) fn flag_ssot_percent(&self, route: Route) -> &Gauge {
         &self.flag_ssot_percent[route.index()]
+    }
+
+    pub(crate) fn effective_ssot_percent(&self, route: Route) -> &Gauge {
+        &self.effective_ssot_percent[route.index()]
     }
 
     pub(crate) fn flag_shadow(&self, route: Route) -> &IntGauge {

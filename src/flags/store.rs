@@ -118,7 +118,7 @@ impl FlagStore {
                 (document.flags, Some(on_disk))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(path = %path.display(), "no flags file; using the defaults");
+                tracing::warn!(path = %path.display(), "flags file not found; starting from the default flags");
                 (FlagSet::defaults(), None)
             }
             Err(error) => {
@@ -437,6 +437,13 @@ impl FlagStore {
         for route in Route::ALL {
             let r = flags.route(route);
             m.flag_ssot_percent(route).set(r.ssot_percent.as_f64());
+            // What `routing::decide` does with the share: nothing while held on legacy.
+            let held_on_legacy = flags.kill_switch.engaged || r.latch.is_some();
+            m.effective_ssot_percent(route).set(if held_on_legacy {
+                0.0
+            } else {
+                r.ssot_percent.as_f64()
+            });
             m.flag_shadow(route).set(i64::from(r.shadow));
             m.flag_latched(route).set(i64::from(r.latch.is_some()));
             m.ramp_step(route).set(

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 const LIBRARY_ITEMS: &[&str] = &[
     "run",
     "Listeners",
+    "BindError",
     "RunError",
     "AuthSetupError",
     "FlagsError",

@@ -20,7 +20,7 @@ use crate::config::{Config, ConfigError};
 use crate::flags::{FlagSet, FlagsError};
 use crate::route::Route;
 use crate::routing::{cohort_bucket, decide};
-use crate::{Listeners, RunError};
+use crate::{BindError, Listeners, RunError};
 
 /// Why a command failed. Its message is what the operator sees after `error: `.
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +29,12 @@ pub enum CliError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("binding {listen} and {admin_listen}: {source}")]
-    Bind {
-        listen: SocketAddr,
-        admin_listen: SocketAddr,
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// Dev mode's own flags file could not be prepared.
+    #[error("dev mode's flags file {path}: {source}")]
+    DevFlags {
+        path: PathBuf,
         source: std::io::Error,
     },
     #[error("reading bound addresses: {0}")]
@@ -79,27 +81,16 @@ pub enum AdminCallError {
 /// Binds the listeners, prints where the gateway listens (and the dev tokens), and serves until
 /// SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> Result<(), CliError> {
-    let listeners = Listeners::bind(&config)
-        .await
-        .map_err(|source| CliError::Bind {
-            listen: config.server.listen,
-            admin_listen: config.server.admin_listen,
-            source,
-        })?;
+    if config.server.flags_path_is_dev_scratch {
+        start_dev_flags_file(&config.server.flags_path)?;
+    }
+    let listeners = Listeners::bind(&config).await?;
     let (public, admin) = listeners.local_addrs().map_err(CliError::LocalAddrs)?;
     println!(
         "switchyard listening: clients and producers on http://{public}, admin on http://{admin}"
     );
     if config.dev {
-        println!(
-            "dev mode: clients may connect with ws://{public}/ws?user_id=NAME; tokens for this run:"
-        );
-        for (name, secret) in &config.auth.producer_tokens {
-            println!("export PRODUCER_TOKEN={secret}   # producer {name:?}");
-        }
-        for (name, secret) in &config.auth.admin_tokens {
-            println!("export ADMIN_TOKEN={secret}   # admin {name:?}");
-        }
+        print_dev_banner(&config, public, admin);
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
@@ -107,6 +98,43 @@ pub async fn serve(config: Config) -> Result<(), CliError> {
     // when asked to and exits 0, even when the grace period had to cut connections short.
     crate::run(config, listeners, shutdown).await?;
     Ok(())
+}
+
+/// Writes dev mode's flags file for this run: `version = 0`, the defaults on purpose (a missing
+/// file would be the defaults too, but is worth a warning everywhere else).
+fn start_dev_flags_file(path: &Path) -> Result<(), CliError> {
+    let dev_flags_error = |source| CliError::DevFlags {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(dev_flags_error)?;
+    }
+    std::fs::write(
+        path,
+        "# switchyard serve --dev: this run's routing flags, the defaults to start with.\n\
+         # `serve --dev --flags FILE` keeps them in FILE instead, across restarts.\n\
+         version = 0\n",
+    )
+    .map_err(dev_flags_error)
+}
+
+/// What a developer pastes into another terminal: the URLs and the tokens made up for this run,
+/// as `export` lines the README's commands and the CLI read.
+fn print_dev_banner(config: &Config, public: SocketAddr, admin: SocketAddr) {
+    println!(
+        "dev mode: clients may connect with ws://{public}/ws?user_id=NAME; flags file {}",
+        config.server.flags_path.display()
+    );
+    println!("paste these into another terminal:");
+    println!("export PRODUCER_URL=http://{public}");
+    println!("export ADMIN_URL=http://{admin}");
+    for (name, secret) in &config.auth.producer_tokens {
+        println!("export PRODUCER_TOKEN={secret}   # producer {name:?}");
+    }
+    for (name, secret) in &config.auth.admin_tokens {
+        println!("export ADMIN_TOKEN={secret}   # admin {name:?}");
+    }
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

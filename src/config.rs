@@ -22,8 +22,24 @@ pub struct Config {
     pub auth: AuthConfig,
     pub admin: AdminConfig,
     pub limits: Limits,
+    pub log: LogConfig,
     /// Development mode: `?user_id=` accepted without a token, loopback only.
     pub dev: bool,
+}
+
+/// How the gateway writes its log lines to stderr.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `[log] format`: `text` for a person at a terminal, `json` (one object a line) for a log
+/// collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +47,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub flags_path: PathBuf,
+    /// `flags_path` is dev mode's own file for this run, in a fresh temporary directory: chosen
+    /// because neither `--flags`, the config file nor the environment named one, so that
+    /// `serve --dev` never edits a `flags.toml` it happens to find (the repository's own
+    /// example among them).
+    pub flags_path_is_dev_scratch: bool,
     pub shutdown_grace: Duration,
     /// Benchmark ablation: every event takes its route's pre-migration path, with no flag
     /// decision and no shadow. Never for production.
@@ -136,6 +157,13 @@ struct RawConfig {
     auth: RawAuth,
     admin: RawAdmin,
     limits: RawLimits,
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: LogFormat,
 }
 
 #[derive(Deserialize)]
@@ -201,12 +229,21 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let mut table = parse_table(DEFAULTS_TOML, "defaults")?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut flags_path_named = overrides.flags_path.is_some()
+            || env
+                .iter()
+                .any(|(var, _)| var == "SWITCHYARD_SERVER_FLAGS_PATH");
         if let Some(path) = &overrides.config_file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),
                 source,
             })?;
             let file = parse_table(&text, &path.display().to_string())?;
+            flags_path_named |= file
+                .get("server")
+                .and_then(|server| server.get("flags_path"))
+                .is_some();
             merge(&mut table, file);
         }
         apply_env(&mut table, env)?;
@@ -220,7 +257,12 @@ impl Config {
                         .map_or_else(|| "merged".to_owned(), |p| p.display().to_string()),
                     message: error.message().to_owned(),
                 })?;
-        Config::from_raw(raw, overrides)
+        let mut config = Config::from_raw(raw, overrides)?;
+        if config.dev && !flags_path_named {
+            config.server.flags_path = dev_flags_path();
+            config.server.flags_path_is_dev_scratch = true;
+        }
+        Ok(config)
     }
 
     fn from_raw(raw: RawConfig, overrides: &Overrides) -> Result<Config, ConfigError> {
@@ -250,6 +292,7 @@ impl Config {
                     .flags_path
                     .clone()
                     .unwrap_or(raw.server.flags_path),
+                flags_path_is_dev_scratch: false,
                 shutdown_grace: Duration::from_millis(raw.server.shutdown_grace_ms),
                 bypass_routing: raw.server.bypass_routing,
             },
@@ -263,6 +306,9 @@ impl Config {
                 allow_fault_injection: raw.admin.allow_fault_injection,
             },
             limits,
+            log: LogConfig {
+                format: raw.log.format,
+            },
             dev: overrides.dev,
         };
         for (key, tokens) in [
@@ -457,6 +503,15 @@ fn apply_env(
     Ok(())
 }
 
+/// Dev mode's flags file when none is named: `flags.toml` in a directory of its own under the
+/// system's temporary directory, new for each process, so concurrent dev gateways never share
+/// one and the working directory's files are never touched.
+fn dev_flags_path() -> PathBuf {
+    std::env::temp_dir()
+        .join(format!("switchyard-dev-{}", std::process::id()))
+        .join("flags.toml")
+}
+
 /// A random token of 32 hex digits after `prefix`, from the OS's random source.
 pub(crate) fn random_token(prefix: &str) -> String {
     let mut bytes = [0u8; 16];
@@ -473,6 +528,19 @@ pub(crate) fn random_token(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The three secrets a gateway outside dev mode needs, from the environment.
+    const SECRETS: [(&str, &str); 3] = [
+        ("SWITCHYARD_AUTH_JWT_SECRET", "0123456789abcdef0123"),
+        (
+            "SWITCHYARD_AUTH_PRODUCER_TOKENS",
+            r#"{ backend = "producer-secret-0123456789" }"#,
+        ),
+        (
+            "SWITCHYARD_AUTH_ADMIN_TOKENS",
+            r#"{ ops = "admin-secret-0123456789" }"#,
+        ),
+    ];
 
     fn load(overrides: &Overrides, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::load_from(
@@ -499,6 +567,49 @@ mod tests {
     }
 
     #[test]
+    fn dev_mode_uses_a_flags_file_of_its_own_unless_one_is_named() {
+        let dev = Overrides {
+            dev: true,
+            ..Default::default()
+        };
+        let config = load(&dev, &[]).unwrap();
+        assert!(config.server.flags_path_is_dev_scratch);
+        assert!(config.server.flags_path.starts_with(std::env::temp_dir()));
+        assert_ne!(config.server.flags_path, PathBuf::from("flags.toml"));
+        let named = load(&dev, &[("SWITCHYARD_SERVER_FLAGS_PATH", "mine.toml")]).unwrap();
+        assert_eq!(named.server.flags_path, PathBuf::from("mine.toml"));
+        assert!(!named.server.flags_path_is_dev_scratch);
+        let on_the_command_line = load(
+            &Overrides {
+                flags_path: Some("cli.toml".into()),
+                ..dev.clone()
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            on_the_command_line.server.flags_path,
+            PathBuf::from("cli.toml")
+        );
+        // Without --dev the configured path stands, the working directory's flags.toml.
+        let production = load(&Overrides::default(), &SECRETS).unwrap();
+        assert_eq!(production.server.flags_path, PathBuf::from("flags.toml"));
+        assert_eq!(production.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let dev = Overrides {
+            dev: true,
+            ..Default::default()
+        };
+        let json = load(&dev, &[("SWITCHYARD_LOG_FORMAT", "json")]).unwrap();
+        assert_eq!(json.log.format, LogFormat::Json);
+        let error = load(&dev, &[("SWITCHYARD_LOG_FORMAT", "xml")]).unwrap_err();
+        assert!(error.to_string().contains("xml"), "{error}");
+    }
+
+    #[test]
     fn missing_secrets_outside_dev_is_an_error_naming_the_key() {
         let error = load(&Overrides::default(), &[]).unwrap_err();
         assert!(matches!(error, ConfigError::MissingSecret { .. }));
@@ -510,18 +621,13 @@ mod tests {
         let config = load(
             &Overrides::default(),
             &[
-                ("SWITCHYARD_AUTH_JWT_SECRET", "0123456789abcdef0123"),
-                (
-                    "SWITCHYARD_AUTH_PRODUCER_TOKENS",
-                    r#"{ backend = "producer-secret-0123456789" }"#,
-                ),
-                (
-                    "SWITCHYARD_AUTH_ADMIN_TOKENS",
-                    r#"{ ops = "admin-secret-0123456789" }"#,
-                ),
-                ("SWITCHYARD_LIMITS_MAX_CONNECTIONS_PER_USER", "3"),
-                ("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0"),
-            ],
+                SECRETS.as_slice(),
+                &[
+                    ("SWITCHYARD_LIMITS_MAX_CONNECTIONS_PER_USER", "3"),
+                    ("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0"),
+                ],
+            ]
+            .concat(),
         )
         .unwrap();
         assert_eq!(config.limits.max_connections_per_user, 3);

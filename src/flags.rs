@@ -1,23 +1,26 @@
 //! Routing flags: the validated, versioned [`FlagSet`] and its file format, `flags.toml`.
 //!
-//! Parsing goes through raw `deny_unknown_fields` types that keep each value's position, so every
-//! error names the file, the line and the key. A [`FlagSet`] is immutable; changes build a new one
-//! and [`store::FlagStore`] swaps it in atomically. Writing a flag set back renders TOML that
-//! parses to the same set, which is checked on every write; the rendered file starts with a
-//! header and ends with an `# end of flags` line, so a copy of it cut short (the line lost) is
-//! recognised.
+//! A document — the file, or an admin API body — is deserialised into raw `deny_unknown_fields`
+//! types ([`raw`]) and validated section by section (`TryFrom`) into the typed set; every error
+//! names the key, and for a file the file and the line ([`file`]). A set built in code (an edit)
+//! is held to the same checks ([`FlagSet::validate`]). A [`FlagSet`] is immutable; changes build
+//! a new one and [`store::FlagStore`] swaps it in atomically. Writing a set back edits the
+//! operator's file in place (comments and layout stay), or renders a new one; either starts with
+//! a header and ends with an `# end of flags` line, so a copy of it cut short is recognised.
 //! A route's [`Ramp`] and its progress are flags like any other, so a ramp survives a restart.
 
+mod file;
+pub(crate) mod raw;
 pub(crate) mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
-use std::ops::Range;
 
-use serde::{Deserialize, Serialize};
-use toml::Spanned;
+use serde::Serialize;
 
+use crate::flags::raw::{FieldError, RawFlags};
+use crate::labels::Trigger;
 use crate::route::Route;
+use crate::timestamp::LAST_SECOND_OF_9999;
 
 /// A share of users in basis points (0..=10000), written as a percentage with two decimals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,9 +56,9 @@ impl Percent {
 pub(crate) struct Latch {
     pub(crate) reason: String,
     /// What set it: `api` (an operator's rollback) or `guard`.
-    pub(crate) trigger: String,
+    pub(crate) trigger: Trigger,
     pub(crate) actor: String,
-    /// Unix seconds.
+    /// Unix seconds; RFC 3339 in the file, the audit and the API.
     pub(crate) at: u64,
 }
 
@@ -108,52 +111,59 @@ impl Ramp {
         step_seconds: u64,
         at: Option<RampAt>,
     ) -> Result<Ramp, (&'static str, String)> {
-        if !(2..=MAX_RAMP_STEPS).contains(&steps.len()) {
-            return Err((
-                "steps",
-                format!(
-                    "a ramp has 2 to {MAX_RAMP_STEPS} steps, not {}",
-                    steps.len()
-                ),
-            ));
+        if steps.len() > MAX_RAMP_STEPS {
+            return Err(("steps", Ramp::count_message(steps.len())));
         }
         let steps = steps
             .iter()
             .map(|&step| Percent::from_f64(step))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|message| ("steps", message))?;
+        let ramp = Ramp {
+            steps,
+            step_seconds,
+            at,
+        };
+        ramp.check()?;
+        Ok(ramp)
+    }
+
+    /// The rules every ramp keeps, whether read or built in code.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let steps = &self.steps;
+        if !(2..=MAX_RAMP_STEPS).contains(&steps.len()) {
+            return Err(("steps", Ramp::count_message(steps.len())));
+        }
         if steps[0] == Percent::ZERO {
             return Err(("steps", "the first step must be above 0".to_owned()));
         }
         if let Some(pair) = steps.windows(2).find(|pair| pair[0] >= pair[1]) {
+            let (low, high) = (pair[0].as_f64(), pair[1].as_f64());
             return Err((
                 "steps",
-                format!(
-                    "steps must rise: {} is followed by {}",
-                    pair[0].as_f64(),
-                    pair[1].as_f64()
-                ),
+                format!("steps must rise: {low} is followed by {high}"),
             ));
         }
-        if !(1..=MAX_STEP_SECONDS).contains(&step_seconds) {
-            return Err((
-                "step_seconds",
-                format!("{step_seconds} is outside 1..={MAX_STEP_SECONDS}"),
-            ));
+        if !(1..=MAX_STEP_SECONDS).contains(&self.step_seconds) {
+            let message = format!("{} is outside 1..={MAX_STEP_SECONDS}", self.step_seconds);
+            return Err(("step_seconds", message));
         }
-        if let Some(at) = at
-            && !(1..=steps.len()).contains(&at.step)
-        {
-            return Err((
-                "step",
-                format!("{} is outside 1..={}", at.step, steps.len()),
-            ));
+        if let Some(at) = self.at {
+            if !(1..=steps.len()).contains(&at.step) {
+                return Err((
+                    "step",
+                    format!("{} is outside 1..={}", at.step, steps.len()),
+                ));
+            }
+            if at.since > LAST_SECOND_OF_9999 {
+                return Err(("since", format!("{} is past the year 9999", at.since)));
+            }
         }
-        Ok(Ramp {
-            steps,
-            step_seconds,
-            at,
-        })
+        Ok(())
+    }
+
+    fn count_message(count: usize) -> String {
+        format!("a ramp has 2 to {MAX_RAMP_STEPS} steps, not {count}")
     }
 
     /// The share of the step being held.
@@ -180,7 +190,7 @@ impl RouteFlags {
             // The canonical route is SSOT already; the legacy contracts start on legacy.
             ssot_percent: match route {
                 Route::Broadcast => Percent::HUNDRED,
-                _ => Percent::ZERO,
+                Route::RouterBroadcast | Route::ScopedBroadcast | Route::UserEvent => Percent::ZERO,
             },
             shadow: false,
             shadow_sample_percent: Percent::HUNDRED,
@@ -191,6 +201,56 @@ impl RouteFlags {
             ramp: None,
         }
     }
+}
+
+impl RouteFlags {
+    /// The rules a route's flags keep: pins are user ids and no user is pinned both ways,
+    /// `ignore_fields` are field names or JSON pointers, the ramp and latch are sound. The key
+    /// an error names is the route's own (`pin_ssot`, `ramp.steps`).
+    fn check(&self) -> Result<(), FieldError> {
+        for (field, pins) in [
+            ("pin_ssot", &self.pin_ssot),
+            ("pin_legacy", &self.pin_legacy),
+        ] {
+            if let Some(user_id) = pins
+                .iter()
+                .find(|id| id.trim().is_empty() || id.trim() != **id)
+            {
+                let message = format!("{user_id:?} is not a user id (empty or padded)");
+                return Err(FieldError::new(field, message));
+            }
+        }
+        if let Some(both) = self.pin_ssot.intersection(&self.pin_legacy).next() {
+            let message =
+                format!("{both:?} is pinned to both ssot and legacy (also in pin_legacy)");
+            return Err(FieldError::new("pin_ssot", message).at_line_of("pin_legacy"));
+        }
+        let not_a_field =
+            |field: &&String| field.is_empty() || (field.contains('/') && !field.starts_with('/'));
+        if let Some(field) = self.ignore_fields.iter().find(not_a_field) {
+            let message = format!("{field:?} is neither a top-level field name nor a JSON pointer");
+            return Err(FieldError::new("ignore_fields", message));
+        }
+        if let Some(ramp) = &self.ramp {
+            ramp.check()
+                .map_err(|(field, message)| FieldError::new(field, message).within(&["ramp"]))?;
+        }
+        if let Some(latch) = &self.latch
+            && latch.at > LAST_SECOND_OF_9999
+        {
+            let message = format!("{} is past the year 9999", latch.at);
+            return Err(FieldError::new("at", message).within(&["latch"]));
+        }
+        Ok(())
+    }
+}
+
+/// The cohort salt may not be empty: every cohort would hash the user id alone.
+fn check_salt(salt: &str) -> Result<(), FieldError> {
+    if salt.trim().is_empty() {
+        return Err(FieldError::new("salt", "must not be empty"));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +268,34 @@ pub(crate) struct GuardFlags {
     pub(crate) window_seconds: u64,
     pub(crate) min_events: u64,
     pub(crate) consecutive_breaches: u32,
+}
+
+impl GuardFlags {
+    /// The ranges the guard's settings keep.
+    fn check(&self) -> Result<(), FieldError> {
+        for (field, ratio) in [
+            ("min_delivery_ratio", self.min_delivery_ratio),
+            ("max_mismatch_ratio", self.max_mismatch_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&ratio) {
+                return Err(FieldError::new(field, format!("{ratio} is outside 0..=1")));
+            }
+        }
+        if !(1..=3600).contains(&self.window_seconds) {
+            let message = format!("{} is outside 1..=3600", self.window_seconds);
+            return Err(FieldError::new("window_seconds", message));
+        }
+        // The file holds TOML's signed 64-bit integers.
+        if !(1..=i64::MAX as u64).contains(&self.min_events) {
+            let message = format!("must be at least 1 and at most {}", i64::MAX);
+            return Err(FieldError::new("min_events", message));
+        }
+        if !(1..=100).contains(&self.consecutive_breaches) {
+            let message = format!("{} is outside 1..=100", self.consecutive_breaches);
+            return Err(FieldError::new("consecutive_breaches", message));
+        }
+        Ok(())
+    }
 }
 
 impl Default for GuardFlags {
@@ -252,6 +340,13 @@ pub enum FlagsError {
         line: usize,
         message: String,
     },
+    /// An invalid document that has no lines (an admin API body).
+    #[error("{origin}: {key}: {message}")]
+    Field {
+        origin: String,
+        key: String,
+        message: String,
+    },
     /// A valid file that may not replace the live flags (no version, an older version, a
     /// latch dropped without `clear_latch`, an empty file at startup).
     #[error("flags file {path}: {message}")]
@@ -294,289 +389,50 @@ impl FlagSet {
     }
 
     /// Parses and validates a flags document, keeping what it says beyond the flag set: whether
-    /// it names a version or sets anything at all, and the latches it clears.
+    /// it names a version or sets anything at all, and the latches it clears. Errors name the
+    /// file, the line and the key.
     pub(crate) fn parse_document(text: &str, origin: &str) -> Result<FlagsDocument, FlagsError> {
-        check_complete(text, origin)?;
-        let raw: RawFlags = toml::from_str(text).map_err(|error| {
-            let span = error.span().unwrap_or(0..0);
-            let line = line_of(text, &span);
-            let message = error.message().trim().to_owned();
-            // A value of the wrong type is reported at the value: name its key too.
-            match key_at(text, span.start) {
-                Some(key) if !message.starts_with("unknown field") => FlagsError::Invalid {
-                    origin: origin.to_owned(),
-                    line,
-                    key,
-                    message,
-                },
-                _ => FlagsError::Syntax {
-                    origin: origin.to_owned(),
-                    line,
-                    message,
-                },
-            }
-        })?;
-        let invalid = |span: Range<usize>, key: String, message: String| FlagsError::Invalid {
-            origin: origin.to_owned(),
-            line: line_of(text, &span),
-            key,
-            message,
-        };
-        let mut flags = FlagSet::defaults();
-        let declared_version = raw.version;
-        let has_settings = raw.version.is_some()
-            || raw.rollout.is_some()
-            || raw.kill_switch.is_some()
-            || !raw.routes.is_empty()
-            || raw.guard.is_some();
-        let mut clear_latches = Vec::new();
-        flags.version = raw.version.unwrap_or(0);
-        if let Some(rollout) = raw.rollout {
-            let salt = rollout.salt;
-            if salt.get_ref().trim().is_empty() {
-                return Err(invalid(
-                    salt.span(),
-                    "rollout.salt".into(),
-                    "must not be empty".into(),
-                ));
-            }
-            flags.salt = salt.into_inner();
-        }
-        if let Some(kill_switch) = raw.kill_switch {
-            flags.kill_switch = KillSwitch {
-                engaged: kill_switch.engaged.unwrap_or(false),
-                reason: kill_switch.reason.unwrap_or_default(),
-            };
-        }
-        for (name, raw_route) in raw.routes {
-            let Some(route) = Route::from_name(name.get_ref()) else {
-                return Err(invalid(
-                    name.span(),
-                    format!("routes.{}", name.get_ref()),
-                    format!(
-                        "unknown route; known routes are {}",
-                        Route::ALL.map(Route::as_str).join(", ")
-                    ),
-                ));
-            };
-            let key = |field: &str| format!("routes.{}.{field}", route.as_str());
-            let route_flags = flags.route_mut(route);
-            if let Some(percent) = raw_route.ssot_percent {
-                route_flags.ssot_percent = Percent::from_f64(*percent.get_ref())
-                    .map_err(|m| invalid(percent.span(), key("ssot_percent"), m))?;
-            }
-            if let Some(shadow) = raw_route.shadow {
-                route_flags.shadow = shadow;
-            }
-            if let Some(percent) = raw_route.shadow_sample_percent {
-                route_flags.shadow_sample_percent = Percent::from_f64(*percent.get_ref())
-                    .map_err(|m| invalid(percent.span(), key("shadow_sample_percent"), m))?;
-            }
-            let pin_legacy_span = raw_route.pin_legacy.as_ref().map_or(0..0, Spanned::span);
-            for (field, list, target) in [
-                ("pin_ssot", raw_route.pin_ssot, &mut route_flags.pin_ssot),
-                (
-                    "pin_legacy",
-                    raw_route.pin_legacy,
-                    &mut route_flags.pin_legacy,
-                ),
-            ] {
-                let Some(list) = list else { continue };
-                let span = list.span();
-                for user_id in list.into_inner() {
-                    if user_id.trim().is_empty() || user_id.trim() != user_id {
-                        return Err(invalid(
-                            span,
-                            key(field),
-                            format!("{user_id:?} is not a user id (empty or padded)"),
-                        ));
-                    }
-                    target.insert(user_id);
-                }
-            }
-            if let Some(both) = route_flags
-                .pin_ssot
-                .intersection(&route_flags.pin_legacy)
-                .next()
-            {
-                return Err(invalid(
-                    pin_legacy_span,
-                    key("pin_ssot"),
-                    format!("{both:?} is pinned to both ssot and legacy (also in pin_legacy)"),
-                ));
-            }
-            if let Some(fields) = raw_route.ignore_fields {
-                let span = fields.span();
-                for field in fields.into_inner() {
-                    if field.is_empty() || (field.contains('/') && !field.starts_with('/')) {
-                        return Err(invalid(
-                            span,
-                            key("ignore_fields"),
-                            format!(
-                                "{field:?} is neither a top-level field name nor a JSON pointer"
-                            ),
-                        ));
-                    }
-                    route_flags.ignore_fields.push(field);
-                }
-            }
-            if let Some(why) = raw_route.clear_latch {
-                if why.get_ref().trim().is_empty() || raw_route.latch.is_some() {
-                    return Err(invalid(
-                        why.span(),
-                        key("clear_latch"),
-                        "clears the route's rollback latch on the next reload: give the reason, \
-                         and no [latch] table beside it"
-                            .into(),
-                    ));
-                }
-                clear_latches.push((route, why.into_inner()));
-            }
-            route_flags.latch = raw_route.latch.map(|latch| Latch {
-                reason: latch.reason,
-                trigger: latch.trigger,
-                actor: latch.actor,
-                at: latch.at,
-            });
-            if let Some(raw_ramp) = raw_route.ramp {
-                let key = |field: &str| format!("routes.{}.ramp.{field}", route.as_str());
-                let alone = |span, field| {
-                    invalid(
-                        span,
-                        key(field),
-                        "`step` and `since` go together (the gateway writes both)".into(),
-                    )
-                };
-                let at = match (raw_ramp.step, raw_ramp.since) {
-                    (None, None) => None,
-                    (Some(step), Some(since)) => Some(RampAt {
-                        step: step.into_inner(),
-                        since: since.into_inner(),
-                    }),
-                    (Some(step), None) => return Err(alone(step.span(), "step")),
-                    (None, Some(since)) => return Err(alone(since.span(), "since")),
-                };
-                let spans = [
-                    ("steps", raw_ramp.steps.span()),
-                    ("step_seconds", raw_ramp.step_seconds.span()),
-                ];
-                route_flags.ramp = Some(
-                    Ramp::new(
-                        raw_ramp.steps.get_ref(),
-                        *raw_ramp.step_seconds.get_ref(),
-                        at,
-                    )
-                    .map_err(|(field, message)| {
-                        let span = spans
-                            .iter()
-                            .find(|(name, _)| *name == field)
-                            .map_or_else(|| spans[0].1.clone(), |(_, span)| span.clone());
-                        invalid(span, key(field), message)
-                    })?,
-                );
-            }
-        }
-        if let Some(guard) = raw.guard {
-            let g = &mut flags.guard;
-            if let Some(enabled) = guard.enabled {
-                g.enabled = enabled;
-            }
-            for (field, value, target) in [
-                (
-                    "min_delivery_ratio",
-                    guard.min_delivery_ratio,
-                    &mut g.min_delivery_ratio,
-                ),
-                (
-                    "max_mismatch_ratio",
-                    guard.max_mismatch_ratio,
-                    &mut g.max_mismatch_ratio,
-                ),
-            ] {
-                let Some(value) = value else { continue };
-                if !(0.0..=1.0).contains(value.get_ref()) {
-                    return Err(invalid(
-                        value.span(),
-                        format!("guard.{field}"),
-                        format!("{} is outside 0..=1", value.get_ref()),
-                    ));
-                }
-                *target = value.into_inner();
-            }
-            if let Some(value) = guard.window_seconds {
-                if !(1..=3600).contains(value.get_ref()) {
-                    return Err(invalid(
-                        value.span(),
-                        "guard.window_seconds".into(),
-                        format!("{} is outside 1..=3600", value.get_ref()),
-                    ));
-                }
-                g.window_seconds = value.into_inner();
-            }
-            if let Some(value) = guard.min_events {
-                if *value.get_ref() < 1 {
-                    return Err(invalid(
-                        value.span(),
-                        "guard.min_events".into(),
-                        "must be at least 1".into(),
-                    ));
-                }
-                g.min_events = value.into_inner();
-            }
-            if let Some(value) = guard.consecutive_breaches {
-                if !(1..=100).contains(value.get_ref()) {
-                    return Err(invalid(
-                        value.span(),
-                        "guard.consecutive_breaches".into(),
-                        format!("{} is outside 1..=100", value.get_ref()),
-                    ));
-                }
-                g.consecutive_breaches = value.into_inner();
-            }
-        }
-        Ok(FlagsDocument {
-            flags,
-            declared_version,
-            has_settings,
-            clear_latches,
-        })
+        file::parse_document(text, origin)
     }
 
-    /// Renders the set as a `flags.toml` document that parses back to the same set.
-    pub(crate) fn to_toml(&self) -> String {
-        let s = toml_str;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{MANAGED_HEADER}\n\
-             # `version` is managed: it is bumped on every applied change, and changes made through\n\
-             # the admin API or by the guard are written back here."
-        );
-        let _ = writeln!(out, "version = {}\n", self.version);
-        let _ = writeln!(out, "[rollout]\nsalt = {}\n", s(&self.salt));
-        let _ = writeln!(
-            out,
-            "[kill_switch]\nengaged = {}\nreason = {}\n",
-            self.kill_switch.engaged,
-            s(&self.kill_switch.reason)
-        );
+    /// Validates a flags document that came as a value (an admin API body), exactly as a file
+    /// is; errors name `origin` and the key.
+    pub(crate) fn from_raw(raw: RawFlags, origin: &str) -> Result<FlagsDocument, FlagsError> {
+        FlagsDocument::try_from(raw).map_err(|error| file::field_error(origin, error))
+    }
+
+    /// Checks the rules a flags document is held to on a set built in code (an edit): the same
+    /// checks the sections of a document pass, on the typed values, with the key named.
+    pub(crate) fn validate(&self) -> Result<(), FieldError> {
+        check_salt(&self.salt).map_err(|error| error.within(&["rollout"]))?;
         for route in Route::ALL {
-            route_toml(&mut out, route, self.route(route));
+            self.route(route)
+                .check()
+                .map_err(|error| error.within(&["routes", route.as_str()]))?;
         }
-        let g = &self.guard;
-        let _ = writeln!(
-            out,
-            "[guard]\nenabled = {}\nmin_delivery_ratio = {:?}\nmax_mismatch_ratio = {:?}\n\
-             window_seconds = {}\nmin_events = {}\nconsecutive_breaches = {}",
-            g.enabled,
-            g.min_delivery_ratio,
-            g.max_mismatch_ratio,
-            g.window_seconds,
-            g.min_events,
-            g.consecutive_breaches
-        );
-        let _ = writeln!(out, "\n{END_MARKER}");
-        out
+        self.guard.check().map_err(|error| error.within(&["guard"]))
+    }
+
+    /// Takes every setting of `document` but the version and the rollback latches, which stay
+    /// as they are: a document may carry a route's latch only as it is (so `GET /admin/flags`'
+    /// answer can be sent back) and clears none. `Err` names the first route whose latch it
+    /// would set, change or clear, and changes nothing.
+    pub(crate) fn replace_keeping_latches(&mut self, document: FlagsDocument) -> Result<(), Route> {
+        if let Some(route) = Route::ALL.into_iter().find(|route| {
+            let asked = &document.flags.route(*route).latch;
+            (asked.is_some() && *asked != self.route(*route).latch)
+                || document.clear_latches.iter().any(|(r, _)| r == route)
+        }) {
+            return Err(route);
+        }
+        let latches = Route::ALL.map(|route| self.route(route).latch.clone());
+        let version = self.version;
+        *self = document.flags;
+        self.version = version;
+        for (route, latch) in Route::ALL.into_iter().zip(latches) {
+            self.route_mut(route).latch = latch;
+        }
+        Ok(())
     }
 
     /// Brings every ramp in line with the rest of the flags: a ramp ends when the kill switch is
@@ -658,115 +514,31 @@ impl FlagSet {
         true
     }
 
-    /// What changed from `self` to `new`, one readable line per setting ("key: old → new").
+    /// What changed from `self` to `new`, one readable line per setting ("key: old → new"),
+    /// compared and spelled as the file spells the values; sorted by key, removals last.
     pub(crate) fn diff(&self, new: &FlagSet) -> Vec<String> {
-        let old_lines = settings_lines(self);
-        let new_lines = settings_lines(new);
+        let values = |flags| -> BTreeMap<String, String> {
+            file::settings(flags)
+                .into_iter()
+                .map(|setting| (setting.dotted_key(), setting.value.to_string()))
+                .collect()
+        };
+        let (old_values, new_values) = (values(self), values(new));
         let mut changes = Vec::new();
-        for (key, new_value) in &new_lines {
-            match old_lines.get(key) {
+        for (key, new_value) in &new_values {
+            match old_values.get(key) {
                 Some(old_value) if old_value == new_value => {}
                 Some(old_value) => changes.push(format!("{key}: {old_value} → {new_value}")),
                 None => changes.push(format!("{key}: (none) → {new_value}")),
             }
         }
-        for (key, old_value) in &old_lines {
-            if !new_lines.contains_key(key) {
+        for (key, old_value) in &old_values {
+            if !new_values.contains_key(key) {
                 changes.push(format!("{key}: {old_value} → (none)"));
             }
         }
         changes
     }
-}
-
-/// Renders one route's section of `flags.toml`, its latch and ramp tables included.
-fn route_toml(out: &mut String, route: Route, r: &RouteFlags) {
-    let s = toml_str;
-    let list = toml_list;
-    let _ = writeln!(out, "[routes.{}]", route.as_str());
-    let _ = writeln!(out, "ssot_percent = {:.2}", r.ssot_percent.as_f64());
-    let _ = writeln!(out, "shadow = {}", r.shadow);
-    let _ = writeln!(
-        out,
-        "shadow_sample_percent = {:.2}",
-        r.shadow_sample_percent.as_f64()
-    );
-    let _ = writeln!(out, "pin_ssot = {}", list(&mut r.pin_ssot.iter()));
-    let _ = writeln!(out, "pin_legacy = {}", list(&mut r.pin_legacy.iter()));
-    let _ = writeln!(out, "ignore_fields = {}", list(&mut r.ignore_fields.iter()));
-    if let Some(latch) = &r.latch {
-        let _ = writeln!(
-            out,
-            "\n[routes.{}.latch]   # rolled back to legacy until an operator clears it\n\
-             reason = {}\ntrigger = {}\nactor = {}\nat = {}",
-            route.as_str(),
-            s(&latch.reason),
-            s(&latch.trigger),
-            s(&latch.actor),
-            latch.at
-        );
-    }
-    if let Some(ramp) = &r.ramp {
-        let steps: Vec<String> = ramp
-            .steps
-            .iter()
-            .map(|step| format!("{:.2}", step.as_f64()))
-            .collect();
-        let _ = writeln!(
-            out,
-            "\n[routes.{}.ramp]   # the guard raises ssot_percent step by step\n\
-             steps = [{}]\nstep_seconds = {}",
-            route.as_str(),
-            steps.join(", "),
-            ramp.step_seconds
-        );
-        if let Some(at) = ramp.at {
-            let _ = writeln!(
-                out,
-                "step = {}   # managed: the step being held\n\
-                 since = {}   # managed: unix seconds it began",
-                at.step, at.since
-            );
-        }
-    }
-    out.push('\n');
-}
-
-/// `text` as a TOML string.
-fn toml_str(text: &str) -> String {
-    toml::Value::String(text.to_owned()).to_string()
-}
-
-/// `items` as a TOML array of strings.
-fn toml_list(items: &mut dyn Iterator<Item = &String>) -> String {
-    let items: Vec<String> = items.map(|i| toml_str(i)).collect();
-    format!("[{}]", items.join(", "))
-}
-
-/// The first line of every flags file switchyard writes. A file that starts with it must still
-/// hold the [`END_MARKER`] line; one that does not was cut short, and a TOML file cut short
-/// between two tables still parses, to fewer settings than were written. Operators may add
-/// settings anywhere, after the marker too: only its absence says the file was cut.
-const MANAGED_HEADER: &str = "# switchyard routing flags, written by switchyard; keep the `# end of flags` line: a file without it is taken as cut short.";
-
-/// The last line of every flags file switchyard writes.
-const END_MARKER: &str = "# end of flags";
-
-/// Refuses a file switchyard wrote that has lost its end.
-fn check_complete(text: &str, origin: &str) -> Result<(), FlagsError> {
-    if text.lines().next() != Some(MANAGED_HEADER)
-        || text.lines().any(|line| line.trim() == END_MARKER)
-    {
-        return Ok(());
-    }
-    Err(FlagsError::Syntax {
-        origin: origin.to_owned(),
-        line: text.lines().count(),
-        message: format!(
-            "the file starts as switchyard writes it but has lost its {END_MARKER:?} line: \
-             it was cut short (a partial copy or write?); restore it whole"
-        ),
-    })
 }
 
 /// A flags document as written: the flag set it describes, and what it says beyond it.
@@ -781,136 +553,10 @@ pub(crate) struct FlagsDocument {
     pub(crate) clear_latches: Vec<(Route, String)>,
 }
 
-/// Every setting as `key = value` pairs, from the rendered document (so the diff speaks the
-/// file's language).
-fn settings_lines(flags: &FlagSet) -> BTreeMap<String, String> {
-    let mut lines = BTreeMap::new();
-    let mut section = String::new();
-    for line in flags.to_toml().lines() {
-        let line = line.split("   #").next().unwrap_or("").trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.to_owned();
-            continue;
-        }
-        if let Some((key, value)) = line.split_once(" = ") {
-            if key == "version" {
-                continue;
-            }
-            let full = if section.is_empty() {
-                key.to_owned()
-            } else {
-                format!("{section}.{key}")
-            };
-            lines.insert(full, value.to_owned());
-        }
-    }
-    lines
-}
-
-/// The dotted key of the `key = value` line holding `offset`, with the nearest `[section]`
-/// header above it: what a toml type error at a value is about.
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next()?;
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim();
-    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
-        return None;
-    }
-    let section = text[..line_start].lines().rev().find_map(|l| {
-        let l = l.trim();
-        l.strip_prefix('[')
-            .and_then(|l| l.split(']').next())
-            .map(str::trim)
-            .filter(|l| !l.starts_with('['))
-    });
-    Some(match section {
-        Some(section) => format!("{section}.{key}"),
-        None => key.to_owned(),
-    })
-}
-
-fn line_of(text: &str, span: &Range<usize>) -> usize {
-    let end = span.start.min(text.len());
-    text[..end].matches('\n').count() + 1
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFlags {
-    version: Option<u64>,
-    rollout: Option<RawRollout>,
-    kill_switch: Option<RawKillSwitch>,
-    #[serde(default)]
-    routes: BTreeMap<Spanned<String>, RawRoute>,
-    guard: Option<RawGuard>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRollout {
-    salt: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKillSwitch {
-    engaged: Option<bool>,
-    reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRoute {
-    ssot_percent: Option<Spanned<f64>>,
-    shadow: Option<bool>,
-    shadow_sample_percent: Option<Spanned<f64>>,
-    pin_ssot: Option<Spanned<Vec<String>>>,
-    pin_legacy: Option<Spanned<Vec<String>>>,
-    ignore_fields: Option<Spanned<Vec<String>>>,
-    latch: Option<RawLatch>,
-    ramp: Option<RawRamp>,
-    /// An operator's explicit "clear this route's latch", with the reason; an action, never
-    /// written back.
-    clear_latch: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRamp {
-    steps: Spanned<Vec<f64>>,
-    step_seconds: Spanned<u64>,
-    step: Option<Spanned<usize>>,
-    since: Option<Spanned<u64>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLatch {
-    reason: String,
-    trigger: String,
-    actor: String,
-    at: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGuard {
-    enabled: Option<bool>,
-    min_delivery_ratio: Option<Spanned<f64>>,
-    max_mismatch_ratio: Option<Spanned<f64>>,
-    window_seconds: Option<Spanned<u64>>,
-    min_events: Option<Spanned<u64>>,
-    consecutive_breaches: Option<Spanned<u32>>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flags::raw::RawFlags;
 
     const EXAMPLE: &str = r#"
 version = 7
@@ -967,7 +613,7 @@ consecutive_breaches = 2
         let mut flags = FlagSet::parse(EXAMPLE, "flags.toml").unwrap();
         flags.route_mut(Route::UserEvent).latch = Some(Latch {
             reason: "delivery \"fell\"\nbelow 99.5%".into(),
-            trigger: "guard".into(),
+            trigger: Trigger::Guard,
             actor: "guard".into(),
             at: 1_800_000_000,
         });
@@ -1040,7 +686,7 @@ consecutive_breaches = 2
         let mut flags = ramping(2);
         flags.route_mut(Route::UserEvent).latch = Some(Latch {
             reason: "drill".into(),
-            trigger: "guard".into(),
+            trigger: Trigger::Guard,
             actor: "guard".into(),
             at: 0,
         });
@@ -1176,6 +822,10 @@ consecutive_breaches = 2
             "ignore_fields",
         );
         check_error("colour = 1\n", 1, "colour");
+    }
+
+    #[test]
+    fn invalid_ramps_name_file_line_and_key() {
         let ramp = |body: &str| {
             format!("[routes.user_event]\nshadow = true\n\n[routes.user_event.ramp]\n{body}")
         };
@@ -1200,9 +850,10 @@ consecutive_breaches = 2
             6,
             "routes.user_event.ramp.step_seconds: 0 is outside",
         );
+        // Named at its own line (before the raw types, at the `steps` line: `step` had no span).
         check_error(
             &ramp("steps = [1, 5]\nstep_seconds = 60\nstep = 3\nsince = 1\n"),
-            5,
+            7,
             "routes.user_event.ramp.step: 3 is outside 1..=2",
         );
         check_error(
@@ -1234,6 +885,257 @@ consecutive_breaches = 2
                 "kill_switch.engaged: false → true",
                 "routes.router_broadcast.ssot_percent: 0.00 → 5.00"
             ]
+        );
+    }
+
+    /// An operator's own file: comments, blank lines, a value's comment, its own order (the
+    /// integration tests edit it through the admin API).
+    const OPERATOR: &str = include_str!("../tests/fixtures/operator-flags.toml");
+
+    fn guard_latch(at: u64) -> Latch {
+        Latch {
+            reason: "delivery fell".into(),
+            trigger: Trigger::Guard,
+            actor: "guard".into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn a_change_is_written_into_the_operators_file_in_place() {
+        let old = FlagSet::parse(OPERATOR, "flags.toml").unwrap();
+        let mut new = old.clone();
+        new.version = 4;
+        new.route_mut(Route::RouterBroadcast).ssot_percent = Percent::from_f64(25.0).unwrap();
+        let text = new.write_back(Some((OPERATOR, &old)));
+        let expected = OPERATOR
+            .replace("version = 3", "version = 4")
+            .replace("ssot_percent = 10   #", "ssot_percent = 25.00   #");
+        assert_eq!(
+            text,
+            format!(
+                "{}\n{}\n{expected}\n{}\n",
+                file::MANAGED_HEADER,
+                file::HEADER_NOTE,
+                file::END_MARKER
+            )
+        );
+        assert_eq!(FlagSet::parse(&text, "rewritten").unwrap(), new);
+
+        // A latch and a ramp come as tables of their own, and go again with their tables.
+        let mut latched = new.clone();
+        latched.version = 5;
+        latched.route_mut(Route::Broadcast).latch = Some(guard_latch(1_800_000_000));
+        latched.route_mut(Route::UserEvent).ramp = Some(Ramp::new(&[1.0, 5.0], 60, None).unwrap());
+        let with_latch = latched.write_back(Some((&text, &new)));
+        assert_eq!(
+            FlagSet::parse(&with_latch, "latched").unwrap(),
+            latched,
+            "{with_latch}"
+        );
+        assert!(
+            with_latch.contains("at = \"2027-01-15T08:00:00Z\""),
+            "{with_latch}"
+        );
+        assert!(with_latch.contains("# Guard tuned for staging's low traffic.\n[guard]\nmin_events = 50   # staging is quiet\n"), "{with_latch}");
+        let mut cleared = latched.clone();
+        cleared.version = 6;
+        cleared.route_mut(Route::Broadcast).latch = None;
+        cleared.route_mut(Route::UserEvent).ramp = None;
+        let back = cleared.write_back(Some((&with_latch, &latched)));
+        assert_eq!(back, text.replace("version = 4", "version = 6"));
+    }
+
+    #[test]
+    fn an_acted_on_clear_latch_is_dropped_and_a_missing_version_added() {
+        let operator =
+            "# mine\n[routes.broadcast]\nclear_latch = \"fixed\"   # done\nshadow = true\n";
+        let old = FlagSet::parse(operator, "flags.toml").unwrap();
+        let mut new = old.clone();
+        new.version = 1;
+        let text = new.write_back(Some((operator, &old)));
+        assert!(!text.contains("clear_latch"), "{text}");
+        assert!(
+            text.contains("version = 1\n# mine\n[routes.broadcast]\nshadow = true\n"),
+            "{text}"
+        );
+        assert_eq!(
+            FlagSet::parse_document(&text, "f")
+                .unwrap()
+                .declared_version,
+            Some(1)
+        );
+        // Without a file to edit, it is written anew.
+        assert_eq!(new.write_back(None), new.to_toml());
+    }
+
+    #[test]
+    fn a_latch_reads_rfc3339_and_the_older_unix_seconds_and_writes_rfc3339() {
+        let latch = |at: &str| {
+            format!(
+                "[routes.broadcast.latch]\nreason = \"r\"\ntrigger = \"guard\"\nactor = \"guard\"\nat = {at}\n"
+            )
+        };
+        for at in [
+            "1800000000",
+            "\"2027-01-15T08:00:00Z\"",
+            "\"2027-01-15T09:00:00+01:00\"",
+        ] {
+            let flags = FlagSet::parse(&latch(at), "flags.toml").unwrap();
+            let read = flags.route(Route::Broadcast).latch.clone().unwrap();
+            assert_eq!(read, guard_latch(1_800_000_000).tap_reason("r"), "{at}");
+        }
+        let flags = FlagSet::parse(&latch("1800000000"), "flags.toml").unwrap();
+        assert!(flags.to_toml().contains("at = \"2027-01-15T08:00:00Z\"\n"));
+        let mut before = flags.clone();
+        before.route_mut(Route::Broadcast).latch = None;
+        assert!(
+            before.diff(&flags).contains(
+                &"routes.broadcast.latch.at: (none) → \"2027-01-15T08:00:00Z\"".to_owned()
+            ),
+            "{:?}",
+            before.diff(&flags)
+        );
+        check_error(&latch("\"yesterday\""), 5, "routes.broadcast.latch.at");
+        check_error(&latch("-1"), 5, "routes.broadcast.latch.at");
+        check_error(&latch("99999999999999"), 5, "past the year 9999");
+        let text = latch("1").replace("\"guard\"\nactor", "\"robot\"\nactor");
+        check_error(
+            &text,
+            3,
+            "routes.broadcast.latch.trigger: \"robot\" is not what latches a route",
+        );
+    }
+
+    impl Latch {
+        fn tap_reason(mut self, reason: &str) -> Latch {
+            self.reason = reason.to_owned();
+            self
+        }
+    }
+
+    #[test]
+    fn a_replacement_keeps_the_live_latches_and_sets_or_clears_none() {
+        let mut live = FlagSet::defaults();
+        live.version = 9;
+        live.route_mut(Route::Broadcast).latch = Some(guard_latch(1_800_000_000));
+        let document = |text: &str| FlagSet::parse_document(text, "body").unwrap();
+        let before = live.clone();
+        for (text, route) in [
+            (
+                "[routes.user_event.latch]\nreason = \"r\"\ntrigger = \"api\"\nactor = \"x\"\nat = 1\n",
+                Route::UserEvent,
+            ),
+            (
+                "[routes.broadcast.latch]\nreason = \"other\"\ntrigger = \"guard\"\nactor = \"guard\"\nat = 1800000000\n",
+                Route::Broadcast,
+            ),
+            (
+                "[routes.broadcast]\nclear_latch = \"fixed\"\n",
+                Route::Broadcast,
+            ),
+        ] {
+            assert_eq!(
+                live.replace_keeping_latches(document(text)),
+                Err(route),
+                "{text}"
+            );
+            assert_eq!(live, before, "{text}");
+        }
+        // Its own latch, as it is, and a document without latches: settings replaced, latch kept.
+        let same = "version = 1\n[kill_switch]\nengaged = true\n[routes.broadcast.latch]\nreason = \"delivery fell\"\ntrigger = \"guard\"\nactor = \"guard\"\nat = \"2027-01-15T08:00:00Z\"\n";
+        for text in [same, "[kill_switch]\nengaged = true\n"] {
+            let mut replaced = before.clone();
+            assert_eq!(replaced.replace_keeping_latches(document(text)), Ok(()));
+            let mut expected = before.clone();
+            expected.kill_switch.engaged = true;
+            assert_eq!(replaced, expected, "{text}");
+        }
+    }
+
+    /// A JSON document goes through the same raw types and checks as the file.
+    #[test]
+    fn a_json_document_is_read_and_refused_as_the_file_is() {
+        let json = serde_json::json!({
+            "version": 7,
+            "rollout": {"salt": "switchyard"},
+            "routes": {
+                "router_broadcast": {"ssot_percent": 10, "shadow": true, "pin_ssot": ["internal-tester-1"], "ignore_fields": ["timestamp"]},
+                "scoped_broadcast": {"ssot_percent": 25, "latch": null, "ramp": null},
+            },
+            "guard": {"enabled": true, "min_delivery_ratio": 0.995},
+        });
+        let raw: RawFlags = serde_json::from_value(json).unwrap();
+        let from_json = FlagSet::from_raw(raw, "request body").unwrap().flags;
+        assert_eq!(from_json, FlagSet::parse(EXAMPLE, "flags.toml").unwrap());
+        for (json, expected) in [
+            (
+                serde_json::json!({"routes": {"user_event": {"ssot_percent": 150}}}),
+                "request body: routes.user_event.ssot_percent: 150 is outside 0..=100",
+            ),
+            (
+                serde_json::json!({"routes": {"nope": {}}}),
+                "request body: routes.nope: unknown route",
+            ),
+            (
+                serde_json::json!({"guard": {"window_seconds": 0}}),
+                "request body: guard.window_seconds: 0 is outside 1..=3600",
+            ),
+            (
+                serde_json::json!({"routes": {"broadcast": {"pin_ssot": ["a"], "pin_legacy": ["a"]}}}),
+                "request body: routes.broadcast.pin_ssot: \"a\" is pinned to both",
+            ),
+        ] {
+            let raw: RawFlags = serde_json::from_value(json).unwrap();
+            let error = FlagSet::from_raw(raw, "request body")
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn validate_holds_an_edited_set_to_the_files_rules() {
+        assert_eq!(FlagSet::defaults().validate(), Ok(()));
+        let mut flags = FlagSet::defaults();
+        flags
+            .route_mut(Route::UserEvent)
+            .pin_legacy
+            .insert(" padded".into());
+        assert_eq!(
+            flags.validate().unwrap_err().to_string(),
+            "routes.user_event.pin_legacy: \" padded\" is not a user id (empty or padded)"
+        );
+        let mut flags = FlagSet::defaults();
+        flags.guard.min_events = u64::MAX;
+        assert!(
+            flags
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("guard.min_events")
+        );
+        let mut flags = FlagSet::defaults();
+        flags.salt = " ".into();
+        assert!(
+            flags
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("rollout.salt")
+        );
+        let mut flags = FlagSet::defaults();
+        flags.route_mut(Route::Broadcast).ramp = Some(Ramp {
+            steps: vec![Percent::HUNDRED, Percent::ZERO],
+            step_seconds: 60,
+            at: None,
+        });
+        assert!(
+            flags
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("routes.broadcast.ramp.steps: steps must rise")
         );
     }
 

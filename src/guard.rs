@@ -846,7 +846,7 @@ pub(crate) async fn run(
             let latch = move |flags: &mut FlagSet| {
                 flags.route_mut(route).latch = Some(Latch {
                     reason: reason.clone(),
-                    trigger: Trigger::Guard.as_str().to_owned(),
+                    trigger: Trigger::Guard,
                     actor: "guard".to_owned(),
                     at: unix_now(),
                 });
@@ -1147,7 +1147,7 @@ mod tests {
         // Latched: the guard does not act again.
         f.flags.route_mut(Route::Broadcast).latch = Some(Latch {
             reason: "guard".into(),
-            trigger: "guard".into(),
+            trigger: Trigger::Guard,
             actor: "guard".into(),
             at: 0,
         });

@@ -3,7 +3,8 @@
 //!
 //! Code map (see `ARCHITECTURE.md` for the whole picture):
 //! - `route`: the names modules share: `Route` (with its endpoints), `PathKind`, `Origin`.
-//! - `labels`: the metric label enums other modules produce; `mutex`: the one mutex `lock`.
+//! - `labels`: the metric label enums other modules produce; `mutex`: the one mutex `lock`;
+//!   `timestamp`: unix seconds as RFC 3339.
 //! - [`config`]: process configuration, merged from defaults, file, environment and CLI.
 //! - `auth`: client JWTs and named producer/admin tokens.
 //! - `registry`: live connections per user, per-connection send queues, offline queues.
@@ -41,6 +42,7 @@ mod route;
 mod routing;
 mod server;
 mod shadow;
+mod timestamp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,12 +74,36 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
+/// A listener that could not be bound, named with its config key and address, so an operator
+/// knows which of the two to move.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind the {listener} listener ({key}) to {addr}: {source}")]
+pub struct BindError {
+    /// `public` (clients and producers) or `admin` (metrics, health, admin API).
+    pub listener: &'static str,
+    pub key: &'static str,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
 impl Listeners {
     /// Binds both listeners at the configured addresses.
-    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+    pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
+        async fn bind_one(
+            listener: &'static str,
+            key: &'static str,
+            addr: SocketAddr,
+        ) -> Result<TcpListener, BindError> {
+            TcpListener::bind(addr).await.map_err(|source| BindError {
+                listener,
+                key,
+                addr,
+                source,
+            })
+        }
         Ok(Listeners {
-            public: TcpListener::bind(config.server.listen).await?,
-            admin: TcpListener::bind(config.server.admin_listen).await?,
+            public: bind_one("public", "server.listen", config.server.listen).await?,
+            admin: bind_one("admin", "server.admin_listen", config.server.admin_listen).await?,
         })
     }
 

@@ -5,19 +5,18 @@
 
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use switchyard::cli::{self, Cli, CliError, Command};
-use switchyard::config::{Config, Overrides};
+use switchyard::config::{Config, LogFormat, Overrides};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` sets up logging once its configuration (`[log] format`) is loaded.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(LogFormat::Text);
+    }
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -48,6 +47,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
                 flags_path: flags,
             };
             let config = Config::load(&overrides)?;
+            init_logging(config.log.format);
             runtime.block_on(cli::serve(config))
         }
         Command::Client {
@@ -64,6 +64,31 @@ fn dispatch(command: Command) -> Result<(), CliError> {
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`): text, coloured only when stderr is
+/// a terminal and `NO_COLOR` is unset or empty (no escape codes in a file or a journal); or JSON,
+/// one object a line, never coloured. A log line stderr cannot take is dropped.
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        // On a failed write (stderr a pipe whose reader is gone) tracing-subscriber would report
+        // it with `eprintln!`, which panics; in the SIGTERM task that panic would keep the
+        // gateway from ever shutting down. A lost log line is the lesser harm.
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+            builder
+                .with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
 /// The exit code for each kind of failure, in one place.
 fn exit_code(error: &CliError) -> u8 {
     const EXIT_FAILURE: u8 = 1;
@@ -72,7 +97,7 @@ fn exit_code(error: &CliError) -> u8 {
     const EXIT_SOFTWARE: u8 = 70;
     match error {
         CliError::Flags(_) | CliError::Rejected { .. } => EXIT_FAILURE,
-        CliError::Config(_) | CliError::Run(_) => EXIT_CONFIG,
+        CliError::Config(_) | CliError::Run(_) | CliError::DevFlags { .. } => EXIT_CONFIG,
         CliError::Bind { .. }
         | CliError::LocalAddrs(_)
         | CliError::Admin(_)

@@ -71,6 +71,7 @@ struct Clients {
 /// Each route's flags and guard state, as gauges.
 struct RouteFlags {
     ssot_percent: [Gauge; N_ROUTES],
+    effective_ssot_percent: [Gauge; N_ROUTES],
     shadow: [IntGauge; N_ROUTES],
     latched: [IntGauge; N_ROUTES],
     ramp_step: [IntGauge; N_ROUTES],
@@ -263,6 +264,11 @@ impl RouteFlags {
             ssot_percent: r.per_route_gauge(
                 "flag_ssot_percent",
                 "Share of users on the SSOT path per route, in percent, as the flags say.",
+            ),
+            effective_ssot_percent: r.per_route_gauge(
+                "route_effective_ssot_percent",
+                "Share of users the SSOT path actually serves per route, in percent: the flag's \
+                 share, or 0 while a rollback latch or the kill switch holds the route on legacy.",
             ),
             shadow: r.per_route_int_gauge(
                 "flag_shadow",
@@ -498,6 +504,10 @@ impl Metrics {
 
     pub(crate) fn flag_ssot_percent(&self, route: Route) -> &Gauge {
         &self.route_flags.ssot_percent[route.index()]
+    }
+
+    pub(crate) fn effective_ssot_percent(&self, route: Route) -> &Gauge {
+        &self.route_flags.effective_ssot_percent[route.index()]
     }
 
     pub(crate) fn flag_shadow(&self, route: Route) -> &IntGauge {

@@ -172,6 +172,7 @@ mod tests {
 
         use super::super::*;
         use crate::flags::{Latch, Percent};
+        use crate::labels::Trigger;
 
         /// Few cases, so the suite stays fast in debug builds. Failures are not written to a
         /// `proptest-regressions` file beside the source: the failing input is in the message.
@@ -224,7 +225,7 @@ mod tests {
         fn latch() -> Latch {
             Latch {
                 reason: "property test".to_owned(),
-                trigger: "api".to_owned(),
+                trigger: Trigger::Api,
                 actor: "ops".to_owned(),
                 at: 0,
             }

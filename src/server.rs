@@ -5,6 +5,7 @@
 pub(crate) mod admin;
 pub(crate) mod api_error;
 pub(crate) mod body;
+pub(crate) mod console;
 pub(crate) mod listen;
 pub(crate) mod producer;
 pub(crate) mod protocol;
@@ -140,6 +141,7 @@ pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
             admin::require_admin,
         ));
     Router::new()
+        .merge(console::router())
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))

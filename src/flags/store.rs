@@ -68,6 +68,13 @@ pub(crate) enum ChangeError {
     Invalid(String),
 }
 
+/// The flags file as last read or written.
+struct OnDisk {
+    text: String,
+    /// What `text` says.
+    flags: FlagSet,
+}
+
 /// The live flags.
 pub(crate) struct FlagStore {
     current: ArcSwap<FlagSet>,
@@ -77,8 +84,8 @@ pub(crate) struct FlagStore {
     changing: Mutex<()>,
     /// What the file held when last read or written: a file-watcher reload that finds the same
     /// keeps the live flags, so a change that could not be written back (read-only file) is not
-    /// undone by an unrelated event on the file.
-    file_flags: Mutex<Option<FlagSet>>,
+    /// undone by an unrelated event on the file; and the text an edit is written back into.
+    on_disk: Mutex<Option<OnDisk>>,
     path: PathBuf,
     metrics: Arc<Metrics>,
 }
@@ -91,7 +98,7 @@ impl FlagStore {
     /// at 0). Temporary files a killed writer left beside the file are removed first.
     pub(crate) fn open(path: &Path, metrics: Arc<Metrics>) -> Result<FlagStore, FlagsError> {
         remove_stale_temp_files(path);
-        let (flags, persisted) = match std::fs::read_to_string(path) {
+        let (flags, on_disk) = match std::fs::read_to_string(path) {
             Ok(text) => {
                 let document = FlagSet::parse_document(&text, &path.display().to_string())?;
                 if !document.has_settings {
@@ -104,11 +111,15 @@ impl FlagStore {
                             .to_owned(),
                     });
                 }
-                (document.flags, true)
+                let on_disk = OnDisk {
+                    text,
+                    flags: document.flags.clone(),
+                };
+                (document.flags, Some(on_disk))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(path = %path.display(), "no flags file; using the defaults");
-                (FlagSet::defaults(), false)
+                tracing::warn!(path = %path.display(), "flags file not found; starting from the default flags");
+                (FlagSet::defaults(), None)
             }
             Err(error) => {
                 return Err(FlagsError::Read {
@@ -118,8 +129,9 @@ impl FlagStore {
             }
         };
         metrics.flags_reload(Trigger::Startup, true);
+        let persisted = on_disk.is_some();
         let store = FlagStore {
-            file_flags: Mutex::new(persisted.then(|| flags.clone())),
+            on_disk: Mutex::new(on_disk),
             current: ArcSwap::from_pointee(flags),
             status: Mutex::new(StoreStatus {
                 source: Trigger::Startup,
@@ -170,14 +182,12 @@ impl FlagStore {
     ) -> Result<ReloadOutcome, FlagsError> {
         let _changing = lock(&self.changing);
         let origin = self.path.display().to_string();
-        let parsed = std::fs::read_to_string(&self.path)
-            .map_err(|error| FlagsError::Read {
-                path: origin.clone(),
-                message: error.to_string(),
-            })
-            .and_then(|text| FlagSet::parse_document(&text, &origin));
+        let mut read_text = String::new();
+        let parsed = read_document(&self.path, &mut read_text);
         let current = self.snapshot();
-        let last_read = lock(&self.file_flags).clone();
+        let last_read = lock(&self.on_disk)
+            .as_ref()
+            .map(|on_disk| on_disk.flags.clone());
         let checked = parsed.and_then(|document| {
             let unchanged_on_disk = last_read
                 .as_ref()
@@ -214,7 +224,10 @@ impl FlagStore {
         };
         self.metrics.flags_reload(trigger, true);
         let file_flags = document.flags;
-        *lock(&self.file_flags) = Some(file_flags.clone());
+        *lock(&self.on_disk) = Some(OnDisk {
+            text: read_text,
+            flags: file_flags.clone(),
+        });
         if current.same_settings(&file_flags) {
             // Most often our own write-back, seen by the file watcher.
             let mut status = lock(&self.status);
@@ -270,21 +283,26 @@ impl FlagStore {
             format!("{reason} ({})", settled.join("; "))
         };
         new.version = current.version + 1;
-        // The same validation as the file, and proof that what we write reads back the same.
-        let text = new.to_toml();
-        let reparsed = FlagSet::parse(&text, "the changed flags")
+        // The rules a file is held to, on the typed values.
+        new.validate()
             .map_err(|error| ChangeError::Invalid(error.to_string()))?;
-        if reparsed != new {
-            return Err(ChangeError::Invalid(
-                "the change does not survive a write and re-read of flags.toml".to_owned(),
-            ));
-        }
         if current.same_settings(&new) {
             return Ok(current);
         }
+        let text = {
+            let on_disk = lock(&self.on_disk);
+            new.write_back(
+                on_disk
+                    .as_ref()
+                    .map(|file| (file.text.as_str(), &file.flags)),
+            )
+        };
         let persisted = self.write_file(&text);
         if persisted {
-            *lock(&self.file_flags) = Some(new.clone());
+            *lock(&self.on_disk) = Some(OnDisk {
+                text,
+                flags: new.clone(),
+            });
         }
         Ok(self.install(current, new, trigger, actor, &reason, persisted))
     }
@@ -419,6 +437,13 @@ impl FlagStore {
         for route in Route::ALL {
             let r = flags.route(route);
             m.flag_ssot_percent(route).set(r.ssot_percent.as_f64());
+            // What `routing::decide` does with the share: nothing while held on legacy.
+            let held_on_legacy = flags.kill_switch.engaged || r.latch.is_some();
+            m.effective_ssot_percent(route).set(if held_on_legacy {
+                0.0
+            } else {
+                r.ssot_percent.as_f64()
+            });
             m.flag_shadow(route).set(i64::from(r.shadow));
             m.flag_latched(route).set(i64::from(r.latch.is_some()));
             m.ramp_step(route).set(
@@ -480,7 +505,7 @@ fn check_replaces(
                  [routes.{}] (or use `switchyard flags set {} --clear-latch`). The live flags \
                  keep serving",
                 route.as_str(),
-                latch.trigger,
+                latch.trigger.as_str(),
                 latch.actor,
                 latch.reason,
                 route.as_str(),
@@ -489,6 +514,16 @@ fn check_replaces(
         }
     }
     Ok(())
+}
+
+/// Reads and parses the flags file at `path`, leaving its text in `text`.
+fn read_document(path: &Path, text: &mut String) -> Result<FlagsDocument, FlagsError> {
+    let origin = path.display().to_string();
+    *text = std::fs::read_to_string(path).map_err(|error| FlagsError::Read {
+        path: origin.clone(),
+        message: error.to_string(),
+    })?;
+    FlagSet::parse_document(text, &origin)
 }
 
 /// The start of the name of the temporary file a process writes the flags file through; the
@@ -711,7 +746,7 @@ mod tests {
                 |flags| {
                     flags.route_mut(Route::Broadcast).latch = Some(crate::flags::Latch {
                         reason: "ssot delivery fell".into(),
-                        trigger: "guard".into(),
+                        trigger: Trigger::Guard,
                         actor: "guard".into(),
                         at: 1_800_000_000,
                     });

@@ -29,7 +29,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::faults::Fault;
 use crate::flags::store::{ChangeError, ReloadOutcome, unix_now};
@@ -173,10 +172,11 @@ pub(crate) async fn patch_route(
 }
 
 /// `PUT /admin/flags`: the body's `flags` is a whole flag document in the shape of
-/// `flags.toml`, validated exactly as the file is; its `version` is ignored. Rollback latches
-/// are not settings a PUT replaces: the live ones are kept, and a document carrying `latch` or
-/// `clear_latch` is refused (latches are set by `POST /admin/rollback` or the guard, cleared by
-/// `PATCH … clear_latch`), so a PUT can neither forge nor silently drop one.
+/// `flags.toml` (or of `GET /admin/flags`' answer), validated exactly as the file is; its
+/// `version` is ignored. Rollback latches are not settings a PUT replaces: the live ones are
+/// kept, and a document carrying a latch other than the live one, or `clear_latch`, is refused
+/// (latches are set by `POST /admin/rollback` or the guard, cleared by `PATCH … clear_latch`), so
+/// a PUT can neither forge nor silently drop one.
 pub(crate) async fn put_flags(
     State(state): State<Arc<AppState>>,
     Extension(Actor(actor)): Extension<Actor>,
@@ -186,35 +186,21 @@ pub(crate) async fn put_flags(
     let if_match = if_match(&headers)?;
     let replace: FlagsReplace = read_request(&headers, request, ApiError::InvalidFlags).await?;
     let reason = required_reason(replace.reason.as_deref(), ApiError::InvalidFlags)?;
-    let document = toml::Value::try_from(Value::Object(replace.flags))
-        .and_then(|value| toml::to_string(&value))
-        .map_err(|error| {
-            ApiError::InvalidFlags(format!("flags cannot be written as TOML: {error}"))
-        })?;
-    let replacement = FlagSet::parse_document(&document, "request body")
-        .map_err(|error| ApiError::InvalidFlags(error.to_string()))?;
-    if let Some(route) = Route::ALL.into_iter().find(|route| {
-        replacement.flags.route(*route).latch.is_some()
-            || replacement.clear_latches.iter().any(|(r, _)| r == route)
-    }) {
-        return Err(ApiError::InvalidFlags(format!(
-            "routes.{}: a PUT sets no rollback latch and clears none; latch with POST \
-             /admin/rollback, clear with PATCH /admin/flags/routes/{} {{\"clear_latch\": true, \
-             \"reason\": ...}}",
-            route.as_str(),
-            route.as_str()
-        )));
-    }
-    let replacement = replacement.flags;
+    let replacement = replace
+        .flags
+        .into_raw()
+        .and_then(|raw| FlagSet::from_raw(raw, "request body").map_err(|e| e.to_string()))
+        .map_err(ApiError::InvalidFlags)?;
     change(&state, actor, reason, if_match, move |flags| {
-        let version = flags.version;
-        let latches = Route::ALL.map(|route| flags.route(route).latch.clone());
-        *flags = replacement;
-        flags.version = version;
-        for (route, latch) in Route::ALL.into_iter().zip(latches) {
-            flags.route_mut(route).latch = latch;
-        }
-        Ok(())
+        flags.replace_keeping_latches(replacement).map_err(|route| {
+            ChangeError::Invalid(format!(
+                "routes.{}: a PUT sets no rollback latch and clears none (a latch it carries must \
+                 be the live one); latch with POST /admin/rollback, clear with PATCH \
+                 /admin/flags/routes/{} {{\"clear_latch\": true, \"reason\": ...}}",
+                route.as_str(),
+                route.as_str()
+            ))
+        })
     })
     .await
 }
@@ -268,7 +254,7 @@ pub(crate) async fn rollback(
         for route in latched {
             flags.route_mut(route).latch = Some(Latch {
                 reason: latch_reason.clone(),
-                trigger: Trigger::Api.as_str().to_owned(),
+                trigger: Trigger::Api,
                 actor: latch_actor.clone(),
                 at,
             });
@@ -276,7 +262,7 @@ pub(crate) async fn rollback(
         Ok(())
     })
     .await?;
-    // Counted once the change applied: one the store refuses rolls nothing back.
+    // Counted once the change is in force, not when it is merely asked for.
     for route in routes {
         state.metrics.rollback(route, Trigger::Api);
     }
@@ -569,7 +555,7 @@ fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
                 ignore_fields: &r.ignore_fields,
                 latch: r.latch.as_ref().map(|latch| LatchView {
                     reason: &latch.reason,
-                    trigger: &latch.trigger,
+                    trigger: latch.trigger.as_str(),
                     actor: &latch.actor,
                     at: rfc3339(latch.at),
                 }),

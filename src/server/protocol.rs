@@ -6,10 +6,12 @@
 use std::collections::BTreeMap;
 
 use axum::extract::ws::Utf8Bytes;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::flags::GuardFlags;
+use crate::flags::raw::{RawFlags, RawGuard, RawKillSwitch, RawRollout, RawRoute};
 use crate::paths::legacy::UserContext;
 use crate::paths::ssot::BroadcastResult;
 use crate::route::{RequestShape, Route};
@@ -437,9 +439,7 @@ pub(crate) struct LatchView<'a> {
     pub(crate) reason: &'a str,
     pub(crate) trigger: &'a str,
     pub(crate) actor: &'a str,
-    /// RFC 3339 here, while the flags file and the audit log keep the latch's `at` as unix
-    /// seconds; making those agree changes the file format, which waits for flags through serde
-    /// (issue 12).
+    /// RFC 3339, as in the flags file and the audit log.
     pub(crate) at: String,
 }
 
@@ -484,7 +484,55 @@ where
 #[serde(deny_unknown_fields)]
 pub(crate) struct FlagsReplace {
     pub(crate) reason: Option<String>,
-    pub(crate) flags: Map<String, Value>,
+    pub(crate) flags: FlagsBody,
+}
+
+/// A flag document in a `PUT /admin/flags` body: the sections of `flags.toml`, deserialised into
+/// the file's own raw types, plus what `GET /admin/flags` answers beside them, so that answer
+/// can be sent back unchanged.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FlagsBody {
+    /// Managed by the gateway: ignored.
+    version: Option<u64>,
+    /// `GET /admin/flags`' name for `rollout.salt`.
+    salt: Option<String>,
+    rollout: Option<RawRollout>,
+    kill_switch: Option<RawKillSwitch>,
+    #[serde(default)]
+    routes: BTreeMap<String, RawRoute>,
+    guard: Option<RawGuard>,
+    // Where the live flags came from, as `GET /admin/flags` reports it: not settings, ignored.
+    #[serde(default, rename = "source")]
+    _source: Option<IgnoredAny>,
+    #[serde(default, rename = "actor")]
+    _actor: Option<IgnoredAny>,
+    #[serde(default, rename = "changed_at")]
+    _changed_at: Option<IgnoredAny>,
+    #[serde(default, rename = "persisted")]
+    _persisted: Option<IgnoredAny>,
+    #[serde(default, rename = "path")]
+    _path: Option<IgnoredAny>,
+}
+
+impl FlagsBody {
+    /// The document as the file's raw type; `salt` and `rollout.salt` may not disagree.
+    pub(crate) fn into_raw(self) -> Result<RawFlags, String> {
+        let rollout = match (self.salt, self.rollout) {
+            (Some(salt), Some(rollout)) if salt != rollout.salt => {
+                return Err("`salt` and `rollout.salt` disagree: give one".to_owned());
+            }
+            (Some(salt), None) => Some(RawRollout { salt }),
+            (_, rollout) => rollout,
+        };
+        Ok(RawFlags {
+            version: self.version,
+            rollout,
+            kill_switch: self.kill_switch,
+            routes: self.routes,
+            guard: self.guard,
+        })
+    }
 }
 
 /// `POST /admin/rollback`.
@@ -621,28 +669,21 @@ pub(crate) struct GuardStatsView {
     pub(crate) measured: Option<String>,
 }
 
-/// Parses a request body into one of the admin request types, as a 422 on a bad shape.
+/// Parses a request body into one of the admin request types, as a 422 on a bad shape; the
+/// error names the key it is about (`flags.kill_switch.engaged: invalid type …`).
 pub(crate) fn admin_request<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, String> {
-    serde_json::from_value(body).map_err(|error| error.to_string())
+    serde_path_to_error::deserialize(body).map_err(|error| {
+        let key = error.path().to_string();
+        if key == "." {
+            error.inner().to_string()
+        } else {
+            format!("{key}: {}", error.inner())
+        }
+    })
 }
 
-/// Unix seconds as an RFC 3339 UTC timestamp, such as `2026-11-22T07:23:45Z`.
-///
-/// RFC 3339 has four-digit years, so a time past the end of 9999 (only an absurd `at` in a
-/// hand-edited flags file can be one) is shown as the last second of 9999.
-pub(crate) fn rfc3339(unix_seconds: u64) -> String {
-    const LAST_SECOND_OF_9999: i64 = 253_402_300_799;
-    let seconds = i64::try_from(unix_seconds).map_or(LAST_SECOND_OF_9999, |seconds| {
-        seconds.min(LAST_SECOND_OF_9999)
-    });
-    time::OffsetDateTime::from_unix_timestamp(seconds)
-        .map_err(time::Error::from)
-        .and_then(|at| {
-            at.format(&time::format_description::well_known::Rfc3339)
-                .map_err(time::Error::from)
-        })
-        .expect("every second of 1970..=9999 is a valid RFC 3339 time")
-}
+/// Timestamps in the admin API are RFC 3339, as in the flags file and the audit log.
+pub(crate) use crate::timestamp::rfc3339;
 
 #[cfg(test)]
 mod tests {
@@ -828,15 +869,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_332_225), "2026-11-22T07:23:45Z");
-        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
-        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]

@@ -307,12 +307,10 @@ async fn a_batch_answers_each_bad_item_with_its_own_error() {
     assert_eq!(results[1]["error"]["code"], "invalid_request", "{body}");
 }
 
-/// The admin error rows; the reload row needs a bad flags file in place.
+/// The admin error rows of tokens, endpoints, routes and permissions.
 fn admin_rows() -> Vec<Row> {
     let call = |name, method, uri: &str, body| Row::new(name, method, uri, ADMIN_TOKEN, body);
-    let patch = |name, body| call(name, Method::PATCH, "/admin/flags/routes/broadcast", body);
-    let rollback = |name, body| call(name, Method::POST, "/admin/rollback", body);
-    let (unprocessable, not_found) = (StatusCode::UNPROCESSABLE_ENTITY, StatusCode::NOT_FOUND);
+    let not_found = StatusCode::NOT_FOUND;
     vec![
         call("no token", Method::GET, "/admin/flags", Value::Null)
             .without("authorization")
@@ -339,6 +337,24 @@ fn admin_rows() -> Vec<Row> {
             Value::Null,
         )
         .answered(not_found, "unknown_route"),
+        call(
+            "faults while disabled",
+            Method::GET,
+            "/admin/faults",
+            Value::Null,
+        )
+        .answered(StatusCode::FORBIDDEN, "fault_injection_disabled"),
+    ]
+}
+
+/// The admin error rows of request bodies and flag changes; the reload row needs a bad flags
+/// file in place.
+fn admin_change_rows() -> Vec<Row> {
+    let call = |name, method, uri: &str, body| Row::new(name, method, uri, ADMIN_TOKEN, body);
+    let patch = |name, body| call(name, Method::PATCH, "/admin/flags/routes/broadcast", body);
+    let rollback = |name, body| call(name, Method::POST, "/admin/rollback", body);
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    vec![
         patch("If-Match names no version", json!({"reason": "r"}))
             .header(IF_MATCH.as_str(), "\"seven\"")
             .answered(StatusCode::BAD_REQUEST, "bad_if_match"),
@@ -382,13 +398,6 @@ fn admin_rows() -> Vec<Row> {
         )
         .answered(unprocessable, "invalid_request"),
         call(
-            "faults while disabled",
-            Method::GET,
-            "/admin/faults",
-            Value::Null,
-        )
-        .answered(StatusCode::FORBIDDEN, "fault_injection_disabled"),
-        call(
             "reload of a bad file",
             Method::POST,
             "/admin/flags/reload",
@@ -404,6 +413,7 @@ async fn admin_errors_get_their_status_and_code_and_change_nothing() {
     std::fs::write(state.flags.path(), "[routes.broadcast\n").expect("a writable flags file");
     let router = admin_router(Arc::clone(&state));
     check(&router, &admin_rows()).await;
+    check(&router, &admin_change_rows()).await;
     let flags = state.flags.snapshot();
     assert_eq!(flags.version, 0, "a refused request changed the flags");
     for route in Route::ALL {

@@ -862,6 +862,77 @@ async fn put_replaces_the_whole_flag_set() {
     gateway.stop().await;
 }
 
+/// `GET /admin/flags` without what the guard reports beside a ramp, which changes by itself.
+fn without_waiting(mut flags: Value) -> Value {
+    if let Some(routes) = flags["routes"].as_object_mut() {
+        for route in routes.values_mut() {
+            if let Some(ramp) = route["ramp"].as_object_mut() {
+                ramp.remove("waiting");
+            }
+        }
+    }
+    flags
+}
+
+#[tokio::test]
+async fn get_flags_goes_back_through_put_unchanged() {
+    let gateway = Gateway::start().await;
+    let pins = json!({"ssot_percent": 30, "pin_ssot": ["vip"], "pin_legacy": ["old"], "ignore_fields": ["/meta/ts"], "shadow": true});
+    gateway.set_route("router_broadcast", pins).await;
+    let ramp = json!({"ramp": {"steps": [10, 50, 100], "step_seconds": 3600}});
+    gateway.set_route("scoped_broadcast", ramp).await;
+    let rollback = json!({"reason": "drill", "routes": ["user_event"]});
+    let (status, _, answer) = gateway
+        .admin(Method::POST, "/admin/rollback", Some(rollback), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let before = get_flags(&gateway).await;
+    assert_eq!(
+        before["routes"]["scoped_broadcast"]["ramp"]["step"], 1,
+        "{before}"
+    );
+    assert!(
+        before["routes"]["user_event"]["latch"].is_object(),
+        "{before}"
+    );
+    let entries = audit(&gateway).await.len();
+
+    // The answer, sent back as it is, is accepted and changes nothing.
+    let body = json!({"reason": "round trip", "flags": before.clone()});
+    let (status, _, answer) = gateway
+        .admin(Method::PUT, "/admin/flags", Some(body), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(without_waiting(answer), without_waiting(before.clone()));
+    assert_eq!(
+        audit(&gateway).await.len(),
+        entries,
+        "no change, no audit entry"
+    );
+
+    // Edited, it replaces the set: the edit is in force, the latch and the ramp are kept.
+    let mut edited = before.clone();
+    edited["kill_switch"]["reason"] = json!("ready when needed");
+    edited["routes"]["router_broadcast"]["ssot_percent"] = json!(40);
+    let body = json!({"reason": "round trip, edited", "flags": edited});
+    let (status, _, answer) = gateway
+        .admin(Method::PUT, "/admin/flags", Some(body), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["version"], before["version"].as_u64().unwrap() + 1);
+    assert_eq!(answer["kill_switch"]["reason"], "ready when needed");
+    assert_eq!(answer["routes"]["router_broadcast"]["ssot_percent"], 40.0);
+    let routes = |flags: &Value| {
+        let mut routes = without_waiting(flags.clone())["routes"].clone();
+        routes["router_broadcast"]["ssot_percent"] = json!(null);
+        routes
+    };
+    assert_eq!(routes(&answer), routes(&before));
+    assert_eq!(answer["guard"], before["guard"]);
+    assert_eq!(answer["salt"], before["salt"]);
+    gateway.stop().await;
+}
+
 /// A flags document that fails to load, the line it fails on and what the error must name.
 struct BadFile {
     name: &'static str,

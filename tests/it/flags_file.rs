@@ -214,3 +214,55 @@ async fn a_put_neither_forges_nor_drops_a_latch() {
     assert_eq!(live["routes"]["broadcast"]["latch"], Value::Null, "{live}");
     gateway.stop().await;
 }
+
+/// An operator's own flags.toml: comments, a value's comment, blank lines and its own order.
+const OPERATOR_FILE: &str = include_str!("../fixtures/operator-flags.toml");
+
+/// The settings of a `GET /admin/flags` answer: what a reload of the file must reproduce.
+fn settings(flags: &Value) -> Value {
+    json!([
+        flags["version"],
+        flags["salt"],
+        flags["kill_switch"],
+        flags["routes"],
+        flags["guard"]
+    ])
+}
+
+#[tokio::test]
+async fn a_change_through_the_api_keeps_the_operators_comments_and_layout() {
+    let config = crate::harness::config(true, &[]);
+    let restart_config = config.clone();
+    std::fs::write(&config.server.flags_path, OPERATOR_FILE).unwrap();
+    let gateway = Gateway::start_with(config).await;
+    let version = gateway
+        .set_route("router_broadcast", json!({"ssot_percent": 25}))
+        .await;
+    assert_eq!(version, 4);
+    let written = std::fs::read_to_string(&gateway.flags_path).unwrap();
+    // Every line the operator wrote is there, in its place; only the version and the changed
+    // value differ, and the value keeps its comment.
+    let expected = OPERATOR_FILE
+        .replace("version = 3", "version = 4")
+        .replace("ssot_percent = 10   #", "ssot_percent = 25.00   #");
+    assert!(written.contains(&expected), "{written}");
+    assert!(written.ends_with("\n# end of flags\n"), "{written}");
+    let live = flags(&gateway).await;
+    let router = &live["routes"]["router_broadcast"];
+    assert_eq!(router["ssot_percent"], 25.0, "{live}");
+    assert_eq!(router["pin_ssot"], json!(["internal-tester-1"]), "{live}");
+    assert_eq!(live["guard"]["min_events"], 50, "{live}");
+    assert_eq!(live["routes"]["user_event"]["shadow"], true, "{live}");
+
+    // Reading the file back gives the same flags: on a reload, and after a restart.
+    let (status, _, answer) = gateway
+        .admin(Method::POST, "/admin/flags/reload", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({"outcome": "unchanged", "version": 4}));
+    let flags_path = gateway.stop_keeping_flags().await;
+    assert_eq!(restart_config.server.flags_path, flags_path);
+    let gateway = Gateway::start_with(restart_config).await;
+    assert_eq!(settings(&flags(&gateway).await), settings(&live));
+    gateway.stop().await;
+}

@@ -35,6 +35,15 @@ pub struct Gateway {
     task: JoinHandle<Result<(), switchyard::RunError>>,
 }
 
+/// A loopback port nobody listens on right now, for a helper process (Prometheus, chromedriver)
+/// that cannot report a port it chose itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// A fresh directory for one gateway's flags file, removed when the gateway stops.
 pub fn scratch_dir() -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);

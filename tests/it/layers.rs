@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first. A module may use modules of strictly lower layers only.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("names", &["route", "labels", "mutex"]),
+    ("names", &["route", "labels", "mutex", "timestamp"]),
     ("foundations", &["config", "metrics", "faults"]),
     ("state", &["flags", "registry"]),
     ("routing", &["routing", "paths"]),
@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 const LIBRARY_ITEMS: &[&str] = &[
     "run",
     "Listeners",
+    "BindError",
     "RunError",
     "AuthSetupError",
     "FlagsError",

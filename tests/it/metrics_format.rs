@@ -17,6 +17,7 @@ const METRIC_NAMES: &[&str] = &[
     "switchyard_connections_closed_total",
     "switchyard_auth_failures_total",
     "switchyard_flag_ssot_percent",
+    "switchyard_route_effective_ssot_percent",
     "switchyard_flag_shadow",
     "switchyard_kill_switch_engaged",
     "switchyard_flags_version",
@@ -166,4 +167,57 @@ fn sample_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))
         .map(|value| value.trim().parse().expect("a sample value is a number"))
+}
+
+/// `switchyard_route_effective_ssot_percent` is the share SSOT actually serves: the flag's share,
+/// but 0 while a rollback latch or the kill switch holds the route on legacy, while
+/// `switchyard_flag_ssot_percent` keeps showing what the flags say.
+#[tokio::test]
+async fn the_effective_ssot_share_is_0_while_latched_or_killed() {
+    use hyper::Method;
+    let gateway = Gateway::start().await;
+    async fn shares(gateway: &Gateway) -> (f64, f64) {
+        let route = r#"route="user_event""#;
+        (
+            gateway.metric("route_effective_ssot_percent", route).await,
+            gateway.metric("flag_ssot_percent", route).await,
+        )
+    }
+    gateway
+        .set_route("user_event", json!({"ssot_percent": 40}))
+        .await;
+    assert_eq!(shares(&gateway).await, (40.0, 40.0), "ramped to 40%");
+
+    let (status, _, answer) = gateway
+        .admin(
+            Method::POST,
+            "/admin/rollback",
+            Some(json!({"reason": "drill", "routes": ["user_event"]})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(shares(&gateway).await, (0.0, 40.0), "latched");
+
+    gateway
+        .set_route("user_event", json!({"clear_latch": true}))
+        .await;
+    assert_eq!(shares(&gateway).await, (40.0, 40.0), "latch cleared");
+
+    let (_, _, flags) = gateway.admin(Method::GET, "/admin/flags", None, None).await;
+    let version = flags["version"].as_u64().unwrap();
+    std::fs::write(
+        &gateway.flags_path,
+        format!(
+            "version = {version}\n[kill_switch]\nengaged = true\nreason = \"drill\"\n\n\
+             [routes.user_event]\nssot_percent = 40\n"
+        ),
+    )
+    .unwrap();
+    let (status, _, answer) = gateway
+        .admin(Method::POST, "/admin/flags/reload", None, None)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(shares(&gateway).await, (0.0, 40.0), "kill switch engaged");
+    gateway.stop().await;
 }

@@ -1,13 +1,15 @@
-//! The README's walkthrough works as written: its run, client and publish commands, taken from the
-//! README itself, start the real binary, connect the built-in client and deliver the published
-//! event to it. Also the README's claims about refusing to start, its metric names, and that its
+//! The README's walkthrough works as written, top to bottom: its run, client and publish commands,
+//! taken from the README itself, start the real binary, connect the built-in client and deliver
+//! the published event to it; then the runbook's commands run against that gateway with only the
+//! `export` lines it printed (and the installed binary on `PATH`), and never touch the tracked
+//! `flags.toml`. Also the README's claims about refusing to start, its metric names, and that its
 //! test command is the one CI runs.
 //!
 //! Commands are found by the HTML comment `<!-- readme-test: NAME -->` right before their fenced
 //! block, so rewording the prose around them cannot silently unhook this test.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
 use std::time::Duration;
 
@@ -20,11 +22,12 @@ use tokio::process::{Child, ChildStdout, Command};
 use crate::harness::{PROMPTLY, Raw, http, parse_json};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
-/// The address the README's commands use: the default `server.listen`.
-const README_ADDR: &str = "127.0.0.1:8080";
+pub const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
 /// How long the gateway may take to stop after SIGTERM (its default grace period is 10 s).
 const SHUTDOWN: Duration = Duration::from_secs(30);
+/// What the README's commands read from the environment: the `export` lines `serve --dev`
+/// prints, and nothing the test's own environment might hold.
+const EXPORTED: [&str; 4] = ["PRODUCER_URL", "ADMIN_URL", "PRODUCER_TOKEN", "ADMIN_TOKEN"];
 
 #[tokio::test]
 async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
@@ -38,20 +41,31 @@ async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
         "the README's client command uses the default URL: {client_args:?}"
     );
     let client_user = value_after(&client_args, "--user-id");
+    assert!(
+        publish.contains("\"$PRODUCER_URL/"),
+        "the publish command uses the printed PRODUCER_URL: {publish}"
+    );
     let body = publish_body(&publish);
     assert_eq!(
         body["user_id"], client_user,
         "the README publishes to the user its client connects as"
     );
 
-    // The gateway, on port 0 instead of the README's 8080.
+    // The gateway, on port 0 instead of the README's 8080, from the repository root.
+    let tracked_flags = std::fs::read(Path::new(MANIFEST_DIR).join("flags.toml")).ok();
     let mut gateway = serve_on_loopback()
         .args(&run_args)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start switchyard serve");
     let mut gateway_out = BufReader::new(gateway.stdout.take().unwrap()).lines();
-    let ((public, admin), producer_token) = addresses_and_token(&mut gateway_out).await;
+    let banner = dev_banner(&mut gateway_out).await;
+    let (public, admin) = (banner.public, banner.admin);
+    assert!(
+        !banner.flags_file.starts_with(MANIFEST_DIR),
+        "serve --dev keeps its flags outside the repository: {}",
+        banner.flags_file.display()
+    );
 
     // The README's client, pointed at the bound address.
     let mut client = switchyard()
@@ -66,23 +80,8 @@ async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
     assert_eq!(greeting["type"], "connection_established", "{greeting}");
     assert_eq!(greeting["data"]["user_id"], client_user, "{greeting}");
 
-    // The README's curl command, verbatim but for the address.
-    assert!(
-        publish.contains(README_ADDR),
-        "the publish command targets {README_ADDR}: {publish}"
-    );
-    let publish = publish.replace(README_ADDR, &public.to_string());
-    let curl = tokio::time::timeout(
-        PROMPTLY,
-        Command::new("sh")
-            .args(["-c", &publish])
-            .env("PRODUCER_TOKEN", &producer_token)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("curl finishes promptly")
-    .expect("run sh -c <publish command>");
+    // The README's curl command, verbatim, with the printed exports pasted.
+    let curl = run_pasted(&publish, &banner.exports).await;
     assert!(curl.status.success(), "publish command failed: {curl:?}");
     let result = parse_json(&curl.stdout);
     assert_eq!(result["successful_sends"], 1, "{result}");
@@ -107,6 +106,8 @@ async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
         "the README names metrics /metrics does not export: {unknown:?}"
     );
 
+    run_the_runbook(&readme, &banner).await;
+
     // SIGTERM: the gateway closes the client with 1001 and exits 0; the client exits 0 too.
     let gateway_status = terminate(&mut gateway, SHUTDOWN).await;
     assert_eq!(gateway_status.code(), Some(0), "gateway: {gateway_status}");
@@ -129,6 +130,11 @@ async fn readme_walkthrough_delivers_the_published_event_to_the_client() {
     assert!(
         client_err.contains("code 1001"),
         "client stderr: {client_err}"
+    );
+    assert_eq!(
+        std::fs::read(Path::new(MANIFEST_DIR).join("flags.toml")).ok(),
+        tracked_flags,
+        "the walkthrough left the tracked flags.toml as it was"
     );
     assert_eq!(
         tokio::time::timeout(PROMPTLY, client_out.next_line())
@@ -156,7 +162,9 @@ async fn sigterm_with_a_half_sent_request_open_exits_0_within_the_grace_period()
         .spawn()
         .expect("start switchyard serve");
     let mut out = BufReader::new(gateway.stdout.take().unwrap()).lines();
-    let ((public, admin), producer_token) = addresses_and_token(&mut out).await;
+    let banner = dev_banner(&mut out).await;
+    let (public, admin) = (banner.public, banner.admin);
+    let producer_token = banner.export("PRODUCER_TOKEN");
     let mut half_head = Raw::connect(public).await;
     half_head
         .send(b"POST /v1/broadcast HTTP/1.1\r\nhost: switchyard\r\ncontent-le")
@@ -276,6 +284,85 @@ async fn readme_test_command_is_what_ci_runs() {
     );
 }
 
+/// The runbook of "Operating a migration", line by line as an operator pastes it: after the
+/// README's install step (here: the binary under test, first on `PATH`, as no test makes a
+/// release build), with only the printed exports set. Every command succeeds, and they leave
+/// the route where the runbook says: shadowed, unlatched, ramping; audited; in dev mode's own
+/// flags file.
+async fn run_the_runbook(readme: &str, banner: &DevBanner) {
+    let install = readme_block(readme, "install");
+    assert_eq!(
+        install, "cargo install --path .",
+        "the README's install step"
+    );
+    let runbook = readme_block(readme, "runbook");
+    let position = |marker: &str| readme.find(marker).expect(marker);
+    assert!(
+        position("<!-- readme-test: install -->") < position("<!-- readme-test: runbook -->"),
+        "the README installs `switchyard` before the runbook uses it"
+    );
+    let commands: Vec<&str> = runbook.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(commands.len() >= 5, "{runbook}");
+    for command in &commands {
+        assert!(
+            command.starts_with("switchyard ") || command.starts_with("curl "),
+            "{command}"
+        );
+        let output = run_pasted(command, &banner.exports).await;
+        assert!(
+            output.status.success(),
+            "runbook command failed: {command}\n{output:?}"
+        );
+        assert!(!output.stdout.is_empty(), "{command} printed nothing");
+    }
+    let token = banner.export("ADMIN_TOKEN");
+    let auth = [("authorization", format!("Bearer {token}"))];
+    let (status, _, flags) = http(
+        banner.admin,
+        Method::GET,
+        "/admin/flags",
+        &auth,
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200);
+    let flags = parse_json(&flags);
+    let route = &flags["routes"]["user_event"];
+    assert_eq!(route["shadow"], true, "{route}");
+    assert!(route["latch"].is_null(), "the latch was cleared: {route}");
+    assert!(route["ramp"].is_object(), "the ramp runs: {route}");
+    let written = std::fs::read_to_string(&banner.flags_file).unwrap_or_default();
+    assert!(
+        written.contains("[routes.user_event"),
+        "dev mode's flags file holds the changes: {written}"
+    );
+}
+
+/// Runs one README command with `sh -c` from the repository root, as pasted into a terminal
+/// where the gateway's `export` lines were pasted first and `switchyard` is installed.
+async fn run_pasted(command: &str, exports: &[(String, String)]) -> Output {
+    let bin_dir = Path::new(BINARY).parent().expect("the binary's directory");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut shell = Command::new("sh");
+    shell
+        .args(["-c", command])
+        .current_dir(MANIFEST_DIR)
+        .env("PATH", path)
+        .kill_on_drop(true);
+    for var in EXPORTED {
+        shell.env_remove(var);
+    }
+    shell.envs(exports.iter().map(|(var, value)| (var, value)));
+    tokio::time::timeout(PROMPTLY, shell.output())
+        .await
+        .unwrap_or_else(|_| panic!("{command} finishes promptly"))
+        .unwrap_or_else(|e| panic!("sh -c {command}: {e}"))
+}
+
 fn read_readme() -> String {
     let path = Path::new(MANIFEST_DIR).join("README.md");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -352,7 +439,7 @@ fn publish_body(command: &str) -> Value {
 /// The `switchyard` binary, run from the repository root as the README's commands are, with no
 /// `SWITCHYARD_*` variables from the test's environment, and killed if the test ends early.
 /// `switchyard` with both listeners on free loopback ports instead of the README's.
-fn serve_on_loopback() -> Command {
+pub fn serve_on_loopback() -> Command {
     let mut command = switchyard();
     command
         .env("SWITCHYARD_SERVER_LISTEN", "127.0.0.1:0")
@@ -360,10 +447,13 @@ fn serve_on_loopback() -> Command {
     command
 }
 
-fn switchyard() -> Command {
+pub fn switchyard() -> Command {
     let mut command = Command::new(BINARY);
     command.current_dir(MANIFEST_DIR).kill_on_drop(true);
     for (var, _) in std::env::vars().filter(|(var, _)| var.starts_with("SWITCHYARD_")) {
+        command.env_remove(var);
+    }
+    for var in EXPORTED {
         command.env_remove(var);
     }
     command
@@ -385,26 +475,56 @@ async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>, who: &str) -> Stri
         .unwrap_or_else(|| panic!("{who}'s output ended early"))
 }
 
-/// Reads a `serve --dev` gateway's first lines: its public and admin addresses and the producer
-/// token it made up.
-async fn addresses_and_token(
-    out: &mut Lines<BufReader<ChildStdout>>,
-) -> ((SocketAddr, SocketAddr), String) {
-    let (mut addresses, mut producer_token) = (None, None);
-    while addresses.is_none() || producer_token.is_none() {
+/// What a `serve --dev` gateway prints at start.
+pub struct DevBanner {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    /// Its `export NAME=VALUE` lines, in order.
+    pub exports: Vec<(String, String)>,
+    /// The flags file dev mode chose.
+    pub flags_file: PathBuf,
+}
+
+impl DevBanner {
+    pub fn export(&self, name: &str) -> String {
+        self.exports
+            .iter()
+            .find(|(var, _)| var == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_else(|| panic!("serve --dev printed no `export {name}=`"))
+    }
+}
+
+/// Reads a `serve --dev` gateway's first lines: its addresses, its flags file and its exports,
+/// which must name the URLs and tokens the README's commands use, with the bound addresses.
+pub async fn dev_banner(out: &mut Lines<BufReader<ChildStdout>>) -> DevBanner {
+    let (mut addresses, mut flags_file, mut exports) = (None, None, Vec::new());
+    while addresses.is_none() || flags_file.is_none() || exports.len() < EXPORTED.len() {
         let line = next_line(out, "gateway").await;
         if line.starts_with("switchyard listening:") {
             addresses = Some(parse_listening(&line));
-        } else if let Some(rest) = line.strip_prefix("export PRODUCER_TOKEN=") {
-            let token = rest.split_whitespace().next();
-            producer_token = Some(token.expect("a token after PRODUCER_TOKEN=").to_owned());
+        } else if let Some((_, path)) = line.split_once("; flags file ") {
+            flags_file = Some(PathBuf::from(path));
+        } else if let Some(rest) = line.strip_prefix("export ") {
+            let (var, value) = rest.split_once('=').expect("export NAME=VALUE");
+            let value = value.split_whitespace().next().expect("a value");
+            exports.push((var.to_owned(), value.to_owned()));
         }
     }
-    (addresses.unwrap(), producer_token.unwrap())
+    let (public, admin) = addresses.unwrap();
+    let banner = DevBanner {
+        public,
+        admin,
+        exports,
+        flags_file: flags_file.unwrap(),
+    };
+    assert_eq!(banner.export("PRODUCER_URL"), format!("http://{public}"));
+    assert_eq!(banner.export("ADMIN_URL"), format!("http://{admin}"));
+    banner
 }
 
 /// Sends SIGTERM to `process` and waits up to `within` for it to exit.
-async fn terminate(process: &mut Child, within: Duration) -> ExitStatus {
+pub async fn terminate(process: &mut Child, within: Duration) -> ExitStatus {
     let pid = process.id().expect("still running").to_string();
     // The shell's own `kill`, so the test needs no procps.
     let kill = Command::new("sh")

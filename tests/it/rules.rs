@@ -1,7 +1,9 @@
-//! The shipped dashboards (README.md, Metrics) hold together: `dashboards/alerts.yml` passes
-//! `promtool check rules` and the unit tests in `dashboards/rules_test.yml`, the Grafana dashboard
-//! `dashboards/switchyard.json` has its variables and a query in every panel, and every PromQL
-//! expression of the dashboard and the rules parses as Prometheus parses it (through promtool).
+//! The shipped dashboards (README.md, Metrics) hold together: `dashboards/rules/*.yml` passes
+//! `promtool check rules` and the unit tests `dashboards/tests/*.yml` pass `promtool test rules`,
+//! each glob as the README spells it (so nothing but rules sits in `rules/`), the Grafana
+//! dashboard `dashboards/switchyard.json` has its variables and a query in every panel, and every
+//! PromQL expression of the dashboard and the rules parses as Prometheus parses it (through
+//! promtool).
 //!
 //! [`dashboard_expressions`] and [`rule_expressions`] give those expressions, ready to run, to
 //! the tests that evaluate them against a real Prometheus scraping a real gateway.
@@ -14,10 +16,14 @@ use crate::harness::{promtool, scratch_dir};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 /// What the dashboard's variables stand for when its queries are run outside Grafana: every
-/// route, and a 1m window (the rules' window, long enough for a 1 s scrape interval).
+/// job, instance and route, and a 1m window (the rules' window, long enough for a 1 s scrape interval).
 const GRAFANA_VARIABLES: &[(&str, &str)] = &[
     ("${route}", ".*"),
     ("$route", ".*"),
+    ("${job}", ".*"),
+    ("$job", ".*"),
+    ("${instance}", ".*"),
+    ("$instance", ".*"),
     ("${__rate_interval}", "1m"),
     ("$__rate_interval", "1m"),
     ("${__interval}", "1m"),
@@ -36,6 +42,7 @@ const PER_ROUTE_METRICS: &[&str] = &[
     "switchyard_shadow_comparisons_total",
     "switchyard_shadow_mismatches_total",
     "switchyard_flag_ssot_percent",
+    "switchyard_route_effective_ssot_percent",
     "switchyard_flag_shadow",
     "switchyard_flag_rollback_latched",
     "switchyard_rollbacks_total",
@@ -56,23 +63,66 @@ pub fn dashboard_expressions() -> Vec<String> {
         .collect()
 }
 
-/// The `expr` of every rule (recording and alerting) in `dashboards/alerts.yml`, in file order.
+/// The `expr` of every rule (recording and alerting) in `dashboards/rules/*.yml`, file by file
+/// in name order, each in file order.
 pub fn rule_expressions() -> Vec<String> {
-    expr_values(&read_dashboards_file("alerts.yml"))
+    rule_files()
+        .iter()
+        .flat_map(|path| expr_values(&read_file(path)))
+        .collect()
+}
+
+/// What the shell makes of `dashboards/rules/*.yml`: the rules files, in name order.
+pub fn rule_files() -> Vec<String> {
+    dashboards_glob("rules")
+}
+
+/// `promtool check rules dashboards/rules/*.yml` or `promtool test rules dashboards/tests/*.yml`,
+/// as the README spells them: `(success, report)`.
+async fn promtool_on_glob(command: &str, dir: &str) -> (bool, String) {
+    let files = dashboards_glob(dir);
+    assert!(!files.is_empty(), "no dashboards/{dir}/*.yml");
+    let args: Vec<&str> = [command, "rules"]
+        .into_iter()
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    promtool(&args, None).await
 }
 
 #[tokio::test]
 async fn alert_rules_pass_promtool_check() {
-    let alerts = dashboards_path("alerts.yml");
-    let (success, report) = promtool(&["check", "rules", &alerts], None).await;
-    assert!(success, "promtool check rules {alerts} failed:\n{report}");
+    let (success, report) = promtool_on_glob("check", "rules").await;
+    assert!(
+        success,
+        "promtool check rules dashboards/rules/*.yml failed:\n{report}"
+    );
 }
 
 #[tokio::test]
 async fn alert_rules_pass_their_unit_tests() {
-    let tests = dashboards_path("rules_test.yml");
-    let (success, report) = promtool(&["test", "rules", &tests], None).await;
-    assert!(success, "promtool test rules {tests} failed:\n{report}");
+    let (success, report) = promtool_on_glob("test", "tests").await;
+    assert!(
+        success,
+        "promtool test rules dashboards/tests/*.yml failed:\n{report}"
+    );
+}
+
+#[test]
+fn the_readme_gives_the_globs_that_work() {
+    let readme = std::fs::read_to_string(format!("{MANIFEST_DIR}/README.md")).unwrap();
+    for glob in [
+        "rule_files: [dashboards/rules/*.yml]",
+        "promtool check rules dashboards/rules/*.yml",
+        "promtool test rules dashboards/tests/*.yml",
+    ] {
+        assert!(readme.contains(glob), "README.md does not say `{glob}`");
+    }
+    // Nothing else in dashboards/ looks like a rules file a broader glob would pick up.
+    let stray: Vec<String> = dashboards_glob("")
+        .into_iter()
+        .filter(|path| path.ends_with(".yml") || path.ends_with(".yaml"))
+        .collect();
+    assert!(stray.is_empty(), "YAML beside the dashboard: {stray:?}");
 }
 
 #[test]
@@ -95,17 +145,28 @@ fn dashboard_has_its_variables_and_a_query_in_every_panel() {
     let datasource = variable("datasource");
     assert_eq!(datasource["type"], "datasource", "{datasource}");
     assert_eq!(datasource["query"], "prometheus", "{datasource}");
-    let route = variable("route");
-    assert_eq!(route["type"], "query", "{route}");
-    assert_eq!(
-        route["query"], "label_values(switchyard_events_total, route)",
-        "{route}"
-    );
-    assert_eq!(route["definition"], route["query"], "{route}");
-    assert_eq!(route["multi"], true, "{route}");
-    assert_eq!(route["includeAll"], true, "{route}");
-    assert_eq!(route["allValue"], ".*", "{route}");
-    assert_eq!(route["datasource"]["uid"], "${datasource}", "{route}");
+    for (name, query) in [
+        ("job", "label_values(switchyard_build_info, job)"),
+        (
+            "instance",
+            r#"label_values(switchyard_build_info{job=~"$job"}, instance)"#,
+        ),
+        (
+            "route",
+            r#"label_values(switchyard_events_total{job=~"$job", instance=~"$instance"}, route)"#,
+        ),
+    ] {
+        let variable = variable(name);
+        assert_eq!(variable["type"], "query", "{variable}");
+        assert_eq!(variable["query"], query, "{variable}");
+        assert_eq!(variable["definition"], variable["query"], "{variable}");
+        assert_eq!(variable["multi"], true, "{variable}");
+        assert_eq!(variable["includeAll"], true, "{variable}");
+        assert_eq!(variable["allValue"], ".*", "{variable}");
+        assert_eq!(variable["datasource"]["uid"], "${datasource}", "{variable}");
+    }
+    let runbook = variable("runbook");
+    assert_eq!(runbook["type"], "textbox", "{runbook}");
 
     let panels = leaf_panels(&dashboard);
     assert!(panels.len() >= 10, "only {} panels", panels.len());
@@ -205,11 +266,21 @@ fn dashboard_shows_what_design_asks_for() {
             })
         })
     };
-    let ratio = with_expr(&|e| {
-        e.contains(r#"outcome="delivered""#)
-            && e.contains(r#"outcome=~"delivered|write_error|path_error""#)
-    })
-    .expect("a path delivery ratio panel");
+    let ratio = panels
+        .iter()
+        .copied()
+        .filter(|p| p["type"] == "timeseries")
+        .find(|p| {
+            p["targets"].as_array().is_some_and(|targets| {
+                targets.iter().any(|t| {
+                    t["expr"].as_str().is_some_and(|e| {
+                        e.contains(r#"outcome="delivered""#)
+                            && e.contains(r#"outcome=~"delivered|write_error|path_error""#)
+                    })
+                })
+            })
+        })
+        .expect("a path delivery ratio panel over time");
     assert!(
         with_expr(&|e| e.contains(r#"outcome!~"offline_.*""#)).is_none(),
         "no panel shows a ratio that counts clients' losses against the path"
@@ -233,7 +304,37 @@ fn dashboard_shows_what_design_asks_for() {
         "the delivery ratio panel has no 0.995 threshold: {defaults}"
     );
 
-    // Every query of a per-route metric honours the route variable, as a regex.
+    // Every query of a switchyard metric honours the job and instance variables, and every
+    // query of a per-route metric the route variable, as regexes.
+    for (source, expr) in &expressions {
+        for (at, _) in expr.match_indices("switchyard_") {
+            if expr[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            let rest = &expr[at..];
+            let name_end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let selector = rest[name_end..]
+                .strip_prefix('{')
+                .and_then(|inside| inside.split_once('}'))
+                .map_or("", |(matchers, _)| matchers);
+            let wanted: &[&str] = if source.starts_with("variable \"job\"") {
+                &[]
+            } else if source.starts_with("variable \"instance\"") {
+                &[r#"job=~"$job""#]
+            } else {
+                &[r#"job=~"$job""#, r#"instance=~"$instance""#]
+            };
+            for matcher in wanted {
+                assert!(
+                    selector.contains(matcher),
+                    "{source}: {} without {matcher}: {expr}",
+                    &rest[..name_end]
+                );
+            }
+        }
+    }
     for (source, expr) in &expressions {
         assert!(
             !expr.contains(r#"route="$route""#),
@@ -250,6 +351,138 @@ fn dashboard_shows_what_design_asks_for() {
                 );
             }
         }
+    }
+}
+
+/// The dashboard reads top-down (README.md, Dashboard and alerts): the summary row first, with
+/// the effective share (not the flag's), the path delivery ratio, the route state in distinct
+/// colours, rollbacks in range, the mismatch ratio and a flags file panel that can turn red;
+/// counters as whole numbers; latency that draws nothing rather than NaN; runbook links.
+#[test]
+fn dashboard_reads_top_down() {
+    let dashboard = dashboard();
+    let top = dashboard["panels"].as_array().expect("panels");
+    assert_eq!(top[0]["type"], "row", "{}", top[0]);
+    assert_eq!(top[0]["title"], "Summary");
+    // The summary's panels are those before the next row, all above it.
+    let summary: Vec<&Value> = top[1..]
+        .iter()
+        .take_while(|panel| panel["type"] != "row")
+        .collect();
+    let next_row = &top[1 + summary.len()];
+    assert!(
+        next_row["type"] == "row" && next_row["repeat"] == "route",
+        "{next_row}"
+    );
+    let summary_bottom = summary
+        .iter()
+        .map(|p| p["gridPos"]["y"].as_u64().unwrap() + p["gridPos"]["h"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(summary_bottom <= next_row["gridPos"]["y"].as_u64().unwrap());
+    let titled = |title: &str| -> &Value {
+        summary
+            .iter()
+            .copied()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no summary panel {title:?}"))
+    };
+    let exprs = |panel: &Value| -> Vec<String> {
+        panel["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["expr"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let share = exprs(titled("Effective SSOT share")).join("\n");
+    assert!(
+        share.contains("switchyard_route_effective_ssot_percent"),
+        "{share}"
+    );
+    assert!(!share.contains("switchyard_flag_ssot_percent"), "{share}");
+    let ratio = exprs(titled("Path delivery ratio")).join("\n");
+    assert!(
+        ratio.contains(r#"outcome=~"delivered|write_error|path_error""#),
+        "{ratio}"
+    );
+    let rollbacks = titled("Rollbacks in range");
+    assert!(exprs(rollbacks)[0].starts_with("round("), "{rollbacks}");
+    assert_eq!(rollbacks["fieldConfig"]["defaults"]["decimals"], 0);
+    assert!(
+        exprs(titled("Unexpected shadow mismatch ratio"))[0]
+            .contains("switchyard_shadow_unexpected_mismatches_total")
+    );
+
+    // Each route state has a colour of its own, and shadow on is not latched's.
+    let state = titled("Route state");
+    let mapping = &state["fieldConfig"]["defaults"]["mappings"][0]["options"];
+    let colours: Vec<&str> = (0..=4)
+        .map(|n| {
+            mapping[n.to_string()]["color"]
+                .as_str()
+                .expect("a colour per state")
+        })
+        .collect();
+    let mut distinct = colours.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), colours.len(), "{colours:?}");
+    for text in ["shadow on", "ramping", "LATCHED", "KILL SWITCH"] {
+        assert!(mapping.to_string().contains(text), "{mapping}");
+    }
+
+    // The flags file panel turns red: a 0 in `persisted`, and any rejected reload.
+    let flags = titled("Flags file");
+    let overrides = flags["fieldConfig"]["overrides"].as_array().unwrap();
+    let red_for = |ref_id: &str| {
+        overrides
+            .iter()
+            .find(|o| o["matcher"]["options"] == ref_id)
+            .is_some_and(|o| o.to_string().contains("\"red\""))
+    };
+    assert!(
+        red_for("B") && red_for("C") && red_for("D"),
+        "{overrides:?}"
+    );
+    assert_eq!(flags["options"]["colorMode"], "background");
+
+    // Integer counters: an `increase` over a counter is rounded wherever it is shown as a count.
+    for (source, expr) in raw_dashboard_expressions(&dashboard) {
+        if expr.contains("increase(") && !source.starts_with("annotation") {
+            assert!(expr.contains("round("), "{source}: {expr}");
+        }
+        // NaN-free quantiles: only over route×path that saw something in the interval.
+        if expr.contains("histogram_quantile(") {
+            assert!(expr.contains("and on (route, path)"), "{source}: {expr}");
+        }
+    }
+
+    // Links to the runbook, from the dashboard and from every summary panel.
+    let links = dashboard["links"].as_array().expect("links");
+    assert!(
+        links
+            .iter()
+            .any(|l| l["url"] == "${runbook}#operating-a-migration"),
+        "{links:?}"
+    );
+    for panel in &summary {
+        assert!(
+            panel["links"].to_string().contains("${runbook}#"),
+            "{}",
+            panel["title"]
+        );
+    }
+    let readme = std::fs::read_to_string(format!("{MANIFEST_DIR}/README.md")).unwrap();
+    for anchor in [
+        "Operating a migration",
+        "Ramp a route",
+        "Dashboard and alerts",
+    ] {
+        assert!(
+            readme.contains(&format!("## {anchor}\n")),
+            "README.md has no {anchor}"
+        );
     }
 }
 
@@ -273,7 +506,7 @@ async fn every_dashboard_and_rule_expression_parses_in_prometheus() {
         rule_expressions()
             .into_iter()
             .enumerate()
-            .map(|(n, expr)| (format!("alerts.yml rule {}", n + 1), expr)),
+            .map(|(n, expr)| (format!("dashboards/rules rule {}", n + 1), expr)),
     );
 
     // No `promtool check query` in Prometheus 2.42: one recording rule per expression instead,
@@ -309,13 +542,19 @@ async fn every_dashboard_and_rule_expression_parses_in_prometheus() {
 }
 
 #[tokio::test]
-async fn rule_expressions_are_read_whole_from_alerts_yml() {
-    let alerts = read_dashboards_file("alerts.yml");
+async fn rule_expressions_are_read_whole_from_the_rules_files() {
+    let files = rule_files();
     let expressions = rule_expressions();
-    let n_rules = alerts
-        .lines()
-        .map(str::trim_start)
-        .filter(|line| line.starts_with("- record:") || line.starts_with("- alert:"))
+    let n_rules = files
+        .iter()
+        .flat_map(|path| {
+            read_file(path)
+                .lines()
+                .map(str::trim_start)
+                .filter(|line| line.starts_with("- record:") || line.starts_with("- alert:"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .count();
     assert_eq!(
         expressions.len(),
@@ -323,16 +562,17 @@ async fn rule_expressions_are_read_whole_from_alerts_yml() {
         "one expr per rule: {expressions:#?}"
     );
     // promtool counts the rules the same way.
-    let (success, report) =
-        promtool(&["check", "rules", &dashboards_path("alerts.yml")], None).await;
+    let (success, report) = promtool_on_glob("check", "rules").await;
     assert!(success, "{report}");
-    assert!(
-        report.contains(&format!("SUCCESS: {n_rules} rules found")),
-        "{report}"
-    );
+    let counted: usize = report
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("SUCCESS: "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(counted, n_rules, "{report}");
     assert!(
         expressions.iter().any(|e| e.contains('\n')),
-        "alerts.yml has block scalars: {expressions:#?}"
+        "the rules have block scalars: {expressions:#?}"
     );
     assert!(
         expressions
@@ -484,8 +724,8 @@ fn selectors_of<'a>(expr: &'a str, metric: &str) -> Vec<&'a str> {
 /// scalars (up to a ` #` comment), single- and double-quoted one-line scalars, and `|` / `>`
 /// block scalars (with `-` or `+` chomping; trailing newlines are dropped, and folding joins
 /// every line with a space, which is the same PromQL). Other YAML (flow collections, multi-line
-/// plain or quoted scalars, indentation indicators) is not supported: alerts.yml does not use it,
-/// and `rule_expressions_are_read_whole_from_alerts_yml` would catch it if it started to.
+/// plain or quoted scalars, indentation indicators) is not supported: the rules do not use it,
+/// and `rule_expressions_are_read_whole_from_the_rules_files` would catch it if they started to.
 fn expr_values(yaml: &str) -> Vec<String> {
     let lines: Vec<&str> = yaml.lines().collect();
     let indent = |line: &str| line.len() - line.trim_start().len();
@@ -580,7 +820,25 @@ fn dashboards_path(name: &str) -> String {
         .to_string()
 }
 
+/// The files `dashboards/DIR/*` names (every file, `*.yml` under `rules/` and `tests/`), in name
+/// order, as the shell's glob gives them.
+fn dashboards_glob(dir: &str) -> Vec<String> {
+    let path = dashboards_path(dir);
+    let mut files: Vec<String> = std::fs::read_dir(&path)
+        .unwrap_or_else(|error| panic!("read {path}: {error}"))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_file())
+        .filter(|path| dir.is_empty() || path.extension().is_some_and(|ext| ext == "yml"))
+        .map(|path| path.display().to_string())
+        .collect();
+    files.sort();
+    files
+}
+
+fn read_file(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|error| panic!("read {path}: {error}"))
+}
+
 fn read_dashboards_file(name: &str) -> String {
-    let path = dashboards_path(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("read {path}: {error}"))
+    read_file(&dashboards_path(name))
 }

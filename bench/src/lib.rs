@@ -15,9 +15,11 @@
 //! - [`flip_latency`] times flag flips and checks the next event on the route sees each one;
 //! - [`idle_rss`] measures the gateway's memory per idle connection.
 
+mod cpu;
 mod flips;
 mod idle;
 mod load;
+mod peers;
 pub mod route;
 mod wire;
 
@@ -31,6 +33,7 @@ use std::time::Duration;
 pub use crate::flips::{FlipReport, flip_latency};
 pub use crate::idle::idle_rss;
 pub use crate::load::run;
+pub use crate::peers::{Comparison, Peer, PeerRun, Shape, compare_peers};
 pub use crate::route::Route;
 
 /// What to run.
@@ -52,6 +55,8 @@ pub struct BenchConfig {
     /// latency from each event's intended send time, so a stall shows instead of hiding. `None`
     /// publishes as fast as answers come back.
     pub rate: Option<f64>,
+    /// The process serving `target`, when known: its CPU time is then reported with the run.
+    pub target_pid: Option<u32>,
 }
 
 /// What one run measured.
@@ -70,6 +75,11 @@ pub struct BenchReport {
     pub duplicated: u64,
     pub foreign: u64,
     pub latency_us: Percentiles,
+    /// Cores the generator used while the producers ran (its CPU seconds over the run's
+    /// seconds): 1.0 is one core busy the whole time, taken from the server under test.
+    pub generator_cores: f64,
+    /// The same for the server under test, when its pid was given.
+    pub target_cores: Option<f64>,
 }
 
 impl BenchReport {
@@ -127,6 +137,8 @@ pub enum BenchError {
     },
     #[error("reading the gateway's memory: {0}")]
     Rss(String),
+    #[error("reading CPU time: {0}")]
+    Cpu(String),
     #[error("a task of the generator failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
@@ -231,7 +243,7 @@ pub fn shadow_medians(runs: &[LabelledRun]) -> (f64, f64) {
 /// A readable table of runs, one line each.
 pub fn table(runs: &[LabelledRun]) -> String {
     let mut out = format!(
-        "{:<14} {:>12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7}\n",
+        "{:<14} {:>12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7} {:>9}\n",
         "run",
         "deliveries/s",
         "events/s",
@@ -242,11 +254,12 @@ pub fn table(runs: &[LabelledRun]) -> String {
         "max µs",
         "lost",
         "dup",
-        "foreign"
+        "foreign",
+        "gen cores"
     );
     for LabelledRun { label, report: r } in runs {
         out.push_str(&format!(
-            "{:<14} {:>12.0} {:>10.0} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7}\n",
+            "{:<14} {:>12.0} {:>10.0} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7} {:>9.2}\n",
             label,
             r.deliveries_per_second,
             r.events_per_second,
@@ -257,7 +270,8 @@ pub fn table(runs: &[LabelledRun]) -> String {
             r.latency_us.max,
             r.lost,
             r.duplicated,
-            r.foreign
+            r.foreign,
+            r.generator_cores
         ));
     }
     out

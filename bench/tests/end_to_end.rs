@@ -44,6 +44,7 @@ fn load(gateway: &Gateway, route: Route) -> BenchConfig {
         padding: 100,
         batch: 1,
         rate: None,
+        target_pid: None,
     }
 }
 

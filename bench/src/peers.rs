@@ -327,9 +327,18 @@ mod tests {
         );
         let peer = Peer::parse("sy=127.0.0.1:8080,token=abc", "t").unwrap();
         assert_eq!(peer.token, "abc");
-        for bad in ["bun", "=127.0.0.1:1", "bun=nowhere", "bun=h:1,pid=x", "bun=h:1,color=red"] {
+        for bad in [
+            "bun",
+            "=127.0.0.1:1",
+            "bun=nowhere",
+            "bun=h:1,pid=x",
+            "bun=h:1,color=red",
+        ] {
             let error = Peer::parse(bad, "t").unwrap_err();
-            assert!(error.to_string().contains("NAME=HOST:PORT"), "{bad}: {error}");
+            assert!(
+                error.to_string().contains("NAME=HOST:PORT"),
+                "{bad}: {error}"
+            );
         }
     }
 
@@ -381,6 +390,10 @@ mod tests {
         assert_eq!(summaries[1].deliveries_per_second, 100.0);
         assert_eq!(summaries[1].first_over_this_deliveries, 2.0);
         assert_eq!(summaries[1].this_over_first_p99, 3.0);
-        assert!(comparison.table().contains("a/peer"), "{}", comparison.table());
+        assert!(
+            comparison.table().contains("a/peer"),
+            "{}",
+            comparison.table()
+        );
     }
 }

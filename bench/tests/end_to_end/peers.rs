@@ -102,18 +102,22 @@ async fn post(
     token: Option<&str>,
     body: &str,
 ) -> (StatusCode, Value) {
+    call(addr, Method::POST, path, token, body).await
+}
+
+/// Sends `body` as JSON with `method` and a bearer token (or none); the status and JSON answer.
+async fn call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, Value) {
     let mut headers = vec![("content-type", "application/json".to_owned())];
     if let Some(token) = token {
         headers.push(("authorization", format!("Bearer {token}")));
     }
-    let (status, _, body) = http(
-        addr,
-        Method::POST,
-        path,
-        &headers,
-        Bytes::from(body.to_owned()),
-    )
-    .await;
+    let (status, _, body) = http(addr, method, path, &headers, Bytes::from(body.to_owned())).await;
     let value = serde_json::from_slice(&body).unwrap_or_else(|error| {
         panic!(
             "{path}: not JSON ({error}): {}",
@@ -195,13 +199,15 @@ async fn answers_like_switchyard(peer: PeerServer) {
         }
     }
     let event = json!({"user_id": user, "event": {"type": "x"}}).to_string();
-    for (path, token, body) in [
-        ("/v1/broadcast", None, event.as_str()),
-        ("/v1/broadcast", Some("t"), "{\"user_id\":"),
-        ("/v1/nowhere", Some("t"), event.as_str()),
+    for (method, path, token, body) in [
+        (Method::POST, "/v1/broadcast", None, event.as_str()),
+        (Method::POST, "/v1/broadcast", Some("t"), "{\"user_id\":"),
+        (Method::POST, "/v1/nowhere", Some("t"), event.as_str()),
+        (Method::GET, "/v1/legacy/user-event", Some("t"), ""),
     ] {
-        let expected = post(gateway.public, path, token.map(|_| PRODUCER_TOKEN), body).await;
-        let got = post(peer.addr, path, token, body).await;
+        let ours = token.map(|_| PRODUCER_TOKEN);
+        let expected = call(gateway.public, method.clone(), path, ours, body).await;
+        let got = call(peer.addr, method, path, token, body).await;
         assert!(expected.0.is_client_error(), "{path} {body}: {expected:?}");
         assert_eq!(
             (got.0, comparable(&got.1)),

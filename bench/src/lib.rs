@@ -118,9 +118,19 @@ impl Percentiles {
 /// samples, far from the 4 billion one bucket could hold.
 type Count = u32;
 
-/// An empty histogram of microseconds that grows to whatever it is given.
+/// An empty histogram of microseconds that grows to whatever it is given through [`record`].
 fn histogram() -> Histogram<Count> {
     Histogram::new(3).expect("three significant figures is in hdrhistogram's range")
+}
+
+/// Records one sample, growing the histogram as needed. Not `saturating_record`: that never grows
+/// the histogram (it starts at 2,048 µs), and hdrhistogram 7.5 files a clamped sample near zero,
+/// so every latency over 2 ms read as about 2 µs and capped the max at 2,047 µs.
+fn record(histogram: &mut Histogram<Count>, us: u64) {
+    if histogram.record(us).is_err() {
+        // Only past u64 / 2: a clock gone wrong, not a latency.
+        histogram.saturating_record(us);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -294,5 +304,20 @@ mod tests {
         let max = Percentiles::of(&samples).max;
         assert!(max.abs_diff(1_234_567) <= 1_235, "{max}");
         assert_eq!(Percentiles::of(&histogram()).max, 0);
+    }
+
+    #[test]
+    fn samples_over_the_initial_range_grow_the_histogram() {
+        let mut samples = histogram();
+        for us in [300, 900, 1_500, 5_000, 70_000] {
+            record(&mut samples, us);
+        }
+        let p = Percentiles::of(&samples);
+        assert_eq!(p.p50, 1_500, "{p:?}");
+        assert!(p.max.abs_diff(70_000) <= 70, "{p:?}");
+        // Merged into a fresh histogram, as a run merges its connections' samples.
+        let mut merged = histogram();
+        merged.add(&samples).unwrap();
+        assert_eq!(Percentiles::of(&merged).p50, 1_500);
     }
 }

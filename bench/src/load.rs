@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cpu::CpuClock;
 use crate::wire::{Connection, Socket, connect_client};
-use crate::{BenchConfig, BenchError, BenchReport, Count, Percentiles, histogram};
+use crate::{BenchConfig, BenchError, BenchReport, Count, Percentiles, histogram, record};
 
 /// What one connection, or the whole run, saw.
 struct Tally {
@@ -389,8 +389,7 @@ impl Tally {
         *last_seq = seq;
         if let Some(sent_at) = frame.t {
             let now = epoch.elapsed().as_micros() as u64;
-            self.latencies_us
-                .saturating_record(now.saturating_sub(sent_at));
+            record(&mut self.latencies_us, now.saturating_sub(sent_at));
         }
     }
 }

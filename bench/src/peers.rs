@@ -190,11 +190,25 @@ pub struct Summary {
     pub p99_us: f64,
     pub generator_cores: f64,
     pub peer_cores: Option<f64>,
+    /// Deliveries per second of the peer's own CPU time (deliveries/s ÷ peer cores), when its
+    /// pid was given: what the peer does with the CPU it got, which says more than deliveries/s
+    /// on a machine where other work decides how much CPU that is.
+    pub deliveries_per_peer_core: Option<f64>,
+    /// Median over rounds of the first peer's deliveries per core ÷ this peer's.
+    pub first_over_this_per_core: Option<f64>,
     /// Median over rounds of first peer's deliveries/s ÷ this peer's, in the same round (1.0
     /// for the first peer itself).
     pub first_over_this_deliveries: f64,
     /// Median over rounds of this peer's p99 ÷ the first peer's: above 1, the first is faster.
     pub this_over_first_p99: f64,
+}
+
+/// Deliveries per second per core of the server's CPU, when it was measured and not zero.
+fn deliveries_per_core(report: &BenchReport) -> Option<f64> {
+    report
+        .target_cores
+        .filter(|cores| *cores > 0.0)
+        .map(|cores| report.deliveries_per_second / cores)
 }
 
 /// The middle value (the upper one of an even count); 0 when there is none.
@@ -234,6 +248,14 @@ impl Comparison {
                     )
                 };
                 let peer_cores: Vec<f64> = own.iter().filter_map(|r| r.target_cores).collect();
+                let per_core: Vec<f64> =
+                    own.iter().filter_map(|r| deliveries_per_core(r)).collect();
+                let paired_per_core: Vec<f64> = (1..=rounds)
+                    .filter_map(|round| {
+                        let this = deliveries_per_core(self.report(round, shape, peer)?)?;
+                        Some(deliveries_per_core(self.report(round, shape, first)?)? / this)
+                    })
+                    .collect();
                 out.push(Summary {
                     shape: shape.clone(),
                     peer: peer.clone(),
@@ -242,6 +264,9 @@ impl Comparison {
                     p99_us: of(|r| r.latency_us.p99 as f64),
                     generator_cores: of(|r| r.generator_cores),
                     peer_cores: (!peer_cores.is_empty()).then(|| median(peer_cores)),
+                    deliveries_per_peer_core: (!per_core.is_empty()).then(|| median(per_core)),
+                    first_over_this_per_core: (!paired_per_core.is_empty())
+                        .then(|| median(paired_per_core)),
                     first_over_this_deliveries: paired(|first, this| {
                         first.deliveries_per_second / this.deliveries_per_second
                     }),
@@ -263,7 +288,7 @@ impl Comparison {
     pub fn table(&self) -> String {
         let first = self.peers.first().map(String::as_str).unwrap_or_default();
         let mut out = format!(
-            "{:<16} {:<12} {:>12} {:>8} {:>8} {:>9} {:>10} {:>14} {:>14}\n",
+            "{:<16} {:<12} {:>12} {:>8} {:>8} {:>9} {:>10} {:>13} {:>14} {:>14} {:>16}\n",
             "shape",
             "peer",
             "deliveries/s",
@@ -271,22 +296,28 @@ impl Comparison {
             "p99 µs",
             "gen cores",
             "peer cores",
+            "per peer core",
             format!("{first}/peer"),
             format!("p99 peer/{first}"),
+            format!("per core {first}/peer"),
         );
         for s in self.summaries() {
-            let cores = s.peer_cores.map_or("-".to_owned(), |c| format!("{c:.2}"));
+            let shown = |v: Option<f64>, digits: usize| {
+                v.map_or("-".to_owned(), |v| format!("{v:.digits$}"))
+            };
             out.push_str(&format!(
-                "{:<16} {:<12} {:>12.0} {:>8.0} {:>8.0} {:>9.2} {:>10} {:>14.3} {:>14.3}\n",
+                "{:<16} {:<12} {:>12.0} {:>8.0} {:>8.0} {:>9.2} {:>10} {:>13} {:>14.3} {:>14.3} {:>16}\n",
                 s.shape,
                 s.peer,
                 s.deliveries_per_second,
                 s.p50_us,
                 s.p99_us,
                 s.generator_cores,
-                cores,
+                shown(s.peer_cores, 2),
+                shown(s.deliveries_per_peer_core, 0),
                 s.first_over_this_deliveries,
-                s.this_over_first_p99
+                s.this_over_first_p99,
+                shown(s.first_over_this_per_core, 3),
             ));
         }
         out
@@ -342,7 +373,7 @@ mod tests {
         }
     }
 
-    fn report(deliveries: f64, p99: u64) -> BenchReport {
+    fn report(deliveries: f64, p99: u64, cores: f64) -> BenchReport {
         BenchReport {
             route: crate::Route::Broadcast,
             users: 1,
@@ -361,7 +392,7 @@ mod tests {
                 ..Percentiles::default()
             },
             generator_cores: 0.5,
-            target_cores: None,
+            target_cores: Some(cores),
         }
     }
 
@@ -372,11 +403,12 @@ mod tests {
         let runs = [(1, 400.0, 200.0), (2, 200.0, 100.0), (3, 100.0, 50.0)]
             .into_iter()
             .flat_map(|(round, a, b)| {
-                [("a", a, 1000), ("b", b, 3000)].map(|(peer, d, p99)| PeerRun {
+                // b always got half a core, a a whole one.
+                [("a", a, 1000, 1.0), ("b", b, 3000, 0.5)].map(|(peer, d, p99, cores)| PeerRun {
                     round,
                     shape: "1c b1".into(),
                     peer: peer.into(),
-                    report: report(d, p99),
+                    report: report(d, p99, cores),
                 })
             })
             .collect();
@@ -390,6 +422,9 @@ mod tests {
         assert_eq!(summaries[1].deliveries_per_second, 100.0);
         assert_eq!(summaries[1].first_over_this_deliveries, 2.0);
         assert_eq!(summaries[1].this_over_first_p99, 3.0);
+        // Per core of its own CPU, b did as much as a.
+        assert_eq!(summaries[1].deliveries_per_peer_core, Some(200.0));
+        assert_eq!(summaries[1].first_over_this_per_core, Some(1.0));
         assert!(
             comparison.table().contains("a/peer"),
             "{}",

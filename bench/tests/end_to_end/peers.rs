@@ -261,12 +261,13 @@ async fn tiny_round(peer: PeerServer, name: &str) {
             "{run:?}"
         );
         assert_eq!((r.lost, r.duplicated, r.foreign), (0, 0, 0), "{run:?}");
-        assert!(r.generator_cores > 0.0, "{run:?}");
-        // The peer's CPU time is read from its pid; flat out it cannot have been idle.
-        if run.peer == name && run.shape.contains("@") {
-            assert!(r.target_cores.is_some(), "{run:?}");
-        } else if run.peer == name {
-            assert!(r.target_cores.is_some_and(|cores| cores > 0.0), "{run:?}");
+        // CPU time comes in 10 ms ticks charged to whoever runs at the tick: 300 ms flat out
+        // cannot go uncharged, 60 events in an open loop might. The peer's is read from its pid.
+        let flat_out = !run.shape.contains('@');
+        assert!(!flat_out || r.generator_cores > 0.0, "{run:?}");
+        if run.peer == name {
+            let cores = r.target_cores.expect("the peer's CPU time, from its pid");
+            assert!(!flat_out || cores > 0.0, "{run:?}");
         } else {
             assert_eq!(r.target_cores, None, "{run:?}");
         }

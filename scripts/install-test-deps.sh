@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond the Rust toolchain, from Debian packages:
+# Installs what the test suite needs beyond the Rust toolchain: the benchmark peers' npm
+# dependencies (bench/install-peers.sh), then, from Debian packages:
 # - `prometheus`: `promtool`, which checks the /metrics exposition and the rules in dashboards/,
 #   and the `prometheus` server binary, for the tests that run their own Prometheus (on a port of
 #   their own) against a real gateway to exercise every dashboard and rule query;
@@ -11,6 +12,10 @@
 # Idempotent: does nothing when every binary is already on PATH, and installs only the packages
 # of the missing ones. Needs root (or everything installed); never starts a service.
 set -euo pipefail
+
+# The load generator's end-to-end tests (bench/tests) run the Node and Bun peers it is compared
+# with; their npm dependencies come from pinned locks (idempotent, ~1 s when already installed).
+"$(dirname "${BASH_SOURCE[0]}")/../bench/install-peers.sh"
 
 # binary:package, one per binary the tests run.
 needed=(promtool:prometheus prometheus:prometheus chromium:chromium chromedriver:chromium-driver systemd-analyze:systemd)

@@ -3,122 +3,54 @@
 //
 // It serves what the load generator uses, as a --dev gateway does:
 //   GET  /ws?user_id=NAME  WebSocket, no auth; greets with connection_established.
-//   POST /v1/broadcast     Bearer token (any non-empty one), {"user_id", "event"}; the event is
-//                          encoded once and sent as one text frame to every open connection of
-//                          that user; answered with a BroadcastResult.
-//   POST /v1/broadcast/batch  A JSON array of those bodies, served in order; answered with
-//                          {"results": [{"status", "result"}, ...]}.
-// No offline queue, no routing flags, no backpressure handling: a simple peer.
+//   POST on the four producer routes and their /batch forms (api.js): any non-empty bearer
+//        token; each event is encoded once and sent as one text frame to every open connection
+//        of its user; answered in the route's shape.
+// No offline queue, no routing flags, no backpressure handling: a simple peer. PORT=0 takes a
+// free port; the first line printed says which.
 
 const http = require('node:http');
 const { WebSocketServer, WebSocket } = require('ws');
+const api = require('./api.js');
 
 const HOST = '127.0.0.1';
-const PORT = Number(process.env.PORT || 8090);
+const PORT = Number(process.env.PORT ?? 8090);
 const TOKEN = 'node-peer-token';
 
 /** userId -> Set of open WebSockets. */
 const users = new Map();
 let nextConnection = 0;
 
-function sendJson(res, status, body) {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(text),
-  });
-  res.end(text);
-}
-
-function sendError(res, status, code, message) {
-  sendJson(res, status, { error: { code, message } });
-}
-
-function bearerToken(header) {
-  if (typeof header !== 'string') return '';
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-  return match ? match[1] : '';
-}
-
-const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
-
-/** Sends one event to every open connection of its user; returns the BroadcastResult. */
-function fanOut(body) {
-  const { user_id: userId, event } = body;
+/** Sends one encoded event to every open connection of `userId`. */
+function send(userId, frame) {
+  const delivery = { attempted: 0, sent: 0, errors: [] };
   const connections = users.get(userId);
-  let attempted = 0;
-  let sent = 0;
-  const errors = [];
-  if (connections) {
-    const frame = JSON.stringify(event); // encoded once, the same string for every recipient
-    for (const ws of connections) {
-      attempted += 1;
-      if (ws.readyState === WebSocket.OPEN) {
-        ws.send(frame);
-        sent += 1;
-      } else {
-        errors.push(`${ws.connectionId}: connection not open`);
-      }
+  if (!connections) return delivery;
+  for (const ws of connections) {
+    delivery.attempted += 1;
+    if (ws.readyState === WebSocket.OPEN) {
+      ws.send(frame);
+      delivery.sent += 1;
+    } else {
+      delivery.errors.push(`${ws.connectionId}: connection not open`);
     }
   }
-  return {
-    user_id: userId,
-    connections_attempted: attempted,
-    successful_sends: sent,
-    event_type: typeof event.type === 'string' ? event.type : '',
-    queued: false,
-    errors,
-  };
-}
-
-function validBody(body) {
-  return isObject(body) && typeof body.user_id === 'string' && body.user_id !== '' && isObject(body.event);
-}
-
-/** POST /v1/broadcast ({"user_id", "event"}) or, with batch, /v1/broadcast/batch (an array of them). */
-function broadcast(req, res, raw, batch) {
-  if (!bearerToken(req.headers.authorization)) {
-    sendError(res, 401, 'unauthorized', 'missing bearer token');
-    return;
-  }
-  let body;
-  try {
-    body = JSON.parse(raw);
-  } catch (error) {
-    sendError(res, 400, 'invalid_json', `body is not valid JSON: ${error.message}`);
-    return;
-  }
-  if (!batch) {
-    if (!validBody(body)) {
-      sendError(res, 400, 'invalid_request', 'body must be {"user_id": string, "event": object}');
-      return;
-    }
-    sendJson(res, 200, fanOut(body));
-    return;
-  }
-  if (!Array.isArray(body)) {
-    sendError(res, 400, 'invalid_request', 'a batch is a JSON array of {"user_id", "event"}');
-    return;
-  }
-  const results = body.map((item) =>
-    validBody(item)
-      ? { status: 200, result: fanOut(item) }
-      : { status: 400, error: { code: 'invalid_request', message: 'item must be {"user_id": string, "event": object}' } },
-  );
-  sendJson(res, 200, { results });
+  return delivery;
 }
 
 const server = http.createServer({ noDelay: true, keepAliveTimeout: 65_000 }, (req, res) => {
   const path = req.url.split('?', 1)[0];
-  const batch = path === '/v1/broadcast/batch';
-  if (req.method !== 'POST' || (path !== '/v1/broadcast' && !batch)) {
-    req.resume();
-    sendError(res, 404, 'not_found', 'no such endpoint');
-    return;
-  }
   const chunks = [];
   req.on('data', (chunk) => chunks.push(chunk));
-  req.on('end', () => broadcast(req, res, Buffer.concat(chunks).toString('utf8'), batch));
+  req.on('end', () => {
+    const raw = Buffer.concat(chunks).toString('utf8');
+    const { status, text } = api.produce(req.method, path, req.headers.authorization, raw, send);
+    res.writeHead(status, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(text),
+    });
+    res.end(text);
+  });
 });
 
 const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
@@ -139,7 +71,7 @@ server.on('upgrade', (req, socket, head) => {
     return;
   }
   const userId = url.searchParams.get('user_id');
-  if (!userId) {
+  if (!api.validUserId(userId)) {
     rejectUpgrade(socket, 401, 'Unauthorized');
     return;
   }
@@ -157,12 +89,7 @@ server.on('upgrade', (req, socket, head) => {
       set.delete(ws);
       if (set.size === 0 && users.get(userId) === set) users.delete(userId);
     });
-    ws.send(
-      JSON.stringify({
-        type: 'connection_established',
-        data: { connection_id: ws.connectionId, user_id: userId },
-      }),
-    );
+    ws.send(api.greeting(ws.connectionId, userId));
   });
 });
 
@@ -178,6 +105,6 @@ process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));
 
 server.listen(PORT, HOST, () => {
-  console.log(`listening on ${HOST}:${PORT}`);
+  console.log(`listening on ${HOST}:${server.address().port}`);
   console.log(`producer token: ${TOKEN}   (any non-empty bearer token is accepted)`);
 });

@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::wire::Connection;
-use crate::{Admin, BenchError, Percentiles, Route, histogram};
+use crate::{Admin, BenchError, Percentiles, Route, histogram, record};
 
 /// What a series of flips measured.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub async fn flip_latency(
         let started = Instant::now();
         let patch = json!({"ssot_percent": percent, "reason": "flip latency benchmark"});
         admin.set_route(route, patch).await?;
-        round_trips.saturating_record(started.elapsed().as_micros() as u64);
+        record(&mut round_trips, started.elapsed().as_micros() as u64);
         let expected = if percent == 100 { "ssot" } else { "legacy" };
         if probe(target, producer_token, route).await? != expected {
             stale += 1;

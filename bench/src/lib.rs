@@ -15,9 +15,11 @@
 //! - [`flip_latency`] times flag flips and checks the next event on the route sees each one;
 //! - [`idle_rss`] measures the gateway's memory per idle connection.
 
+mod cpu;
 mod flips;
 mod idle;
 mod load;
+mod peers;
 pub mod route;
 mod wire;
 
@@ -31,6 +33,7 @@ use std::time::Duration;
 pub use crate::flips::{FlipReport, flip_latency};
 pub use crate::idle::idle_rss;
 pub use crate::load::run;
+pub use crate::peers::{Comparison, Peer, PeerRun, Shape, compare_peers};
 pub use crate::route::Route;
 
 /// What to run.
@@ -52,6 +55,8 @@ pub struct BenchConfig {
     /// latency from each event's intended send time, so a stall shows instead of hiding. `None`
     /// publishes as fast as answers come back.
     pub rate: Option<f64>,
+    /// The process serving `target`, when known: its CPU time is then reported with the run.
+    pub target_pid: Option<u32>,
 }
 
 /// What one run measured.
@@ -70,6 +75,11 @@ pub struct BenchReport {
     pub duplicated: u64,
     pub foreign: u64,
     pub latency_us: Percentiles,
+    /// Cores the generator used while the producers ran (its CPU seconds over the run's
+    /// seconds): 1.0 is one core busy the whole time, taken from the server under test.
+    pub generator_cores: f64,
+    /// The same for the server under test, when its pid was given.
+    pub target_cores: Option<f64>,
 }
 
 impl BenchReport {
@@ -108,9 +118,19 @@ impl Percentiles {
 /// samples, far from the 4 billion one bucket could hold.
 type Count = u32;
 
-/// An empty histogram of microseconds that grows to whatever it is given.
+/// An empty histogram of microseconds that grows to whatever it is given through [`record`].
 fn histogram() -> Histogram<Count> {
     Histogram::new(3).expect("three significant figures is in hdrhistogram's range")
+}
+
+/// Records one sample, growing the histogram as needed. Not `saturating_record`: that never grows
+/// the histogram (it starts at 2,048 µs), and hdrhistogram 7.5 files a clamped sample near zero,
+/// so every latency over 2 ms read as about 2 µs and capped the max at 2,047 µs.
+fn record(histogram: &mut Histogram<Count>, us: u64) {
+    if histogram.record(us).is_err() {
+        // Only past u64 / 2: a clock gone wrong, not a latency.
+        histogram.saturating_record(us);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +147,8 @@ pub enum BenchError {
     },
     #[error("reading the gateway's memory: {0}")]
     Rss(String),
+    #[error("reading CPU time: {0}")]
+    Cpu(String),
     #[error("a task of the generator failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
@@ -231,7 +253,7 @@ pub fn shadow_medians(runs: &[LabelledRun]) -> (f64, f64) {
 /// A readable table of runs, one line each.
 pub fn table(runs: &[LabelledRun]) -> String {
     let mut out = format!(
-        "{:<14} {:>12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7}\n",
+        "{:<14} {:>12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7} {:>9}\n",
         "run",
         "deliveries/s",
         "events/s",
@@ -242,11 +264,12 @@ pub fn table(runs: &[LabelledRun]) -> String {
         "max µs",
         "lost",
         "dup",
-        "foreign"
+        "foreign",
+        "gen cores"
     );
     for LabelledRun { label, report: r } in runs {
         out.push_str(&format!(
-            "{:<14} {:>12.0} {:>10.0} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7}\n",
+            "{:<14} {:>12.0} {:>10.0} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7} {:>9.2}\n",
             label,
             r.deliveries_per_second,
             r.events_per_second,
@@ -257,7 +280,8 @@ pub fn table(runs: &[LabelledRun]) -> String {
             r.latency_us.max,
             r.lost,
             r.duplicated,
-            r.foreign
+            r.foreign,
+            r.generator_cores
         ));
     }
     out
@@ -280,5 +304,20 @@ mod tests {
         let max = Percentiles::of(&samples).max;
         assert!(max.abs_diff(1_234_567) <= 1_235, "{max}");
         assert_eq!(Percentiles::of(&histogram()).max, 0);
+    }
+
+    #[test]
+    fn samples_over_the_initial_range_grow_the_histogram() {
+        let mut samples = histogram();
+        for us in [300, 900, 1_500, 5_000, 70_000] {
+            record(&mut samples, us);
+        }
+        let p = Percentiles::of(&samples);
+        assert_eq!(p.p50, 1_500, "{p:?}");
+        assert!(p.max.abs_diff(70_000) <= 70, "{p:?}");
+        // Merged into a fresh histogram, as a run merges its connections' samples.
+        let mut merged = histogram();
+        merged.add(&samples).unwrap();
+        assert_eq!(Percentiles::of(&merged).p50, 1_500);
     }
 }

@@ -17,8 +17,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::cpu::CpuClock;
 use crate::wire::{Connection, Socket, connect_client};
-use crate::{BenchConfig, BenchError, BenchReport, Count, Percentiles, histogram};
+use crate::{BenchConfig, BenchError, BenchReport, Count, Percentiles, histogram, record};
 
 /// What one connection, or the whole run, saw.
 struct Tally {
@@ -49,6 +50,11 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         }
     }
     let published = Arc::new(AtomicU64::new(0));
+    let generator_cpu = CpuClock::start("self".to_owned())?;
+    let target_cpu = config
+        .target_pid
+        .map(|pid| CpuClock::start(pid.to_string()))
+        .transpose()?;
     let started = Instant::now();
     let producers = start_producers(config, &users, epoch, &published)?;
     let mut last_seq = vec![0u64; config.users];
@@ -58,6 +64,8 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let generator_cores = generator_cpu.cores(seconds)?;
+    let target_cores = target_cpu.map(|clock| clock.cores(seconds)).transpose()?;
     // Let the last frames arrive, then stop the clients.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
@@ -77,6 +85,8 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         duplicated: tally.duplicated,
         foreign: tally.foreign,
         latency_us: Percentiles::of(&tally.latencies_us),
+        generator_cores,
+        target_cores,
     })
 }
 
@@ -379,8 +389,7 @@ impl Tally {
         *last_seq = seq;
         if let Some(sent_at) = frame.t {
             let now = epoch.elapsed().as_micros() as u64;
-            self.latencies_us
-                .saturating_record(now.saturating_sub(sent_at));
+            record(&mut self.latencies_us, now.saturating_sub(sent_at));
         }
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use switchyard_bench::{Admin, BenchConfig, BenchError, Route};
+use switchyard_bench::{Admin, BenchConfig, BenchError, Peer, Route, Shape};
 
 const EXIT_CONFIG: u8 = 64;
 const EXIT_UNAVAILABLE: u8 = 69;
@@ -51,12 +51,25 @@ struct Cli {
     /// per connection (needs --gateway-pid).
     #[arg(long)]
     idle_connections: Option<usize>,
+    /// The gateway's process: needed by --idle-connections; on a load run, its CPU time is
+    /// reported too.
     #[arg(long)]
     gateway_pid: Option<u32>,
     /// Instead of a load run: flip the route's flags this many times and report how long a
     /// flip takes and whether the next event on the route saw it (needs --admin-token).
     #[arg(long)]
     flips: Option<usize>,
+    /// Instead of one target: compare servers of the same API side by side, in interleaved
+    /// rounds, as NAME=HOST:PORT[,token=TOKEN][,pid=PID] (repeat it; the first is the one the
+    /// others are measured against; the token defaults to --producer-token, the pid adds the
+    /// server's CPU time to the report).
+    #[arg(long = "peer", value_name = "NAME=HOST:PORT")]
+    peers: Vec<String>,
+    /// With --peer: the load shapes, CxB or CxB@RATE (connections per user, events per request,
+    /// events/s in an open loop); repeat it. Default: issue 16's six, 1x1 3x1 1x50 3x50 1x1@10000
+    /// 1x1@20000.
+    #[arg(long = "shape", value_name = "CxB[@RATE]")]
+    shapes: Vec<String>,
     /// Compare `shadow` off and on, alternating runs on the same gateway.
     #[arg(long)]
     compare: Option<Compare>,
@@ -105,6 +118,8 @@ fn main() -> ExitCode {
             return usage("--idle-connections needs --gateway-pid");
         };
         runtime.block_on(idle(&cli, pid, n))
+    } else if !cli.peers.is_empty() {
+        runtime.block_on(compare_peers(&cli))
     } else {
         let compare = match (cli.compare, admin) {
             (None, _) => None,
@@ -160,8 +175,9 @@ async fn idle(cli: &Cli, pid: u32, n: usize) -> Result<ExitCode, BenchError> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn load(cli: &Cli, compare_shadow: Option<&Admin>) -> Result<ExitCode, BenchError> {
-    let config = BenchConfig {
+/// The load a command line describes, against `--target`.
+fn config(cli: &Cli) -> BenchConfig {
+    BenchConfig {
         target: cli.target.clone(),
         producer_token: cli.producer_token.clone(),
         route: cli.route,
@@ -172,7 +188,53 @@ async fn load(cli: &Cli, compare_shadow: Option<&Admin>) -> Result<ExitCode, Ben
         padding: cli.padding,
         batch: cli.batch,
         rate: cli.rate,
+        target_pid: cli.gateway_pid,
+    }
+}
+
+async fn compare_peers(cli: &Cli) -> Result<ExitCode, BenchError> {
+    let peers = cli
+        .peers
+        .iter()
+        .map(|spec| Peer::parse(spec, &cli.producer_token))
+        .collect::<Result<Vec<_>, _>>()?;
+    let shapes = if cli.shapes.is_empty() {
+        Shape::issue16()
+    } else {
+        cli.shapes
+            .iter()
+            .map(|spec| spec.parse())
+            .collect::<Result<Vec<Shape>, _>>()?
     };
+    let comparison =
+        switchyard_bench::compare_peers(&config(cli), &peers, &shapes, cli.rounds, |run| {
+            eprintln!(
+                "round {} {} {}: {:.0} deliveries/s, p99 {} µs, generator {:.2} cores",
+                run.round,
+                run.shape,
+                run.peer,
+                run.report.deliveries_per_second,
+                run.report.latency_us.p99,
+                run.report.generator_cores
+            );
+        })
+        .await?;
+    if cli.json {
+        let summaries = comparison.summaries();
+        let out = serde_json::json!({"comparison": comparison, "summaries": summaries});
+        println!("{out}");
+    } else {
+        print!("{}", comparison.table());
+    }
+    if comparison.failed() {
+        eprintln!("error: frames were lost, duplicated or delivered to the wrong user");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn load(cli: &Cli, compare_shadow: Option<&Admin>) -> Result<ExitCode, BenchError> {
+    let config = config(cli);
     let runs = switchyard_bench::measure(&config, cli.rounds, compare_shadow, |run| {
         eprintln!(
             "{}: {:.0} deliveries/s",

@@ -18,6 +18,11 @@ use crate::harness::{ADMIN_TOKEN, Gateway, PRODUCER_TOKEN};
 #[allow(dead_code, reason = "this binary uses a few of the harness's helpers")]
 mod harness;
 
+/// The Node and Bun peers, against the same gateway (in this binary rather than a test binary of
+/// its own: one link of the gateway fewer on CI's two cores).
+#[path = "end_to_end/peers.rs"]
+mod peers;
+
 fn admin(gateway: &Gateway) -> Admin {
     Admin {
         url: format!("http://{}", gateway.admin),
@@ -44,6 +49,7 @@ fn load(gateway: &Gateway, route: Route) -> BenchConfig {
         padding: 100,
         batch: 1,
         rate: None,
+        target_pid: None,
     }
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod body;
 pub(crate) mod listen;
 pub(crate) mod producer;
 pub(crate) mod protocol;
+pub(crate) mod summary;
 pub(crate) mod ws;
 
 use std::sync::Arc;
@@ -83,6 +84,7 @@ pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
         .route("/admin/flags/routes/{route}", patch(admin::patch_route))
         .route("/admin/flags/reload", post(admin::reload))
         .route("/admin/rollback", post(admin::rollback))
+        .route("/admin/kill-switch", post(admin::kill_switch))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/shadow/mismatches", get(admin::shadow_mismatches))
         .route("/admin/stats", get(admin::stats))

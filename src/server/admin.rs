@@ -9,10 +9,15 @@
 //! | `PUT /admin/flags`                  | replace the whole flag set                           |
 //! | `POST /admin/flags/reload`          | re-read `flags.toml`                                 |
 //! | `POST /admin/rollback`              | every (or the listed) route to legacy, latched       |
+//! | `POST /admin/kill-switch`           | engage or release the kill switch (`reason`)         |
+//! | `GET /admin/cohort`                 | where a user lands on every route, as routed now     |
 //! | `GET /admin/audit`                  | the change history                                   |
 //! | `GET /admin/shadow/mismatches`      | recent shadow mismatches with their diffs            |
 //! | `GET /admin/stats`                  | windowed ratios and rates per route and path         |
 //! | `GET/POST/DELETE /admin/faults`     | fault injection, when the process config allows it   |
+//!
+//! Every change endpoint answers with a change summary (`server::summary`): the versions
+//! before and after, and each setting that changed, old → new.
 //!
 //! It is bound to its own address (loopback by default) so that metrics scraping and operator
 //! actions never share a port with client traffic.
@@ -33,17 +38,18 @@ use serde_json::Value;
 
 use crate::faults::Fault;
 use crate::flags::store::{ChangeError, ReloadOutcome, unix_now};
-use crate::flags::{FlagSet, Latch, Percent, Ramp};
+use crate::flags::{FlagSet, KillSwitch, Latch, Percent, Ramp};
 use crate::labels::Trigger;
 use crate::route::{PathKind, Route};
 use crate::routing::decide;
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
-    AuditView, DiffView, FaultRequest, FaultView, FlagsReplace, FlagsView, GuardStatsView,
-    KillSwitchView, LatchView, MismatchView, PathStatsView, RampView, ReloadView, RollbackRequest,
-    RoutePatch, RouteStatsView, RouteView, ShadowStatsView, StatsView, admin_request, rfc3339,
+    AuditView, ChangeSummaryView, DiffView, FaultRequest, FaultView, FlagsReplace, FlagsView,
+    GuardStatsView, KillSwitchRequest, KillSwitchView, LatchView, MismatchView, PathStatsView,
+    RampView, RollbackRequest, RoutePatch, RouteStatsView, RouteView, ShadowStatsView, StatsView,
+    admin_request, rfc3339,
 };
-use crate::server::{AppState, body};
+use crate::server::{AppState, body, summary};
 
 /// Admin request bodies are small documents.
 const MAX_ADMIN_BODY_BYTES: usize = 256 * 1024;
@@ -231,27 +237,28 @@ pub(crate) async fn reload(
     State(state): State<Arc<AppState>>,
     Extension(Actor(actor)): Extension<Actor>,
 ) -> Result<Response, ApiError> {
+    // The summary compares with the flags just before; a change between this load and the
+    // reload would show in it too, under the versions it names.
+    let before = state.flags.snapshot();
     let store = Arc::clone(&state.flags);
     let outcome = tokio::task::spawn_blocking(move || store.reload(Trigger::Api, &actor))
         .await
         .map_err(|_| internal())?;
-    match outcome {
-        Ok(ReloadOutcome::Applied { version }) => Ok(Json(ReloadView {
-            outcome: "applied",
-            version,
-        })
-        .into_response()),
-        Ok(ReloadOutcome::Unchanged { version }) => Ok(Json(ReloadView {
-            outcome: "unchanged",
-            version,
-        })
-        .into_response()),
-        Err(error) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_flags",
-            format!("{error}; the previous flags keep serving"),
-        )),
-    }
+    let (outcome, version) = match outcome {
+        Ok(ReloadOutcome::Applied { version }) => ("applied", version),
+        Ok(ReloadOutcome::Unchanged { version }) => ("unchanged", version),
+        Err(error) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_flags",
+                format!("{error}; the previous flags keep serving"),
+            ));
+        }
+    };
+    let mut view = summary_view(&state, &before, &state.flags.snapshot());
+    view.outcome = Some(outcome);
+    view.version = version;
+    Ok(with_etag(Json(view).into_response(), version))
 }
 
 /// `POST /admin/rollback`: every route, or the listed ones, to legacy at once, latched until an
@@ -295,6 +302,38 @@ pub(crate) async fn rollback(
         reason = reason.as_str(),
         "operator rollback: routes latched to legacy"
     );
+    Ok(response)
+}
+
+/// `POST /admin/kill-switch {"engaged", "reason"}`: every route to legacy at once (or back to
+/// its own flags), changing the kill switch and nothing else. The kill switch's own `reason` is
+/// the one given while it is engaged and empty once released; both are audited. A ramp cannot
+/// run under the kill switch, so engaging it ends a running ramp in the same change (as it always
+/// has, `FlagSet::settle_ramps`), and the summary says so.
+pub(crate) async fn kill_switch(
+    State(state): State<Arc<AppState>>,
+    Extension(Actor(actor)): Extension<Actor>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let if_match = if_match(&headers)?;
+    let request: KillSwitchRequest = read_request(&headers, request).await?;
+    let reason = required_reason(request.reason.as_deref())?.to_owned();
+    let engaged = request.engaged;
+    let kill_switch = KillSwitch {
+        engaged,
+        reason: if engaged {
+            reason.clone()
+        } else {
+            String::new()
+        },
+    };
+    let response = change(&state, actor, &reason, if_match, move |flags| {
+        flags.kill_switch = kill_switch;
+        Ok(())
+    })
+    .await?;
+    tracing::warn!(engaged, reason = reason.as_str(), "operator kill switch");
     Ok(response)
 }
 
@@ -481,6 +520,7 @@ pub(crate) async fn set_fault(
     if fault.delay_ms > 60_000 {
         return Err(invalid("delay_ms is over 60000".to_owned()));
     }
+    let before = fault_views(&state);
     state.faults.set(
         route,
         path,
@@ -498,7 +538,7 @@ pub(crate) async fn set_fault(
             fault.delay_ms
         )],
     );
-    Ok(Json(fault_views(&state)).into_response())
+    Ok(faults_summary(&state, &before))
 }
 
 /// `DELETE /admin/faults`: clears every fault. Audited.
@@ -507,6 +547,7 @@ pub(crate) async fn clear_faults(
     Extension(Actor(actor)): Extension<Actor>,
 ) -> Result<Response, ApiError> {
     faults_allowed(&state)?;
+    let before = fault_views(&state);
     state.faults.clear();
     state.flags.audit_other(
         Trigger::Api,
@@ -514,7 +555,27 @@ pub(crate) async fn clear_faults(
         "fault injection cleared",
         vec!["faults: all cleared".to_owned()],
     );
-    Ok(Json(fault_views(&state)).into_response())
+    Ok(faults_summary(&state, &before))
+}
+
+/// The change summary of a fault change: one entry per route and path whose fault changed
+/// (`faults.<route>.<path>`, `null` where none is set). Faults are not flags, so the flags
+/// version stays.
+fn faults_summary(state: &AppState, before: &[FaultView]) -> Response {
+    let as_value = |views: &[FaultView]| {
+        let mut faults = serde_json::Map::new();
+        for view in views {
+            let route = faults
+                .entry(view.route)
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            route[view.path] = serde_json::to_value(view).unwrap_or(Value::Null);
+        }
+        serde_json::json!({ "faults": faults })
+    };
+    let changes = summary::changes(&as_value(before), &as_value(&fault_views(state)));
+    let version = state.flags.snapshot().version;
+    let persisted = state.flags.status().persisted;
+    Json(summary::summary(version, version, persisted, changes)).into_response()
 }
 
 fn faults_allowed(state: &AppState) -> Result<(), ApiError> {
@@ -548,8 +609,8 @@ pub(crate) async fn unknown() -> ApiError {
     ApiError::not_found()
 }
 
-/// Runs one change off the async workers (it writes and fsyncs the file) and answers with the
-/// new flags.
+/// Runs one change off the async workers (it writes and fsyncs the file) and answers with its
+/// summary: the set the edit started from against the one installed.
 async fn change(
     state: &Arc<AppState>,
     actor: String,
@@ -560,12 +621,23 @@ async fn change(
     let store = Arc::clone(&state.flags);
     let reason = reason.to_owned();
     let result = tokio::task::spawn_blocking(move || {
-        store.change(Trigger::Api, &actor, &reason, if_match, edit)
+        // The edit is handed the live set under the store's change lock: a copy of it is
+        // exactly what the change started from.
+        let mut before = None;
+        let edited = store.change(Trigger::Api, &actor, &reason, if_match, |flags| {
+            before = Some(flags.clone());
+            edit(flags)
+        });
+        edited.map(|after| (before, after))
     })
     .await
     .map_err(|_| internal())?;
     match result {
-        Ok(flags) => Ok(flags_response(state, &flags)),
+        Ok((before, after)) => {
+            let before = before.unwrap_or_else(|| (*after).clone());
+            let view = summary_view(state, &before, &after);
+            Ok(with_etag(Json(view).into_response(), after.version))
+        }
         Err(ChangeError::Stale { current, expected }) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "stale_version",
@@ -580,26 +652,8 @@ fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
     let routes: BTreeMap<&'static str, RouteView<'_>> = Route::ALL
         .into_iter()
         .map(|route| {
-            let r = flags.route(route);
-            let view = RouteView {
-                ssot_percent: r.ssot_percent.as_f64(),
-                shadow: r.shadow,
-                shadow_sample_percent: r.shadow_sample_percent.as_f64(),
-                pin_ssot: r.pin_ssot.iter().map(String::as_str).collect(),
-                pin_legacy: r.pin_legacy.iter().map(String::as_str).collect(),
-                ignore_fields: &r.ignore_fields,
-                latch: r.latch.as_ref().map(|latch| LatchView {
-                    reason: &latch.reason,
-                    trigger: &latch.trigger,
-                    actor: &latch.actor,
-                    at: rfc3339(latch.at),
-                }),
-                ramp: r
-                    .ramp
-                    .as_ref()
-                    .map(|ramp| ramp_view(ramp, state.guard.ramp_waiting(route))),
-            };
-            (route.as_str(), view)
+            let waiting = state.guard.ramp_waiting(route);
+            (route.as_str(), route_view(flags, route, waiting))
         })
         .collect();
     let view = FlagsView {
@@ -617,11 +671,64 @@ fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
         routes,
         guard: &flags.guard,
     };
-    let mut response = Json(view).into_response();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", flags.version)) {
+    with_etag(Json(view).into_response(), flags.version)
+}
+
+/// Tags a flags answer (the flags, or a change summary) with the version it leaves live, the
+/// value for the next change's `If-Match`.
+fn with_etag(mut response: Response, version: u64) -> Response {
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(ETAG, etag);
     }
     response
+}
+
+/// One route as `GET /admin/flags` shows it; `waiting` is the guard's note on its ramp.
+fn route_view(flags: &FlagSet, route: Route, waiting: Option<String>) -> RouteView<'_> {
+    let r = flags.route(route);
+    RouteView {
+        ssot_percent: r.ssot_percent.as_f64(),
+        shadow: r.shadow,
+        shadow_sample_percent: r.shadow_sample_percent.as_f64(),
+        pin_ssot: r.pin_ssot.iter().map(String::as_str).collect(),
+        pin_legacy: r.pin_legacy.iter().map(String::as_str).collect(),
+        ignore_fields: &r.ignore_fields,
+        latch: r.latch.as_ref().map(|latch| LatchView {
+            reason: &latch.reason,
+            trigger: &latch.trigger,
+            actor: &latch.actor,
+            at: rfc3339(latch.at),
+        }),
+        ramp: r.ramp.as_ref().map(|ramp| ramp_view(ramp, waiting)),
+    }
+}
+
+/// The settings of `flags` as `GET /admin/flags` nests them (without the guard's notes, which
+/// are not settings), for change summaries.
+fn settings_value(flags: &FlagSet) -> Value {
+    let routes: BTreeMap<&'static str, RouteView<'_>> = Route::ALL
+        .into_iter()
+        .map(|route| (route.as_str(), route_view(flags, route, None)))
+        .collect();
+    serde_json::json!({
+        "salt": flags.salt,
+        "kill_switch": KillSwitchView {
+            engaged: flags.kill_switch.engaged,
+            reason: &flags.kill_switch.reason,
+        },
+        "routes": routes,
+        "guard": flags.guard,
+    })
+}
+
+/// The summary of the change from `before` to `after`.
+fn summary_view(state: &AppState, before: &FlagSet, after: &FlagSet) -> ChangeSummaryView {
+    summary::summary(
+        before.version,
+        after.version,
+        state.flags.status().persisted,
+        summary::changes(&settings_value(before), &settings_value(after)),
+    )
 }
 
 fn ramp_view(ramp: &Ramp, waiting: Option<String>) -> RampView {

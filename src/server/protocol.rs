@@ -496,14 +496,6 @@ pub(crate) struct RollbackRequest {
     pub(crate) routes: Option<Vec<String>>,
 }
 
-/// `POST /admin/flags/reload`'s answer.
-#[derive(Serialize)]
-pub(crate) struct ReloadView {
-    /// `applied` or `unchanged`.
-    pub(crate) outcome: &'static str,
-    pub(crate) version: u64,
-}
-
 /// One `GET /admin/audit` entry.
 #[derive(Serialize)]
 pub(crate) struct AuditView<'a> {
@@ -553,7 +545,7 @@ pub(crate) struct FaultRequest {
 }
 
 /// One active fault, as `GET /admin/faults` lists it.
-#[derive(Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct FaultView {
     pub(crate) route: &'static str,
     pub(crate) path: &'static str,
@@ -619,6 +611,44 @@ pub(crate) struct GuardStatsView {
     pub(crate) consecutive_breaches: u32,
     pub(crate) breaches: Vec<String>,
     pub(crate) measured: Option<String>,
+}
+
+/// `POST /admin/kill-switch`: engage or release the kill switch, and why.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KillSwitchRequest {
+    pub(crate) engaged: bool,
+    pub(crate) reason: Option<String>,
+}
+
+/// The answer to every change endpoint: what the change did, rather than the whole flag set
+/// (`GET /admin/flags` has that).
+#[derive(Debug, Serialize)]
+pub(crate) struct ChangeSummaryView {
+    /// The flags version before and after; equal when nothing changed.
+    pub(crate) old_version: u64,
+    pub(crate) version: u64,
+    /// Whether `flags.toml` holds the live flags after the change.
+    pub(crate) persisted: bool,
+    /// `POST /admin/flags/reload` only: `applied` or `unchanged`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) outcome: Option<&'static str>,
+    /// One entry per setting that changed, in key order; empty when nothing did.
+    pub(crate) changes: Vec<ChangeView>,
+}
+
+/// One changed setting, old → new.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct ChangeView {
+    /// The setting's dotted key, as `GET /admin/flags` nests it: `kill_switch.engaged`,
+    /// `routes.user_event.ssot_percent`, `routes.user_event.latch`, `faults.user_event.ssot`.
+    pub(crate) key: String,
+    /// The route the setting belongs to, when it is one route's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) route: Option<&'static str>,
+    /// The values as `GET /admin/flags` shows them; `null` for an absent latch, ramp or fault.
+    pub(crate) old: Value,
+    pub(crate) new: Value,
 }
 
 /// Parses a request body into one of the admin request types, as a 422 on a bad shape.

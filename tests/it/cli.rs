@@ -9,7 +9,7 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::{ADMIN_TOKEN, Gateway, ROUTES, config, scratch_dir};
+use crate::harness::{ADMIN_TOKEN, Gateway, ROUTES, change_of, config, scratch_dir};
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -474,7 +474,10 @@ async fn flags_commands_read_and_change_a_running_gateway() {
     // The file holds what the gateway wrote: a reload changes nothing.
     let run = admin_command(&gateway, "reload", &[], ADMIN_TOKEN).await;
     assert!(run.succeeded(), "{run:?}");
-    assert_eq!(run.json(), json!({"outcome": "unchanged", "version": 2}));
+    assert_eq!(
+        run.json(),
+        json!({"old_version": 2, "version": 2, "persisted": true, "outcome": "unchanged", "changes": []})
+    );
 
     // Rollback latches every route: even the canonical route is served by legacy.
     let run = admin_command(
@@ -536,12 +539,18 @@ async fn flags_ramp_starts_and_cancels_a_ramp_on_a_running_gateway() {
     )
     .await;
     assert!(run.succeeded(), "{run:?}");
-    let route = &run.json()["routes"]["user_event"];
-    assert_eq!(route["ssot_percent"], 1.0, "{route}");
+    let summary = run.json();
+    let share = change_of(&summary, "routes.user_event.ssot_percent");
     assert_eq!(
-        (&route["ramp"]["steps"], &route["ramp"]["step_seconds"]),
+        (&share["old"], &share["new"]),
+        (&json!(0.0), &json!(1.0)),
+        "{summary}"
+    );
+    let ramp = &change_of(&summary, "routes.user_event.ramp")["new"];
+    assert_eq!(
+        (&ramp["steps"], &ramp["step_seconds"]),
         (&json!([1.0, 5.0, 25.0, 50.0, 100.0]), &json!(300)),
-        "{route}"
+        "{summary}"
     );
     let flags = live_flags(&gateway).await;
     assert_eq!(flags["routes"]["user_event"]["ramp"]["step"], 1, "{flags}");
@@ -554,9 +563,17 @@ async fn flags_ramp_starts_and_cancels_a_ramp_on_a_running_gateway() {
     )
     .await;
     assert!(run.succeeded(), "{run:?}");
-    let route = &run.json()["routes"]["user_event"];
-    assert!(route["ramp"].is_null(), "{route}");
-    assert_eq!(route["ssot_percent"], 1.0, "{route}");
+    let summary = run.json();
+    let ramp = change_of(&summary, "routes.user_event.ramp");
+    assert!(
+        ramp["old"].is_object() && ramp["new"].is_null(),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["changes"].as_array().map(Vec::len),
+        Some(1),
+        "only the ramp: {summary}"
+    );
 
     // Mistakes are caught before or by the gateway, and change nothing.
     let version = live_flags(&gateway).await["version"].clone();

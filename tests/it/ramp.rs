@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::harness::{Gateway, Producer, config};
+use crate::harness::{Gateway, Producer, change_of, config};
 
 const WINDOW_SECONDS: u64 = 3;
 const ROUTE: &str = "router_broadcast";
@@ -81,7 +81,12 @@ async fn start_ramp(gateway: &Gateway, steps: &[f64], step_seconds: u64) -> Valu
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{flags}");
-    flags
+    // The answer summarises the change; the live flags show where the ramp stands.
+    let started = change_of(&flags, &format!("routes.{ROUTE}.ramp"));
+    assert_eq!(started["old"], Value::Null, "{flags}");
+    assert_eq!(started["new"]["steps"], json!(steps), "{flags}");
+    let (_, _, live) = gateway.admin(Method::GET, "/admin/flags", None, None).await;
+    live
 }
 
 async fn audit(gateway: &Gateway) -> Vec<Value> {

@@ -7,6 +7,8 @@
 //! - [`config`]: process configuration, merged from defaults, file, environment and CLI.
 //! - `auth`: client JWTs and named producer/admin tokens.
 //! - `registry`: live connections per user, per-connection send queues, offline queues.
+//! - `audit`: the audit log of every change, appended to `audit.jsonl` (rotated) and read back
+//!   at start, behind one backend trait.
 //! - `flags`: the validated, versioned flag snapshot, `flags.toml`, and the store that swaps it.
 //! - `routing`: the pure decision of which path serves an event; cohort hashing.
 //! - `paths`: the broadcast implementations: `paths::legacy` and `paths::ssot`; plans.
@@ -23,6 +25,7 @@
 //! [`run`] takes its listeners and shutdown signal from the caller, so tests run the whole
 //! gateway in-process on port 0.
 
+mod audit;
 mod auth;
 pub mod cli;
 pub mod client;

@@ -36,6 +36,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::audit::AuditFilter;
 use crate::faults::Fault;
 use crate::flags::store::{ChangeError, ReloadOutcome, unix_now};
 use crate::flags::{FlagSet, KillSwitch, Latch, Percent, Ramp};
@@ -339,15 +340,40 @@ pub(crate) async fn kill_switch(
 
 #[derive(Deserialize)]
 pub(crate) struct AuditQuery {
+    route: Option<String>,
+    since: Option<String>,
     limit: Option<usize>,
 }
 
-/// `GET /admin/audit?limit=N`: newest first.
+/// `GET /admin/audit?route=&since=&limit=`: newest first; `route` keeps the entries about one
+/// route (its settings, or ones every route shares), `since` (RFC 3339 or unix seconds) the
+/// entries from then on, `limit` (default 100) caps the count.
 pub(crate) async fn audit(
     State(state): State<Arc<AppState>>,
     Query(query): Query<AuditQuery>,
-) -> Response {
-    let entries = state.flags.audit(query.limit.unwrap_or(100));
+) -> Result<Response, ApiError> {
+    let route = match query.route.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(Route::from_name(name).ok_or_else(|| unknown_route(name))?),
+    };
+    let since = match query.since.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(parse_since(text).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_since",
+                format!(
+                    "since {text:?} is neither an RFC 3339 time (2026-12-03T07:00:00Z) nor unix seconds"
+                ),
+            )
+        })?),
+    };
+    let filter = AuditFilter {
+        route,
+        since,
+        limit: query.limit.unwrap_or(100),
+    };
+    let entries = state.flags.audit_query(&filter);
     let views: Vec<AuditView<'_>> = entries
         .iter()
         .map(|entry| AuditView {
@@ -360,7 +386,28 @@ pub(crate) async fn audit(
             changes: &entry.changes,
         })
         .collect();
-    Json(views).into_response()
+    Ok(Json(views).into_response())
+}
+
+/// `since` as unix seconds: digits, or an RFC 3339 time.
+fn parse_since(text: &str) -> Option<u64> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(seconds);
+    }
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp()).ok()
+}
+
+fn unknown_route(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_route",
+        format!(
+            "no route {name:?}; routes are {}",
+            Route::ALL.map(Route::as_str).join(", ")
+        ),
+    )
 }
 
 #[derive(Deserialize)]
@@ -562,13 +609,24 @@ pub(crate) async fn clear_faults(
 /// (`faults.<route>.<path>`, `null` where none is set). Faults are not flags, so the flags
 /// version stays.
 fn faults_summary(state: &AppState, before: &[FaultView]) -> Response {
+    // Every route and path, `null` where no fault is set: a fault set or cleared is then one
+    // `faults.<route>.<path>` change.
     let as_value = |views: &[FaultView]| {
         let mut faults = serde_json::Map::new();
-        for view in views {
-            let route = faults
-                .entry(view.route)
-                .or_insert_with(|| Value::Object(serde_json::Map::new()));
-            route[view.path] = serde_json::to_value(view).unwrap_or(Value::Null);
+        for route in Route::ALL {
+            let paths = PathKind::ALL
+                .into_iter()
+                .map(|path| {
+                    let view = views
+                        .iter()
+                        .find(|v| v.route == route.as_str() && v.path == path.as_str());
+                    let value = view.map_or(Value::Null, |view| {
+                        serde_json::to_value(view).unwrap_or(Value::Null)
+                    });
+                    (path.as_str().to_owned(), value)
+                })
+                .collect();
+            faults.insert(route.as_str().to_owned(), Value::Object(paths));
         }
         serde_json::json!({ "faults": faults })
     };

@@ -12,8 +12,8 @@ use hyper::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN_TOKEN, Client, Gateway, PRODUCER_TOKEN, PROMPTLY, ROUTES, config, http, json_or_null,
-    scratch_dir, thinking,
+    ADMIN_TOKEN, Client, Gateway, PRODUCER_TOKEN, PROMPTLY, ROUTES, change_of, config, http,
+    json_or_null, scratch_dir, thinking,
 };
 
 const ROUTER_PATCH: &str = "/admin/flags/routes/router_broadcast";
@@ -1353,5 +1353,87 @@ async fn the_kill_switch_endpoint_changes_the_kill_switch_and_nothing_else() {
         (&answer["version"], &answer["changes"]),
         (&json!(version + 2), &json!([]))
     );
+    gateway.stop().await;
+}
+
+/// The audit log lasts: it is appended to `audit.jsonl` beside the flags file and read back when
+/// a gateway starts on the same file; `GET /admin/audit` filters it by route, time and count.
+#[tokio::test]
+async fn the_audit_survives_a_restart_and_filters_by_route_since_and_limit() {
+    let config = config(true, &[("SWITCHYARD_ADMIN_ALLOW_FAULT_INJECTION", "true")]);
+    let gateway = Gateway::start_with(config.clone()).await;
+    gateway
+        .set_route("user_event", json!({"ssot_percent": 5}))
+        .await;
+    gateway
+        .set_route("broadcast", json!({"shadow": true}))
+        .await;
+    let (status, _, answer) = gateway
+        .admin(
+            Method::POST,
+            "/admin/faults",
+            Some(json!({"route": "user_event", "path": "ssot", "drop_ratio": 0.5, "reason": "drill"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        change_of(&answer, "faults.user_event.ssot")["new"]["drop_ratio"],
+        0.5,
+        "{answer}"
+    );
+    let before = audit(&gateway).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    let flags_path = gateway.stop_keeping_flags().await;
+    let audit_file = flags_path.with_file_name("audit.jsonl");
+    let lines = std::fs::read_to_string(&audit_file).unwrap();
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+    for line in lines.lines() {
+        let entry: Value = serde_json::from_str(line).expect("each line is one JSON entry");
+        assert_eq!(entry["actor"], "ops", "{line}");
+    }
+
+    let gateway = Gateway::start_with(config).await;
+    assert_eq!(audit(&gateway).await, before, "read back after the restart");
+    gateway
+        .set_route("user_event", json!({"shadow": true}))
+        .await;
+    let live = &gateway;
+    let query = |query: &'static str| async move {
+        let (status, _, entries) = live
+            .admin(Method::GET, &format!("/admin/audit?{query}"), None, None)
+            .await;
+        (status, entries)
+    };
+    let reasons = |entries: &Value| -> Vec<String> {
+        entries
+            .as_array()
+            .unwrap_or_else(|| panic!("not an array: {entries}"))
+            .iter()
+            .map(|e| e["changes"][0].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let (status, entries) = query("route=user_event").await;
+    assert_eq!(status, StatusCode::OK, "{entries}");
+    assert_eq!(
+        reasons(&entries),
+        [
+            "routes.user_event.shadow: false → true",
+            "faults.user_event.ssot: drop_ratio 0.5 delay_ms 0",
+            "routes.user_event.ssot_percent: 0.00 → 5.00",
+        ]
+    );
+    let (_, entries) = query("route=broadcast&limit=5").await;
+    assert_eq!(reasons(&entries), ["routes.broadcast.shadow: false → true"]);
+    let (_, entries) = query("limit=2").await;
+    assert_eq!(entries.as_array().map(Vec::len), Some(2), "{entries}");
+    let (_, entries) = query("since=4102444800").await;
+    assert_eq!(entries, json!([]), "nothing after 2100");
+    let (_, entries) = query("since=2000-01-01T00:00:00Z").await;
+    assert_eq!(entries.as_array().map(Vec::len), Some(4), "{entries}");
+    let (status, answer) = query("since=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, answer) = query("route=nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
     gateway.stop().await;
 }

@@ -85,6 +85,7 @@ pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
         .route("/admin/flags/reload", post(admin::reload))
         .route("/admin/rollback", post(admin::rollback))
         .route("/admin/kill-switch", post(admin::kill_switch))
+        .route("/admin/cohort", get(admin::cohort))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/shadow/mismatches", get(admin::shadow_mismatches))
         .route("/admin/stats", get(admin::stats))

@@ -42,15 +42,15 @@ use crate::flags::store::{ChangeError, ReloadOutcome, unix_now};
 use crate::flags::{FlagSet, KillSwitch, Latch, Percent, Ramp};
 use crate::labels::Trigger;
 use crate::route::{PathKind, Route};
-use crate::routing::decide;
+use crate::routing::{cohort_bucket, decide};
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
-    AuditView, ChangeSummaryView, DiffView, FaultRequest, FaultView, FlagsReplace, FlagsView,
-    GuardStatsView, KillSwitchRequest, KillSwitchView, LatchView, MismatchView, PathStatsView,
-    RampView, RollbackRequest, RoutePatch, RouteStatsView, RouteView, ShadowStatsView, StatsView,
-    admin_request, rfc3339,
+    AuditView, ChangeSummaryView, CohortRouteView, CohortView, DiffView, FaultRequest, FaultView,
+    FlagsReplace, FlagsView, GuardStatsView, KillSwitchRequest, KillSwitchView, LatchView,
+    MismatchView, PathStatsView, RampView, RollbackRequest, RoutePatch, RouteStatsView, RouteView,
+    ShadowStatsView, StatsView, admin_request, rfc3339,
 };
-use crate::server::{AppState, body, summary};
+use crate::server::{AppState, body, producer, summary};
 
 /// Admin request bodies are small documents.
 const MAX_ADMIN_BODY_BYTES: usize = 256 * 1024;
@@ -455,6 +455,66 @@ pub(crate) async fn shadow_mismatches(
         })
         .collect();
     Ok(Json(views).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CohortQuery {
+    user_id: Option<String>,
+    route: Option<String>,
+}
+
+/// `GET /admin/cohort?user_id=&route=`: where `user_id`'s next event goes on every route (or
+/// one), decided from the live snapshot by the producer routes' own decision.
+pub(crate) async fn cohort(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<CohortQuery>,
+) -> Result<Response, ApiError> {
+    let user_id = query.user_id.as_deref().unwrap_or_default();
+    if user_id.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "`user_id` is required: GET /admin/cohort?user_id=NAME",
+        ));
+    }
+    let routes = match query.route.as_deref() {
+        None | Some("") => Route::ALL.to_vec(),
+        Some(name) => vec![Route::from_name(name).ok_or_else(|| unknown_route(name))?],
+    };
+    let flags = state.flags.snapshot();
+    let view = cohort_view(&flags, user_id, &routes, |route| {
+        producer::decide_event(&state, &flags, route, user_id)
+    });
+    Ok(Json(view).into_response())
+}
+
+/// Where `user_id` lands on `routes` under `flags`, each route decided by `decide`.
+pub(crate) fn cohort_view<'a>(
+    flags: &'a FlagSet,
+    user_id: &'a str,
+    routes: &[Route],
+    decide: impl Fn(Route) -> crate::route::Decision,
+) -> CohortView<'a> {
+    CohortView {
+        version: flags.version,
+        salt: &flags.salt,
+        user_id,
+        bucket: cohort_bucket(&flags.salt, user_id.trim()),
+        kill_switch: flags.kill_switch.engaged,
+        routes: routes
+            .iter()
+            .map(|&route| {
+                let decision = decide(route);
+                let view = CohortRouteView {
+                    path: decision.primary.as_str(),
+                    reason: decision.reason.as_str(),
+                    shadow: decision.shadow.map(PathKind::as_str),
+                    ssot_percent: flags.route(route).ssot_percent.as_f64(),
+                };
+                (route.as_str(), view)
+            })
+            .collect(),
+    }
 }
 
 /// `GET /admin/stats`: per route and path over the guard's window — events/s, the path and the

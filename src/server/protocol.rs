@@ -651,6 +651,32 @@ pub(crate) struct ChangeView {
     pub(crate) new: Value,
 }
 
+/// `GET /admin/cohort?user_id=&route=`: where a user's next event would go, decided from the
+/// live flags exactly as the producer routes decide it (and `switchyard cohort --file` offline).
+#[derive(Debug, Serialize)]
+pub(crate) struct CohortView<'a> {
+    /// The flags version that decided.
+    pub(crate) version: u64,
+    pub(crate) salt: &'a str,
+    pub(crate) user_id: &'a str,
+    /// The user's cohort bucket, 0..10000: on SSOT by cohort when below `ssot_percent × 100`.
+    pub(crate) bucket: u32,
+    pub(crate) kill_switch: bool,
+    pub(crate) routes: BTreeMap<&'static str, CohortRouteView>,
+}
+
+/// One route's decision for the user.
+#[derive(Debug, Serialize)]
+pub(crate) struct CohortRouteView {
+    /// The path that serves the user's events: `legacy` or `ssot`.
+    pub(crate) path: &'static str,
+    /// Why: `kill_switch`, `latched`, `pinned_legacy`, `pinned_ssot` or `cohort`.
+    pub(crate) reason: &'static str,
+    /// The other path, when the user's events are shadowed.
+    pub(crate) shadow: Option<&'static str>,
+    pub(crate) ssot_percent: f64,
+}
+
 /// Parses a request body into one of the admin request types, as a 422 on a bad shape.
 pub(crate) fn admin_request<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, String> {
     serde_json::from_value(body).map_err(|error| error.to_string())

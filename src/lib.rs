@@ -20,7 +20,8 @@
 //! - `server`: the public listener (`/ws`, `/v1`) and the admin listener (`/metrics`, `/admin`).
 //! - [`client`]: a small WebSocket client for trying the gateway out.
 //! - [`cli`]: the command line and the operator commands: `serve`, `client`, `cohort`,
-//!   `flags check|show|set|ramp|rollback|reload|audit`.
+//!   `flags check|show|set|ramp|rollback|reload|audit`, `kill-switch`, `stats`, `mismatches`,
+//!   `faults`, `completions`.
 //!
 //! [`run`] takes its listeners and shutdown signal from the caller, so tests run the whole
 //! gateway in-process on port 0.

@@ -11,6 +11,7 @@
 //! | `POST /admin/rollback`              | every (or the listed) route to legacy, latched       |
 //! | `POST /admin/kill-switch`           | engage or release the kill switch (`reason`)         |
 //! | `GET /admin/cohort`                 | where a user lands on every route, as routed now     |
+//! | `GET /admin/openapi.json`           | the OpenAPI 3.1 description of both listeners        |
 //! | `GET /admin/audit`                  | the change history                                   |
 //! | `GET /admin/shadow/mismatches`      | recent shadow mismatches with their diffs            |
 //! | `GET /admin/stats`                  | windowed ratios and rates per route and path         |
@@ -50,7 +51,7 @@ use crate::server::protocol::{
     MismatchView, PathStatsView, RampView, RollbackRequest, RoutePatch, RouteStatsView, RouteView,
     ShadowStatsView, StatsView, admin_request, rfc3339,
 };
-use crate::server::{AppState, body, producer, summary};
+use crate::server::{AppState, body, openapi, producer, summary};
 
 /// Admin request bodies are small documents.
 const MAX_ADMIN_BODY_BYTES: usize = 256 * 1024;
@@ -720,6 +721,16 @@ fn fault_views(state: &AppState) -> Vec<FaultView> {
             delay_ms: delay.as_millis() as u64,
         })
         .collect()
+}
+
+/// `GET /admin/openapi.json`: the OpenAPI 3.1 description of both listeners, built from the
+/// endpoint tables the routers are built from.
+pub(crate) async fn openapi() -> Response {
+    let document = openapi::document(
+        &crate::server::public_endpoints(),
+        &crate::server::admin_endpoints(),
+    );
+    Json(document).into_response()
 }
 
 /// Everything else under `/admin`, after authentication.

@@ -79,12 +79,12 @@ impl ClientMessage {
 }
 
 /// The JSON error body every API error carries: `{"error": {"code", "message"}}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody<'a> {
     pub(crate) error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorDetail<'a> {
     pub(crate) code: &'a str,
     pub(crate) message: &'a str,
@@ -108,7 +108,7 @@ pub(crate) struct BatchItemBody<'a, R: Serialize> {
 }
 
 /// `BroadcastResult` as producers receive it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct BroadcastResultBody<'a> {
     user_id: &'a str,
     connections_attempted: usize,
@@ -244,7 +244,7 @@ pub(crate) enum RequestError {
 }
 
 /// `{"sent": n}`, the answer of the legacy-contract routes.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct SentBody {
     pub(crate) sent: usize,
 }
@@ -380,7 +380,7 @@ fn take_event(body: &mut Map<String, Value>) -> Result<Map<String, Value>, Reque
 // ---- Admin API ----------------------------------------------------------------------------
 
 /// `GET /admin/flags` and the answer to every flag change.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct FlagsView<'a> {
     pub(crate) version: u64,
     /// What made the last change: startup, file, sighup, api or guard.
@@ -393,16 +393,18 @@ pub(crate) struct FlagsView<'a> {
     pub(crate) salt: &'a str,
     pub(crate) kill_switch: KillSwitchView<'a>,
     pub(crate) routes: BTreeMap<&'static str, RouteView<'a>>,
+    /// The automatic rollback guard's settings (`[guard]` of `flags.toml`).
+    #[schema(value_type = Object)]
     pub(crate) guard: &'a GuardFlags,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct KillSwitchView<'a> {
     pub(crate) engaged: bool,
     pub(crate) reason: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct RouteView<'a> {
     pub(crate) ssot_percent: f64,
     pub(crate) shadow: bool,
@@ -417,7 +419,7 @@ pub(crate) struct RouteView<'a> {
 }
 
 /// A route's ramp and where it stands, in `GET /admin/flags` and `GET /admin/stats`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct RampView {
     pub(crate) steps: Vec<f64>,
     pub(crate) step_seconds: u64,
@@ -432,7 +434,7 @@ pub(crate) struct RampView {
     pub(crate) waiting: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct LatchView<'a> {
     pub(crate) reason: &'a str,
     pub(crate) trigger: &'a str,
@@ -444,7 +446,7 @@ pub(crate) struct LatchView<'a> {
 }
 
 /// `PATCH /admin/flags/routes/{route}`: the settings to change, and why.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RoutePatch {
     pub(crate) reason: Option<String>,
@@ -458,11 +460,12 @@ pub(crate) struct RoutePatch {
     pub(crate) clear_latch: Option<bool>,
     /// Starts a ramp, or with `null` cancels the one running; absent leaves it alone.
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable)]
     pub(crate) ramp: Option<Option<RampRequest>>,
 }
 
 /// `"ramp": {"steps": [1, 5, 25, 50, 100], "step_seconds": 300}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RampRequest {
     pub(crate) steps: Vec<f64>,
@@ -480,15 +483,17 @@ where
 }
 
 /// `PUT /admin/flags`: a whole flag document, in the shape of `flags.toml` as JSON.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FlagsReplace {
     pub(crate) reason: Option<String>,
+    /// A whole flag document in the shape of `flags.toml` (what `GET /admin/flags` shows).
+    #[schema(value_type = Object)]
     pub(crate) flags: Map<String, Value>,
 }
 
 /// `POST /admin/rollback`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RollbackRequest {
     pub(crate) reason: Option<String>,
@@ -497,7 +502,7 @@ pub(crate) struct RollbackRequest {
 }
 
 /// One `GET /admin/audit` entry.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct AuditView<'a> {
     pub(crate) at: String,
     pub(crate) actor: &'a str,
@@ -509,7 +514,7 @@ pub(crate) struct AuditView<'a> {
 }
 
 /// One `GET /admin/shadow/mismatches` sample.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct MismatchView<'a> {
     pub(crate) at: String,
     pub(crate) route: &'static str,
@@ -524,7 +529,7 @@ pub(crate) struct MismatchView<'a> {
 }
 
 /// One difference: a JSON pointer (or `recipients`, `count`, `error`) and both sides.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct DiffView<'a> {
     pub(crate) pointer: &'a str,
     pub(crate) primary: &'a str,
@@ -532,7 +537,7 @@ pub(crate) struct DiffView<'a> {
 }
 
 /// `POST /admin/faults`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FaultRequest {
     pub(crate) route: String,
@@ -545,7 +550,7 @@ pub(crate) struct FaultRequest {
 }
 
 /// One active fault, as `GET /admin/faults` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct FaultView {
     pub(crate) route: &'static str,
     pub(crate) path: &'static str,
@@ -554,14 +559,14 @@ pub(crate) struct FaultView {
 }
 
 /// `GET /admin/stats`: every route's figures over the guard window.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct StatsView {
     pub(crate) window_seconds: f64,
     pub(crate) flags_version: u64,
     pub(crate) routes: BTreeMap<&'static str, RouteStatsView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct RouteStatsView {
     pub(crate) paths: BTreeMap<&'static str, PathStatsView>,
     pub(crate) shadow: ShadowStatsView,
@@ -571,7 +576,7 @@ pub(crate) struct RouteStatsView {
     pub(crate) ramp: Option<RampView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct PathStatsView {
     pub(crate) events_per_second: f64,
     pub(crate) delivered: u64,
@@ -592,7 +597,7 @@ pub(crate) struct PathStatsView {
     pub(crate) connections_served: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ShadowStatsView {
     pub(crate) comparisons: u64,
     pub(crate) mismatches: u64,
@@ -603,7 +608,7 @@ pub(crate) struct ShadowStatsView {
     pub(crate) unexpected_mismatch_ratio: Option<f64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct GuardStatsView {
     /// `pass`, `breach`, or `no_verdict` (too little traffic, or the guard does not judge the
     /// route: off, latched, kill switch).
@@ -614,7 +619,7 @@ pub(crate) struct GuardStatsView {
 }
 
 /// `POST /admin/kill-switch`: engage or release the kill switch, and why.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KillSwitchRequest {
     pub(crate) engaged: bool,
@@ -623,7 +628,7 @@ pub(crate) struct KillSwitchRequest {
 
 /// The answer to every change endpoint: what the change did, rather than the whole flag set
 /// (`GET /admin/flags` has that).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ChangeSummaryView {
     /// The flags version before and after; equal when nothing changed.
     pub(crate) old_version: u64,
@@ -638,7 +643,7 @@ pub(crate) struct ChangeSummaryView {
 }
 
 /// One changed setting, old → new.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct ChangeView {
     /// The setting's dotted key, as `GET /admin/flags` nests it: `kill_switch.engaged`,
     /// `routes.user_event.ssot_percent`, `routes.user_event.latch`, `faults.user_event.ssot`.
@@ -653,7 +658,7 @@ pub(crate) struct ChangeView {
 
 /// `GET /admin/cohort?user_id=&route=`: where a user's next event would go, decided from the
 /// live flags exactly as the producer routes decide it (and `switchyard cohort --file` offline).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct CohortView<'a> {
     /// The flags version that decided.
     pub(crate) version: u64,
@@ -666,7 +671,7 @@ pub(crate) struct CohortView<'a> {
 }
 
 /// One route's decision for the user.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct CohortRouteView {
     /// The path that serves the user's events: `legacy` or `ssot`.
     pub(crate) path: &'static str,

@@ -1437,3 +1437,48 @@ async fn the_audit_survives_a_restart_and_filters_by_route_since_and_limit() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
     gateway.stop().await;
 }
+
+/// `GET /admin/openapi.json` is the OpenAPI 3.1 document of both listeners (behind the admin
+/// token), and every operation it describes is served: called on a live gateway, each path and
+/// method is found (whatever else the call lacks), on the listener it belongs to.
+#[tokio::test]
+async fn the_openapi_document_is_served_and_every_operation_in_it_exists() {
+    let gateway = Gateway::start().await;
+    let (status, _, unauthenticated) =
+        admin_raw(&gateway, Method::GET, "/admin/openapi.json", &[], "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{unauthenticated}");
+    let (status, _, document) = gateway
+        .admin(Method::GET, "/admin/openapi.json", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{document}");
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().expect("paths");
+    let mut called = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let listener = operation["tags"][0].as_str().unwrap();
+            let addr = if listener == "public" {
+                gateway.public
+            } else {
+                gateway.admin
+            };
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let url = path.replace("{route}", "user_event");
+            let headers = [
+                ("authorization", format!("Bearer {ADMIN_TOKEN}")),
+                ("content-type", "application/json".to_owned()),
+            ];
+            let (status, _, body) =
+                http(addr, method.clone(), &url, &headers, Bytes::from("{}")).await;
+            assert!(
+                status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {url} on the {listener} listener: {status} {body:?}"
+            );
+            called += 1;
+        }
+    }
+    assert!(called >= 26, "{called} operations");
+    // None of those calls changed the flags.
+    assert_eq!(live_version(&gateway).await, 0);
+    gateway.stop().await;
+}

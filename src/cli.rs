@@ -266,17 +266,7 @@ enum Action {
 }
 
 fn admin_action(command: Command) -> Action {
-    let query = |pairs: &[(&str, Option<String>)]| {
-        let pairs: Vec<String> = pairs
-            .iter()
-            .filter_map(|(key, value)| Some(format!("{key}={}", query_escape(value.as_ref()?))))
-            .collect();
-        if pairs.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", pairs.join("&"))
-        }
-    };
+    let query = query_string;
     let (call, render) = match command {
         Command::Flags { command } => return flags_action(command),
         Command::Cohort {
@@ -325,12 +315,9 @@ fn admin_action(command: Command) -> Action {
             admin,
         } => {
             let engaged = action == KillSwitchAction::Engage;
-            let call =
-                AdminCall::new(admin, Method::POST, "/admin/kill-switch".into()).map(|call| {
-                    call.with_body(json!({ "engaged": engaged, "reason": reason }))
-                        .with_if_match(if_match)
-                });
-            (call, Render::Summary)
+            let body = json!({ "engaged": engaged, "reason": reason });
+            let path = "/admin/kill-switch".to_owned();
+            change_call(admin, Method::POST, path, body, if_match)
         }
         Command::Faults { command } => faults_call(command),
         Command::Serve { .. } | Command::Client { .. } | Command::Defaults => {
@@ -363,9 +350,7 @@ fn faults_call(command: FaultsCommand) -> (Result<AdminCall, CliError>, Render) 
                 "route": route, "path": path, "drop_ratio": drop_ratio,
                 "delay_ms": delay_ms, "reason": reason,
             });
-            let call = AdminCall::new(admin, Method::POST, "/admin/faults".into())
-                .map(|call| call.with_body(body));
-            (call, Render::Summary)
+            change_call(admin, Method::POST, "/admin/faults".into(), body, None)
         }
         FaultsCommand::Clear { admin } => (
             AdminCall::new(admin, Method::DELETE, "/admin/faults".into()),
@@ -408,31 +393,19 @@ fn flags_action(command: FlagsCommand) -> Action {
             if_match,
             admin,
         } => {
-            let fields = [
-                ("ssot_percent", ssot_percent.map(Value::from)),
-                ("shadow", shadow.map(Value::from)),
-                (
-                    "shadow_sample_percent",
-                    shadow_sample_percent.map(Value::from),
-                ),
-                ("pin_ssot", pin_ssot.map(Value::from)),
-                ("pin_legacy", pin_legacy.map(Value::from)),
-                (
-                    "ignore_fields",
-                    ignore_fields.map(non_empty).map(Value::from),
-                ),
-                ("clear_latch", clear_latch.then_some(Value::Bool(true))),
-            ];
-            let mut patch = serde_json::Map::new();
-            patch.insert("reason".into(), json!(reason));
-            patch.extend(
-                fields
-                    .into_iter()
-                    .filter_map(|(key, value)| Some((key.to_owned(), value?))),
+            let patch = only_given(
+                reason,
+                [
+                    ("ssot_percent", given(ssot_percent)),
+                    ("shadow", given(shadow)),
+                    ("shadow_sample_percent", given(shadow_sample_percent)),
+                    ("pin_ssot", given(pin_ssot)),
+                    ("pin_legacy", given(pin_legacy)),
+                    ("ignore_fields", given(ignore_fields.map(non_empty))),
+                    ("clear_latch", clear_latch.then_some(Value::Bool(true))),
+                ],
             );
-            let call = AdminCall::new(admin, Method::PATCH, route_path(&route))
-                .map(|call| call.with_body(Value::Object(patch)).with_if_match(if_match));
-            (call, Render::Summary)
+            change_call(admin, Method::PATCH, route_path(&route), patch, if_match)
         }
         FlagsCommand::Ramp {
             route,
@@ -443,31 +416,18 @@ fn flags_action(command: FlagsCommand) -> Action {
             if_match,
             admin,
         } => {
-            let ramp = match (cancel, steps, step_seconds) {
-                (false, Some(steps), Some(step_seconds)) => {
-                    json!({ "steps": steps, "step_seconds": step_seconds })
-                }
-                // clap requires both unless --cancel, which excludes them.
-                _ => Value::Null,
-            };
-            let call = AdminCall::new(admin, Method::PATCH, route_path(&route)).map(|call| {
-                call.with_body(json!({ "reason": reason, "ramp": ramp }))
-                    .with_if_match(if_match)
-            });
-            (call, Render::Summary)
+            let ramp = ramp_request(cancel, steps, step_seconds);
+            let body = json!({ "reason": reason, "ramp": ramp });
+            change_call(admin, Method::PATCH, route_path(&route), body, if_match)
         }
         FlagsCommand::Rollback {
             reason,
             routes,
             admin,
         } => {
-            let mut body = json!({ "reason": reason });
-            if !routes.is_empty() {
-                body["routes"] = json!(routes);
-            }
-            let call = AdminCall::new(admin, Method::POST, "/admin/rollback".into())
-                .map(|call| call.with_body(body));
-            (call, Render::Summary)
+            let routes = (!routes.is_empty()).then(|| json!(routes));
+            let body = only_given(reason, [("routes", routes)]);
+            change_call(admin, Method::POST, "/admin/rollback".into(), body, None)
         }
         FlagsCommand::Reload { admin } => (
             AdminCall::new(admin, Method::POST, "/admin/flags/reload".into()),
@@ -479,16 +439,70 @@ fn flags_action(command: FlagsCommand) -> Action {
             since,
             admin,
         } => {
-            let mut path = format!("/admin/audit?limit={limit}");
-            for (key, value) in [("route", route), ("since", since)] {
-                if let Some(value) = value {
-                    path.push_str(&format!("&{key}={}", query_escape(&value)));
-                }
-            }
+            let pairs = [
+                ("limit", Some(limit.to_string())),
+                ("route", route),
+                ("since", since),
+            ];
+            let path = format!("/admin/audit{}", query_string(&pairs));
             (AdminCall::new(admin, Method::GET, path), Render::Audit)
         }
     };
     Action::Call(call, render)
+}
+
+/// A call that changes something, answered with a change summary.
+fn change_call(
+    admin: AdminArgs,
+    method: Method,
+    path: String,
+    body: Value,
+    if_match: Option<u64>,
+) -> (Result<AdminCall, CliError>, Render) {
+    let call = AdminCall::new(admin, method, path)
+        .map(|call| call.with_body(body).with_if_match(if_match));
+    (call, Render::Summary)
+}
+
+/// `"ramp"`: the steps and their time, or `null` to cancel.
+fn ramp_request(cancel: bool, steps: Option<Vec<f64>>, step_seconds: Option<u64>) -> Value {
+    match (cancel, steps, step_seconds) {
+        (false, Some(steps), Some(step_seconds)) => {
+            json!({ "steps": steps, "step_seconds": step_seconds })
+        }
+        // clap requires both unless --cancel, which excludes them.
+        _ => Value::Null,
+    }
+}
+
+/// A field's value, when it was given.
+fn given<T: Into<Value>>(value: Option<T>) -> Option<Value> {
+    value.map(Into::into)
+}
+
+/// A request body: the reason and the fields that were given.
+fn only_given<const N: usize>(reason: String, fields: [(&str, Option<Value>); N]) -> Value {
+    let mut patch = serde_json::Map::new();
+    patch.insert("reason".into(), json!(reason));
+    patch.extend(
+        fields
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?))),
+    );
+    Value::Object(patch)
+}
+
+/// `?key=value&…` for the pairs that have a value (escaped), or nothing.
+fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let pairs: Vec<String> = pairs
+        .iter()
+        .filter_map(|(key, value)| Some(format!("{key}={}", query_escape(value.as_ref()?))))
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
 }
 
 /// `--ignore-fields ""` clears the list: clap reads it as one empty field.

@@ -176,11 +176,23 @@ fn open_endpoints() -> Vec<Endpoint> {
 
 /// Everything under `/admin`, behind the admin token.
 fn admin_api_endpoints() -> Vec<Endpoint> {
-    let json = |summary, answer| Doc::new(summary, Answer::Json(answer), Auth::Admin);
-    let list = |summary, item| Doc::new(summary, Answer::JsonList(item), Auth::Admin);
-    let summary = type_doc::<wire::ChangeSummaryView>();
-    let change = |what| json(what, summary);
-    let faults = type_doc::<wire::FaultView>();
+    let mut endpoints = flag_change_endpoints();
+    endpoints.extend(admin_read_endpoints());
+    endpoints
+}
+
+fn admin_json(summary: &'static str, answer: openapi::TypeDoc) -> Doc {
+    Doc::new(summary, Answer::Json(answer), Auth::Admin)
+}
+
+fn admin_change(summary: &'static str) -> Doc {
+    admin_json(summary, type_doc::<wire::ChangeSummaryView>())
+}
+
+/// The flags and every change to them; each change answers with a change summary.
+fn flag_change_endpoints() -> Vec<Endpoint> {
+    let json = admin_json;
+    let change = admin_change;
     vec![
         Endpoint::new(
             Method::GET,
@@ -222,6 +234,16 @@ fn admin_api_endpoints() -> Vec<Endpoint> {
             change("engage or release the kill switch; nothing else changes")
                 .with_request(type_doc::<wire::KillSwitchRequest>()),
         ),
+    ]
+}
+
+/// What the admin API shows, and fault injection.
+fn admin_read_endpoints() -> Vec<Endpoint> {
+    let json = admin_json;
+    let change = admin_change;
+    let list = |summary, item| Doc::new(summary, Answer::JsonList(item), Auth::Admin);
+    let faults = type_doc::<wire::FaultView>();
+    vec![
         Endpoint::new(
             Method::GET,
             "/admin/cohort",

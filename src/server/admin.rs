@@ -353,10 +353,7 @@ pub(crate) async fn audit(
     State(state): State<Arc<AppState>>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let route = match query.route.as_deref() {
-        None | Some("") => None,
-        Some(name) => Some(Route::from_name(name).ok_or_else(|| unknown_route(name))?),
-    };
+    let route = route_param(query.route.as_deref())?;
     let since = match query.since.as_deref() {
         None | Some("") => None,
         Some(text) => Some(parse_since(text).ok_or_else(|| {
@@ -400,6 +397,16 @@ fn parse_since(text: &str) -> Option<u64> {
     u64::try_from(at.unix_timestamp()).ok()
 }
 
+/// A `?route=` parameter: none when absent or empty; 404 naming the routes when unknown.
+fn route_param(name: Option<&str>) -> Result<Option<Route>, ApiError> {
+    match name {
+        None | Some("") => Ok(None),
+        Some(name) => Route::from_name(name)
+            .map(Some)
+            .ok_or_else(|| unknown_route(name)),
+    }
+}
+
 fn unknown_route(name: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -422,16 +429,7 @@ pub(crate) async fn shadow_mismatches(
     State(state): State<Arc<AppState>>,
     Query(query): Query<MismatchQuery>,
 ) -> Result<Response, ApiError> {
-    let route = match query.route.as_deref() {
-        None | Some("") => None,
-        Some(name) => Some(Route::from_name(name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_route",
-                format!("no route {name:?}"),
-            )
-        })?),
-    };
+    let route = route_param(query.route.as_deref())?;
     let samples = state.shadow.samples(route, query.limit.unwrap_or(50));
     let views: Vec<MismatchView<'_>> = samples
         .iter()
@@ -478,9 +476,9 @@ pub(crate) async fn cohort(
             "`user_id` is required: GET /admin/cohort?user_id=NAME",
         ));
     }
-    let routes = match query.route.as_deref() {
-        None | Some("") => Route::ALL.to_vec(),
-        Some(name) => vec![Route::from_name(name).ok_or_else(|| unknown_route(name))?],
+    let routes = match route_param(query.route.as_deref())? {
+        None => Route::ALL.to_vec(),
+        Some(route) => vec![route],
     };
     let flags = state.flags.snapshot();
     let view = cohort_view(&flags, user_id, &routes, |route| {

@@ -55,7 +55,7 @@ pub enum Command {
         #[arg(long)]
         user_id: Option<String>,
         /// Client JWT.
-        #[arg(long, env = "SWITCHYARD_CLIENT_TOKEN")]
+        #[arg(long, env = "SWITCHYARD_CLIENT_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
     /// Print the embedded default configuration.

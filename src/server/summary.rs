@@ -121,16 +121,28 @@ mod tests {
     }
 
     #[test]
-    fn a_key_on_one_side_only_is_a_change_from_or_to_null() {
+    fn a_key_on_one_side_only_is_one_change_from_or_to_null() {
+        // An object that appears whole (a latch, a ramp) is one setting, not one per field.
         assert_eq!(
             changes(
-                &json!({"faults": {}}),
+                &json!({"faults": {"user_event": {"ssot": null}}}),
                 &json!({"faults": {"user_event": {"ssot": {"drop_ratio": 0.2}}}})
             ),
             [change(
                 "faults.user_event.ssot".into(),
                 Value::Null,
                 json!({"drop_ratio": 0.2})
+            )]
+        );
+        assert_eq!(
+            changes(
+                &json!({"routes": {}}),
+                &json!({"routes": {"user_event": {"ramp": {"steps": [1, 5]}}}})
+            ),
+            [change(
+                "routes.user_event".into(),
+                Value::Null,
+                json!({"ramp": {"steps": [1, 5]}})
             )]
         );
     }

@@ -47,6 +47,9 @@ pub enum CliError {
     /// A flags file that does not validate (`flags check`, `cohort --file`).
     #[error(transparent)]
     Flags(#[from] FlagsError),
+    /// A route name no route has (`cohort --file --route`).
+    #[error("no route {0:?}; routes are router_broadcast, scoped_broadcast, user_event, broadcast")]
+    UnknownRoute(String),
     /// A command that talks to the gateway was given no admin token.
     #[error(
         "no admin token: set ADMIN_TOKEN (as `serve --dev` prints it) or pass --token; the \
@@ -240,11 +243,9 @@ fn cohort_file(file: &Path, user_id: &str, route: Option<&str>) -> Result<Value,
     let flags = FlagSet::parse(&text, &file.display().to_string())?;
     let routes = match route {
         None => Route::ALL.to_vec(),
-        Some(name) => vec![Route::from_name(name).ok_or_else(|| CliError::Rejected {
-            status: 404,
-            code: "unknown_route".to_owned(),
-            message: format!("no route {name:?}"),
-        })?],
+        Some(name) => {
+            vec![Route::from_name(name).ok_or_else(|| CliError::UnknownRoute(name.to_owned()))?]
+        }
     };
     let view = crate::server::admin::cohort_view(&flags, user_id, &routes, |route| {
         decide(&flags, route, user_id)

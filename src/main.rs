@@ -90,7 +90,7 @@ fn exit_code(error: &CliError) -> u8 {
         | CliError::Run(_)
         | CliError::MissingToken { .. }
         | CliError::Admin(AdminCallError::Url { .. }) => EXIT_USAGE,
-        CliError::Flags(_) => EXIT_DATA,
+        CliError::Flags(_) | CliError::UnknownRoute(_) => EXIT_DATA,
         CliError::Rejected { status, .. } => match status {
             401 | 403 => EXIT_NOPERM,
             409 | 412 => EXIT_TEMPFAIL,

@@ -1067,3 +1067,90 @@ async fn https_admin_urls_work_with_a_trusted_certificate_and_fail_without() {
     gateway.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The commands the other tests run with `--json` print text for people without it: a ramp, a
+/// reload and a rollback each one `changed` (or `no change`) line; `flags check` and `cohort
+/// --file` work offline in both forms.
+#[tokio::test]
+async fn change_commands_print_one_line_and_offline_commands_print_both_forms() {
+    let gateway = Gateway::start().await;
+    let run = operate(
+        &gateway,
+        &[
+            "flags",
+            "ramp",
+            "user_event",
+            "1,5",
+            "--step",
+            "1h",
+            "--reason",
+            "canary",
+        ],
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(run.succeeded(), "{run:?}");
+    assert!(
+        run.stdout.starts_with("changed (version 0 → 1): routes.user_event.ramp none → ramp [1.0,5.0] every 3600s; routes.user_event.ssot_percent 0.0 → 1.0"),
+        "{run:?}"
+    );
+    let run = operate(&gateway, &["flags", "reload"], ADMIN_TOKEN).await;
+    assert_eq!(
+        run.stdout.trim_end(),
+        "reload unchanged; no change (version 1)",
+        "{run:?}"
+    );
+    let run = operate(
+        &gateway,
+        &[
+            "flags",
+            "rollback",
+            "--reason",
+            "drill",
+            "--route",
+            "user_event",
+        ],
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(run.succeeded(), "{run:?}");
+    assert!(
+        run.stdout.starts_with(
+            "changed (version 1 → 2): routes.user_event.latch none → latched by ops (drill)"
+        ),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("routes.user_event.ramp"),
+        "the rollback ended the ramp: {run:?}"
+    );
+    let file = gateway.flags_path.to_str().unwrap().to_owned();
+
+    let run = switchyard(&["flags", "check", &file, "--json"]).await;
+    assert!(run.succeeded(), "{run:?}");
+    let checked = run.json();
+    assert_eq!(checked["ok"], true, "{checked}");
+    assert!(
+        checked["summary"]
+            .as_str()
+            .unwrap()
+            .contains("user_event 1.00% LATCHED"),
+        "{checked}"
+    );
+    let run = switchyard(&["cohort", "alice", "--file", &file, "--route", "user_event"]).await;
+    assert!(run.succeeded(), "{run:?}");
+    assert!(run.stdout.contains("flags version 2"), "{run:?}");
+    assert!(
+        run.stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("user_event")
+                && l.contains("legacy")
+                && l.contains("(latched;")),
+        "{run:?}"
+    );
+    let run = switchyard(&["cohort", "alice", "--file", &file, "--route", "nope"]).await;
+    assert_eq!(run.code, Some(65), "{run:?}");
+    assert!(run.stderr.contains("no route \"nope\""), "{run:?}");
+    gateway.stop().await;
+}

@@ -107,16 +107,19 @@ impl AuditLog {
         )))
     }
 
-    /// Records one entry: appended to the backend, then kept in memory.
+    /// Records one entry: kept in memory at once (so `GET /admin/audit` shows it as soon as the
+    /// change it records is live), then appended to the backend.
     pub(crate) fn record(&self, entry: AuditEntry) {
+        {
+            let mut recent = lock(&self.recent);
+            if recent.len() == MEMORY_CAPACITY {
+                recent.pop_front();
+            }
+            recent.push_back(entry.clone());
+        }
         if let Err(error) = self.backend.append(&entry) {
             tracing::error!(error = %error.to_string().escape_debug(), "cannot append to the audit log; the entry is kept in memory only");
         }
-        let mut recent = lock(&self.recent);
-        if recent.len() == MEMORY_CAPACITY {
-            recent.pop_front();
-        }
-        recent.push_back(entry);
     }
 
     /// The entries `filter` asks for, newest first.

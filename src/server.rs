@@ -178,6 +178,7 @@ fn open_endpoints() -> Vec<Endpoint> {
 fn admin_api_endpoints() -> Vec<Endpoint> {
     let mut endpoints = flag_change_endpoints();
     endpoints.extend(admin_read_endpoints());
+    endpoints.extend(fault_and_document_endpoints());
     endpoints
 }
 
@@ -237,39 +238,53 @@ fn flag_change_endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// What the admin API shows, and fault injection.
+/// What the admin API shows.
 fn admin_read_endpoints() -> Vec<Endpoint> {
     let json = admin_json;
-    let change = admin_change;
     let list = |summary, item| Doc::new(summary, Answer::JsonList(item), Auth::Admin);
-    let faults = type_doc::<wire::FaultView>();
     vec![
         Endpoint::new(
             Method::GET,
             "/admin/cohort",
             get(admin::cohort),
             json(
-                "where a user lands on every route (?user_id=&route=)",
+                "where a user lands on every route",
                 type_doc::<wire::CohortView<'static>>(),
-            ),
+            )
+            .with_query(&[
+                ("user_id", "the user (required)"),
+                ("route", "only this route"),
+            ]),
         ),
         Endpoint::new(
             Method::GET,
             "/admin/audit",
             get(admin::audit),
             list(
-                "the change history, newest first (?route=&since=&limit=)",
+                "the change history, newest first",
                 type_doc::<wire::AuditView<'static>>(),
-            ),
+            )
+            .with_query(&[
+                ("route", "entries about this route"),
+                (
+                    "since",
+                    "entries from this time on: RFC 3339 or unix seconds",
+                ),
+                ("limit", "at most this many (100)"),
+            ]),
         ),
         Endpoint::new(
             Method::GET,
             "/admin/shadow/mismatches",
             get(admin::shadow_mismatches),
             list(
-                "recent shadow mismatches (?route=&limit=)",
+                "recent shadow mismatches, newest first",
                 type_doc::<wire::MismatchView<'static>>(),
-            ),
+            )
+            .with_query(&[
+                ("route", "only this route"),
+                ("limit", "at most this many (50)"),
+            ]),
         ),
         Endpoint::new(
             Method::GET,
@@ -280,11 +295,19 @@ fn admin_read_endpoints() -> Vec<Endpoint> {
                 type_doc::<wire::StatsView>(),
             ),
         ),
+    ]
+}
+
+/// Fault injection for drills, and the OpenAPI document.
+fn fault_and_document_endpoints() -> Vec<Endpoint> {
+    let change = admin_change;
+    let faults = type_doc::<wire::FaultView>();
+    vec![
         Endpoint::new(
             Method::GET,
             "/admin/faults",
             get(admin::list_faults),
-            list("the faults in force", faults),
+            Doc::new("the faults in force", Answer::JsonList(faults), Auth::Admin),
         ),
         Endpoint::new(
             Method::POST,

@@ -692,7 +692,8 @@ fn faults_summary(state: &AppState, before: &[FaultView]) -> Response {
     let changes = summary::changes(&as_value(before), &as_value(&fault_views(state)));
     let version = state.flags.snapshot().version;
     let persisted = state.flags.status().persisted;
-    Json(summary::summary(version, version, persisted, changes)).into_response()
+    let view = summary::summary(version, version, persisted, changes);
+    with_etag(Json(view).into_response(), version)
 }
 
 fn faults_allowed(state: &AppState) -> Result<(), ApiError> {

@@ -27,6 +27,8 @@ use crate::server::protocol::{ErrorBody, ErrorDetail};
 #[derive(Clone, Copy)]
 pub(crate) struct Doc {
     pub(crate) summary: &'static str,
+    /// Query parameters: name and what it does; all optional but where the text says otherwise.
+    pub(crate) query: &'static [(&'static str, &'static str)],
     pub(crate) request: Option<TypeDoc>,
     pub(crate) answer: Answer,
     pub(crate) auth: Auth,
@@ -76,10 +78,15 @@ impl Doc {
     pub(crate) const fn new(summary: &'static str, answer: Answer, auth: Auth) -> Doc {
         Doc {
             summary,
+            query: &[],
             request: None,
             answer,
             auth,
         }
+    }
+
+    pub(crate) const fn with_query(self, query: &'static [(&'static str, &'static str)]) -> Doc {
+        Doc { query, ..self }
     }
 
     pub(crate) const fn with_request(self, request: TypeDoc) -> Doc {
@@ -189,6 +196,16 @@ fn operation(listener: &str, endpoint: &Endpoint) -> utoipa::openapi::path::Oper
                 .name(name)
                 .parameter_in(ParameterIn::Path)
                 .required(Required::True)
+                .schema(Some(String::schema())),
+        );
+    }
+    for (name, description) in doc.query {
+        builder = builder.parameter(
+            ParameterBuilder::new()
+                .name(*name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(*description))
                 .schema(Some(String::schema())),
         );
     }
@@ -341,6 +358,15 @@ mod tests {
             if endpoint.path.contains("{route}") {
                 assert_eq!(operation["parameters"][0]["name"], "route");
             }
+            let parameters: Vec<&str> = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            let expected: Vec<&str> = endpoint.doc.query.iter().map(|(name, _)| *name).collect();
+            assert_eq!(parameters, expected, "{method} {}", endpoint.path);
             described += 1;
         }
         // /ws, four routes twice, 3 open admin endpoints, 14 under /admin.

@@ -1,8 +1,11 @@
 //! The operator commands: `serve` once the configuration is loaded, `client`, checking a flags
-//! file, reading and changing the live flags through the admin API (ramps included), and showing
-//! where a user lands. Each returns a [`CliError`]; the binary maps it to an exit code.
+//! file, and the commands that read and change a running gateway through its admin API (flags,
+//! ramps, rollbacks, the kill switch, the audit, stats, mismatches, faults, where a user lands).
+//! Each prints human-readable text, or the API's JSON with `--json`, and returns a [`CliError`];
+//! the binary maps it to an exit code.
 
 mod args;
+mod render;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,12 +17,13 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-pub use self::args::{AdminArgs, Cli, Command, FlagsCommand};
+pub use self::args::{AdminArgs, Cli, Command, FaultsCommand, FlagsCommand, KillSwitchAction};
+use self::render::Render;
 use crate::client::ClientError;
 use crate::config::{Config, ConfigError};
 use crate::flags::{FlagSet, FlagsError};
 use crate::route::Route;
-use crate::routing::{cohort_bucket, decide};
+use crate::routing::decide;
 use crate::{BindError, Listeners, RunError};
 
 /// Why a command failed. Its message is what the operator sees after `error: `.
@@ -42,12 +46,25 @@ pub enum CliError {
     /// The gateway refused to start: a key, the flags file.
     #[error(transparent)]
     Run(#[from] RunError),
-    /// A flags file that does not validate (`flags check`, `cohort`).
+    /// A flags file that does not validate (`flags check`, `cohort --file`).
     #[error(transparent)]
     Flags(#[from] FlagsError),
-    /// The admin API answered, but not with a success.
-    #[error("HTTP {status}\n{body}")]
-    Rejected { status: u16, body: String },
+    /// A route name no route has (`cohort --file --route`).
+    #[error("no route {0:?}; routes are router_broadcast, scoped_broadcast, user_event, broadcast")]
+    UnknownRoute(String),
+    /// A command that talks to the gateway was given no admin token.
+    #[error(
+        "no admin token: set ADMIN_TOKEN (as `serve --dev` prints it) or pass --token; the \
+         gateway is ADMIN_URL ({admin_url}) or --admin-url"
+    )]
+    MissingToken { admin_url: String },
+    /// The admin API answered, but not with a success: its status, error code and message.
+    #[error("HTTP {status} {code}: {message}")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// The admin API could not be reached or did not answer.
     #[error(transparent)]
     Admin(#[from] AdminCallError),
@@ -58,9 +75,9 @@ pub enum CliError {
 /// Why an admin call got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminCallError {
-    #[error("{url}: only http:// admin URLs are supported")]
+    #[error("ADMIN_URL (or --admin-url) {url:?} is not an http:// or https:// URL")]
     Url { url: String },
-    #[error("connecting to {authority}: {source}")]
+    #[error("connecting to {authority} (ADMIN_URL, or --admin-url): {source}")]
     Connect {
         authority: String,
         source: std::io::Error,
@@ -70,6 +87,8 @@ pub enum AdminCallError {
         authority: String,
         source: hyper::Error,
     },
+    #[error("TLS with {authority}: {message}")]
+    Tls { authority: String, message: String },
     #[error("building the request: {0}")]
     Request(hyper::http::Error),
     #[error("calling {path}: {source}")]
@@ -183,41 +202,213 @@ pub async fn client(
     Ok(())
 }
 
-/// Prints where `user_id` lands on every route (`switchyard cohort`).
-pub fn cohort(flags_path: &Path, user_id: &str) -> Result<(), CliError> {
-    println!("{}", cohort_report(flags_path, user_id)?.trim_end());
-    Ok(())
+/// Prints a completion script for `shell` (`switchyard completions bash`).
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory as _;
+    clap_complete::generate(shell, &mut Cli::command(), "switchyard", out);
 }
 
-/// Runs a `flags` subcommand: checks a file locally, or calls the admin API and prints its
-/// answer.
-pub async fn flags(command: FlagsCommand) -> Result<(), CliError> {
-    let call = match flags_action(command) {
-        FlagsAction::Check(file) => {
-            println!("{}", check_flags_file(&file)?.trim_end());
+/// Runs a command that checks a file or talks to a running gateway, and prints its answer:
+/// human-readable, or the admin API's JSON with `json`.
+pub async fn operate(command: Command, json: bool) -> Result<(), CliError> {
+    let (call, render) = match admin_action(command) {
+        Action::Check(file) => {
+            let report = check_flags_file(&file)?;
+            if json {
+                println!("{}", json!({ "file": file, "ok": true, "summary": report }));
+            } else {
+                println!("{}", report.trim_end());
+            }
             return Ok(());
         }
-        FlagsAction::Call(call) => call,
+        Action::CohortFile {
+            file,
+            user_id,
+            route,
+        } => {
+            let answer = cohort_file(&file, &user_id, route.as_deref())?;
+            print_answer(&answer, Render::Cohort, json);
+            return Ok(());
+        }
+        Action::Local(text) => {
+            print!("{text}");
+            return Ok(());
+        }
+        Action::Call(call, render) => (call, render),
     };
-    let (status, text) = admin_request(call).await?;
+    let (status, answer) = admin_request(call?).await?;
     if !(200..300).contains(&status) {
-        return Err(CliError::Rejected { status, body: text });
+        let text = |key: &str| answer["error"][key].as_str().unwrap_or_default().to_owned();
+        return Err(CliError::Rejected {
+            status,
+            code: text("code"),
+            message: match text("message") {
+                message if message.is_empty() => answer.to_string(),
+                message => message,
+            },
+        });
     }
-    println!("{text}");
+    print_answer(&answer, render, json);
     Ok(())
 }
 
-/// What a `flags` subcommand does: check a file here, or make one call to the admin API.
-enum FlagsAction {
-    Check(PathBuf),
-    Call(AdminCall),
+fn print_answer(answer: &Value, render: Render, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(answer).unwrap_or_default()
+        );
+    } else {
+        println!("{}", render.text(answer).trim_end());
+    }
 }
 
-fn flags_action(command: FlagsCommand) -> FlagsAction {
+/// Where `user_id` lands under the flags in `file`, decided here as the gateway decides, in the
+/// shape of `GET /admin/cohort`. The file must exist: deciding from the defaults when it is
+/// missing would answer for flags no gateway has.
+fn cohort_file(file: &Path, user_id: &str, route: Option<&str>) -> Result<Value, CliError> {
+    let text = std::fs::read_to_string(file).map_err(|error| read_error(file, &error))?;
+    let flags = FlagSet::parse(&text, &file.display().to_string())?;
+    let routes = match route {
+        None => Route::ALL.to_vec(),
+        Some(name) => {
+            vec![Route::from_name(name).ok_or_else(|| CliError::UnknownRoute(name.to_owned()))?]
+        }
+    };
+    let view = crate::server::admin::cohort_view(&flags, user_id, &routes, |route| {
+        decide(&flags, route, user_id)
+    });
+    Ok(serde_json::to_value(view).unwrap_or_default())
+}
+
+/// What a command does: check a file or decide a cohort here, print something made here, or
+/// make one call to the admin API (an error when it has no token) and render its answer.
+enum Action {
+    Check(PathBuf),
+    CohortFile {
+        file: PathBuf,
+        user_id: String,
+        route: Option<String>,
+    },
+    Local(String),
+    Call(Result<AdminCall, CliError>, Render),
+}
+
+fn admin_action(command: Command) -> Action {
+    let query = query_string;
+    let (call, render) = match command {
+        Command::Flags { command } => return flags_action(command),
+        Command::Cohort {
+            user_id,
+            route,
+            file: Some(file),
+            ..
+        } => {
+            return Action::CohortFile {
+                file,
+                user_id,
+                route,
+            };
+        }
+        Command::Cohort {
+            user_id,
+            route,
+            file: None,
+            admin,
+        } => {
+            let path = format!(
+                "/admin/cohort{}",
+                query(&[("user_id", Some(user_id)), ("route", route)])
+            );
+            (AdminCall::new(admin, Method::GET, path), Render::Cohort)
+        }
+        Command::Stats { admin } => (
+            AdminCall::new(admin, Method::GET, "/admin/stats".into()),
+            Render::Stats,
+        ),
+        Command::Mismatches {
+            route,
+            limit,
+            admin,
+        } => {
+            let path = format!(
+                "/admin/shadow/mismatches{}",
+                query(&[("route", route), ("limit", Some(limit.to_string()))])
+            );
+            (AdminCall::new(admin, Method::GET, path), Render::Mismatches)
+        }
+        Command::KillSwitch {
+            action,
+            reason,
+            if_match,
+            admin,
+        } => {
+            let engaged = action == KillSwitchAction::Engage;
+            let body = json!({ "engaged": engaged, "reason": reason });
+            let path = "/admin/kill-switch".to_owned();
+            change_call(admin, Method::POST, path, body, if_match)
+        }
+        Command::Faults { command } => faults_call(command),
+        Command::Serve { .. } | Command::Client { .. } | Command::Defaults => {
+            return Action::Local(String::new());
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            return Action::Local(String::from_utf8_lossy(&out).into_owned());
+        }
+    };
+    Action::Call(call, render)
+}
+
+fn faults_call(command: FaultsCommand) -> (Result<AdminCall, CliError>, Render) {
+    match command {
+        FaultsCommand::List { admin } => (
+            AdminCall::new(admin, Method::GET, "/admin/faults".into()),
+            Render::Faults,
+        ),
+        FaultsCommand::Set {
+            route,
+            path,
+            drop_ratio,
+            delay_ms,
+            reason,
+            admin,
+        } => {
+            let body = json!({
+                "route": route, "path": path, "drop_ratio": drop_ratio,
+                "delay_ms": delay_ms, "reason": reason,
+            });
+            change_call(admin, Method::POST, "/admin/faults".into(), body, None)
+        }
+        FaultsCommand::Clear { admin } => (
+            AdminCall::new(admin, Method::DELETE, "/admin/faults".into()),
+            Render::Summary,
+        ),
+    }
+}
+
+/// A query string value, percent-encoded but for the characters that never need it.
+fn query_escape(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn flags_action(command: FlagsCommand) -> Action {
     let route_path = |route: &str| format!("/admin/flags/routes/{route}");
-    let call = match command {
-        FlagsCommand::Check { file } => return FlagsAction::Check(file),
-        FlagsCommand::Show { admin } => AdminCall::new(admin, Method::GET, "/admin/flags".into()),
+    let (call, render) = match command {
+        FlagsCommand::Check { file } => return Action::Check(file),
+        FlagsCommand::Show { admin } => (
+            AdminCall::new(admin, Method::GET, "/admin/flags".into()),
+            Render::Flags,
+        ),
         FlagsCommand::Set {
             route,
             reason,
@@ -226,31 +417,24 @@ fn flags_action(command: FlagsCommand) -> FlagsAction {
             shadow_sample_percent,
             pin_ssot,
             pin_legacy,
+            ignore_fields,
             clear_latch,
             if_match,
             admin,
         } => {
-            let fields = [
-                ("ssot_percent", ssot_percent.map(Value::from)),
-                ("shadow", shadow.map(Value::from)),
-                (
-                    "shadow_sample_percent",
-                    shadow_sample_percent.map(Value::from),
-                ),
-                ("pin_ssot", pin_ssot.map(Value::from)),
-                ("pin_legacy", pin_legacy.map(Value::from)),
-                ("clear_latch", clear_latch.then_some(Value::Bool(true))),
-            ];
-            let mut patch = serde_json::Map::new();
-            patch.insert("reason".into(), json!(reason));
-            patch.extend(
-                fields
-                    .into_iter()
-                    .filter_map(|(key, value)| Some((key.to_owned(), value?))),
+            let patch = only_given(
+                reason,
+                [
+                    ("ssot_percent", given(ssot_percent)),
+                    ("shadow", given(shadow)),
+                    ("shadow_sample_percent", given(shadow_sample_percent)),
+                    ("pin_ssot", given(pin_ssot)),
+                    ("pin_legacy", given(pin_legacy)),
+                    ("ignore_fields", given(ignore_fields.map(non_empty))),
+                    ("clear_latch", clear_latch.then_some(Value::Bool(true))),
+                ],
             );
-            AdminCall::new(admin, Method::PATCH, route_path(&route))
-                .with_body(Value::Object(patch))
-                .with_if_match(if_match)
+            change_call(admin, Method::PATCH, route_path(&route), patch, if_match)
         }
         FlagsCommand::Ramp {
             route,
@@ -261,36 +445,98 @@ fn flags_action(command: FlagsCommand) -> FlagsAction {
             if_match,
             admin,
         } => {
-            let ramp = match (cancel, steps, step_seconds) {
-                (false, Some(steps), Some(step_seconds)) => {
-                    json!({ "steps": steps, "step_seconds": step_seconds })
-                }
-                // clap requires both unless --cancel, which excludes them.
-                _ => Value::Null,
-            };
-            AdminCall::new(admin, Method::PATCH, route_path(&route))
-                .with_body(json!({ "reason": reason, "ramp": ramp }))
-                .with_if_match(if_match)
+            let ramp = ramp_request(cancel, steps, step_seconds);
+            let body = json!({ "reason": reason, "ramp": ramp });
+            change_call(admin, Method::PATCH, route_path(&route), body, if_match)
         }
         FlagsCommand::Rollback {
             reason,
             routes,
             admin,
         } => {
-            let mut body = json!({ "reason": reason });
-            if !routes.is_empty() {
-                body["routes"] = json!(routes);
-            }
-            AdminCall::new(admin, Method::POST, "/admin/rollback".into()).with_body(body)
+            let routes = (!routes.is_empty()).then(|| json!(routes));
+            let body = only_given(reason, [("routes", routes)]);
+            change_call(admin, Method::POST, "/admin/rollback".into(), body, None)
         }
-        FlagsCommand::Reload { admin } => {
-            AdminCall::new(admin, Method::POST, "/admin/flags/reload".into())
-        }
-        FlagsCommand::Audit { limit, admin } => {
-            AdminCall::new(admin, Method::GET, format!("/admin/audit?limit={limit}"))
+        FlagsCommand::Reload { admin } => (
+            AdminCall::new(admin, Method::POST, "/admin/flags/reload".into()),
+            Render::Summary,
+        ),
+        FlagsCommand::Audit {
+            limit,
+            route,
+            since,
+            admin,
+        } => {
+            let pairs = [
+                ("limit", Some(limit.to_string())),
+                ("route", route),
+                ("since", since),
+            ];
+            let path = format!("/admin/audit{}", query_string(&pairs));
+            (AdminCall::new(admin, Method::GET, path), Render::Audit)
         }
     };
-    FlagsAction::Call(call)
+    Action::Call(call, render)
+}
+
+/// A call that changes something, answered with a change summary.
+fn change_call(
+    admin: AdminArgs,
+    method: Method,
+    path: String,
+    body: Value,
+    if_match: Option<u64>,
+) -> (Result<AdminCall, CliError>, Render) {
+    let call = AdminCall::new(admin, method, path)
+        .map(|call| call.with_body(body).with_if_match(if_match));
+    (call, Render::Summary)
+}
+
+/// `"ramp"`: the steps and their time, or `null` to cancel.
+fn ramp_request(cancel: bool, steps: Option<Vec<f64>>, step_seconds: Option<u64>) -> Value {
+    match (cancel, steps, step_seconds) {
+        (false, Some(steps), Some(step_seconds)) => {
+            json!({ "steps": steps, "step_seconds": step_seconds })
+        }
+        // clap requires both unless --cancel, which excludes them.
+        _ => Value::Null,
+    }
+}
+
+/// A field's value, when it was given.
+fn given<T: Into<Value>>(value: Option<T>) -> Option<Value> {
+    value.map(Into::into)
+}
+
+/// A request body: the reason and the fields that were given.
+fn only_given<const N: usize>(reason: String, fields: [(&str, Option<Value>); N]) -> Value {
+    let mut patch = serde_json::Map::new();
+    patch.insert("reason".into(), json!(reason));
+    patch.extend(
+        fields
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?))),
+    );
+    Value::Object(patch)
+}
+
+/// `?key=value&…` for the pairs that have a value (escaped), or nothing.
+fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let pairs: Vec<String> = pairs
+        .iter()
+        .filter_map(|(key, value)| Some(format!("{key}={}", query_escape(value.as_ref()?))))
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
+}
+
+/// `--ignore-fields ""` clears the list: clap reads it as one empty field.
+fn non_empty(fields: Vec<String>) -> Vec<String> {
+    fields.into_iter().filter(|f| !f.is_empty()).collect()
 }
 
 /// Validates a flags file; `Ok` carries a one-line summary, `Err` the error naming file, line
@@ -330,35 +576,6 @@ pub fn check_flags_file(path: &Path) -> Result<String, FlagsError> {
     ))
 }
 
-/// Where `user_id` lands on every route under the flags in `flags_path` (the defaults when the
-/// file does not exist).
-pub fn cohort_report(flags_path: &Path, user_id: &str) -> Result<String, FlagsError> {
-    let flags = match std::fs::read_to_string(flags_path) {
-        Ok(text) => FlagSet::parse(&text, &flags_path.display().to_string())?,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => FlagSet::defaults(),
-        Err(error) => return Err(read_error(flags_path, &error)),
-    };
-    let bucket = cohort_bucket(&flags.salt, user_id.trim());
-    let mut report = format!(
-        "user {user_id:?}: bucket {bucket} of 10000 (salt {:?}, flags version {})\n",
-        flags.salt, flags.version
-    );
-    for route in Route::ALL {
-        let decision = decide(&flags, route, user_id);
-        report.push_str(&format!(
-            "  {:<17} {:<6} ({}; ssot_percent {:.2}){}\n",
-            route.as_str(),
-            decision.primary.as_str(),
-            decision.reason.as_str(),
-            flags.route(route).ssot_percent.as_f64(),
-            decision
-                .shadow
-                .map_or(String::new(), |s| format!(", shadowed by {}", s.as_str()))
-        ));
-    }
-    Ok(report)
-}
-
 /// Parses a duration given on the command line into seconds: whole seconds (`300`, `300s`),
 /// minutes (`5m`) or hours (`1h`).
 pub fn parse_duration_seconds(text: &str) -> Result<u64, String> {
@@ -390,15 +607,21 @@ pub struct AdminCall {
 }
 
 impl AdminCall {
-    fn new(admin: AdminArgs, method: Method, path: String) -> AdminCall {
-        AdminCall {
+    /// A call with the admin token; an error naming `ADMIN_TOKEN` when there is none.
+    fn new(admin: AdminArgs, method: Method, path: String) -> Result<AdminCall, CliError> {
+        let Some(token) = admin.token.filter(|token| !token.is_empty()) else {
+            return Err(CliError::MissingToken {
+                admin_url: admin.admin_url,
+            });
+        };
+        Ok(AdminCall {
             base_url: admin.admin_url,
-            token: admin.token,
+            token,
             method,
             path,
             body: None,
             if_match: None,
-        }
+        })
     }
 
     fn with_body(self, body: Value) -> AdminCall {
@@ -413,31 +636,27 @@ impl AdminCall {
     }
 }
 
-/// Performs an admin call; returns the status and the pretty-printed JSON answer.
-pub async fn admin_request(call: AdminCall) -> Result<(u16, String), AdminCallError> {
-    let authority = call
-        .base_url
-        .strip_prefix("http://")
-        .ok_or_else(|| AdminCallError::Url {
-            url: call.base_url.clone(),
-        })?
-        .trim_end_matches('/')
-        .to_owned();
-    let stream =
-        TcpStream::connect(&authority)
-            .await
-            .map_err(|source| AdminCallError::Connect {
-                authority: authority.clone(),
-                source,
-            })?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|source| AdminCallError::Handshake {
-                authority: authority.clone(),
-                source,
-            })?;
-    tokio::spawn(connection);
+/// Performs an admin call over `http://` or `https://`; returns the status and the answer (a
+/// JSON string value when the answer is not JSON).
+pub async fn admin_request(call: AdminCall) -> Result<(u16, Value), AdminCallError> {
+    let url_error = || AdminCallError::Url {
+        url: call.base_url.clone(),
+    };
+    let (tls, rest) = match call.base_url.split_once("://") {
+        Some(("http", rest)) => (false, rest),
+        Some(("https", rest)) => (true, rest),
+        _ => return Err(url_error()),
+    };
+    let authority = rest.trim_end_matches('/').to_owned();
+    if authority.is_empty() || authority.contains('/') {
+        return Err(url_error());
+    }
+    let stream = TcpStream::connect(with_default_port(&authority, tls))
+        .await
+        .map_err(|source| AdminCallError::Connect {
+            authority: authority.clone(),
+            source,
+        })?;
     let mut request = Request::builder()
         .method(call.method)
         .uri(&call.path)
@@ -456,11 +675,54 @@ pub async fn admin_request(call: AdminCall) -> Result<(u16, String), AdminCallEr
     let request = request
         .body(Full::new(body))
         .map_err(AdminCallError::Request)?;
+    let (status, bytes) = if tls {
+        let stream = tls_connect(&authority, stream).await?;
+        send(&authority, stream, request, &call.path).await?
+    } else {
+        send(&authority, stream, request, &call.path).await?
+    };
+    let answer = serde_json::from_slice::<Value>(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Ok((status, answer))
+}
+
+/// `host:port`, with the scheme's port when the URL names none.
+fn with_default_port(authority: &str, tls: bool) -> String {
+    let has_port = if authority.starts_with('[') {
+        authority.contains("]:")
+    } else {
+        authority.contains(':')
+    };
+    if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{}", if tls { 443 } else { 80 })
+    }
+}
+
+/// One HTTP/1 request on `stream`; the status and the whole answer body.
+async fn send<S>(
+    authority: &str,
+    stream: S,
+    request: Request<Full<Bytes>>,
+    path: &str,
+) -> Result<(u16, Bytes), AdminCallError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|source| AdminCallError::Handshake {
+                authority: authority.to_owned(),
+                source,
+            })?;
+    tokio::spawn(connection);
     let response = sender
         .send_request(request)
         .await
         .map_err(|source| AdminCallError::Send {
-            path: call.path.clone(),
+            path: path.to_owned(),
             source,
         })?;
     let status = response.status().as_u16();
@@ -470,11 +732,50 @@ pub async fn admin_request(call: AdminCall) -> Result<(u16, String), AdminCallEr
         .await
         .map_err(AdminCallError::Answer)?
         .to_bytes();
-    let text = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(value) => serde_json::to_string_pretty(&value).unwrap_or_default(),
-        Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+    Ok((status, bytes))
+}
+
+/// TLS over `stream` to the host of `authority`, verified against the system's roots (or the
+/// bundle `SSL_CERT_FILE` names).
+async fn tls_connect(
+    authority: &str,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, AdminCallError> {
+    use tokio_rustls::rustls;
+    let tls_error = |message: String| AdminCallError::Tls {
+        authority: authority.to_owned(),
+        message,
     };
-    Ok((status, text))
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        // A certificate the store cannot take is skipped, as browsers and curl do.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(tls_error(format!(
+            "no trusted root certificates found (set SSL_CERT_FILE to a PEM bundle): {:?}",
+            found.errors
+        )));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|error| tls_error(error.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let server_name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|error| tls_error(error.to_string()))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(server_name, stream)
+        .await
+        .map_err(|error| tls_error(error.to_string()))
 }
 
 fn read_error(path: &Path, error: &std::io::Error) -> FlagsError {
@@ -525,8 +826,8 @@ mod tests {
             panic!("not a flags command");
         };
         match flags_action(command) {
-            FlagsAction::Call(call) => (call.method, call.path, call.body, call.if_match),
-            FlagsAction::Check(file) => panic!("check {}", file.display()),
+            Action::Call(Ok(call), _) => (call.method, call.path, call.body, call.if_match),
+            _ => panic!("not an admin call: {args:?}"),
         }
     }
 
@@ -558,11 +859,20 @@ mod tests {
     }
 
     #[test]
-    fn cohort_report_names_every_route() {
-        let report = cohort_report(Path::new("/nonexistent/flags.toml"), "alice").unwrap();
-        for route in Route::ALL {
-            assert!(report.contains(route.as_str()), "{report}");
-        }
-        assert!(report.contains(&format!("bucket {}", cohort_bucket("switchyard", "alice"))));
+    fn cohort_offline_needs_the_file_it_names() {
+        // Deciding from the defaults for a file that is not there would answer for flags no
+        // gateway has.
+        let missing = Path::new("/nonexistent/flags.toml");
+        let error = cohort_file(missing, "alice", None).unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/flags.toml"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(query_escape("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(query_escape("user-1.x_y~"), "user-1.x_y~");
     }
 }

@@ -8,6 +8,8 @@
 //! - [`config`]: process configuration, merged from defaults, file, environment and CLI.
 //! - `auth`: client JWTs and named producer/admin tokens.
 //! - `registry`: live connections per user, per-connection send queues, offline queues.
+//! - `audit`: the audit log of every change, appended to `audit.jsonl` (rotated) and read back
+//!   at start, behind one backend trait.
 //! - `flags`: the validated, versioned flag snapshot, `flags.toml`, and the store that swaps it.
 //! - `routing`: the pure decision of which path serves an event; cohort hashing.
 //! - `paths`: the broadcast implementations: `paths::legacy` and `paths::ssot`; plans.
@@ -19,11 +21,13 @@
 //! - `server`: the public listener (`/ws`, `/v1`) and the admin listener (`/metrics`, `/admin`).
 //! - [`client`]: a small WebSocket client for trying the gateway out.
 //! - [`cli`]: the command line and the operator commands: `serve`, `client`, `cohort`,
-//!   `flags check|show|set|ramp|rollback|reload|audit`.
+//!   `flags check|show|set|ramp|rollback|reload|audit`, `kill-switch`, `stats`, `mismatches`,
+//!   `faults`, `completions`.
 //!
 //! [`run`] takes its listeners and shutdown signal from the caller, so tests run the whole
 //! gateway in-process on port 0.
 
+mod audit;
 mod auth;
 pub mod cli;
 pub mod client;

@@ -1,23 +1,42 @@
 //! The `switchyard` binary: parses the command line, sets up logging, loads the configuration and
-//! dispatches to the library (`switchyard::cli`, `switchyard::run`). Exit codes: 64 for
-//! configuration errors, 69 when a listener cannot be bound or a gateway cannot be reached, 70
-//! for other runtime failures, 1 when a flags file is invalid or the admin API refuses a change.
-
-use std::process::ExitCode;
+//! dispatches to the library (`switchyard::cli`, `switchyard::run`). Exit codes, one table in
+//! [`exit_code`] (README, "Exit codes"): 64 usage or configuration, 65 invalid input (a bad flags
+//! file, a request the gateway refused as invalid), 69 unavailable (a listener not bound, a
+//! gateway not reached), 70 other failures, 75 conflict (a stale `--if-match`), 77 not authorised.
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard::cli::{self, Cli, CliError, Command};
+use switchyard::cli::{self, AdminCallError, Cli, CliError, Command};
 use switchyard::config::{Config, LogFormat, Overrides};
 
+/// Exit codes, from BSD's sysexits.
+const EXIT_USAGE: u8 = 64;
+const EXIT_DATA: u8 = 65;
+const EXIT_UNAVAILABLE: u8 = 69;
+const EXIT_SOFTWARE: u8 = 70;
+const EXIT_TEMPFAIL: u8 = 75;
+const EXIT_NOPERM: u8 = 77;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // `--help` and `--version` are answers, not errors.
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     // `serve` sets up logging once its configuration (`[log] format`) is loaded.
     if !matches!(cli.command, Command::Serve { .. }) {
         init_logging(LogFormat::Text);
     }
-    match dispatch(cli.command) {
+    match dispatch(cli.command, cli.json) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -26,7 +45,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(command: Command) -> Result<(), CliError> {
+fn dispatch(command: Command, json: bool) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,8 +78,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             print!("{}", switchyard::config::DEFAULTS_TOML);
             Ok(())
         }
-        Command::Cohort { user_id, flags } => cli::cohort(&flags, &user_id),
-        Command::Flags { command } => runtime.block_on(cli::flags(command)),
+        command => runtime.block_on(cli::operate(command, json)),
     }
 }
 
@@ -91,13 +109,20 @@ fn init_logging(format: LogFormat) {
 
 /// The exit code for each kind of failure, in one place.
 fn exit_code(error: &CliError) -> u8 {
-    const EXIT_FAILURE: u8 = 1;
-    const EXIT_CONFIG: u8 = 64;
-    const EXIT_UNAVAILABLE: u8 = 69;
-    const EXIT_SOFTWARE: u8 = 70;
     match error {
-        CliError::Flags(_) | CliError::Rejected { .. } => EXIT_FAILURE,
-        CliError::Config(_) | CliError::Run(_) | CliError::DevFlags { .. } => EXIT_CONFIG,
+        CliError::Config(_)
+        | CliError::Run(_)
+        | CliError::DevFlags { .. }
+        | CliError::MissingToken { .. }
+        | CliError::Admin(AdminCallError::Url { .. }) => EXIT_USAGE,
+        CliError::Flags(_) | CliError::UnknownRoute(_) => EXIT_DATA,
+        CliError::Rejected { status, .. } => match status {
+            401 | 403 => EXIT_NOPERM,
+            409 | 412 => EXIT_TEMPFAIL,
+            400..=499 => EXIT_DATA,
+            503 => EXIT_UNAVAILABLE,
+            _ => EXIT_SOFTWARE,
+        },
         CliError::Bind { .. }
         | CliError::LocalAddrs(_)
         | CliError::Admin(_)

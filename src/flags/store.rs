@@ -11,7 +11,6 @@
 
 mod watch;
 
-use std::collections::VecDeque;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,14 +18,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::audit::{AuditEntry, AuditFilter, AuditLog};
 use crate::flags::{FlagSet, FlagsDocument, FlagsError};
 use crate::labels::Trigger;
 use crate::metrics::Metrics;
 use crate::mutex::lock;
 use crate::route::Route;
-
-/// How many audit entries are kept in memory.
-const AUDIT_CAPACITY: usize = 1000;
 
 /// Where the live flags came from and whether the file agrees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,19 +34,6 @@ pub(crate) struct StoreStatus {
     pub(crate) changed_at: u64,
     /// Whether the live flags are what the file says (false after a failed write-back).
     pub(crate) persisted: bool,
-}
-
-/// One applied change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AuditEntry {
-    pub(crate) at: u64,
-    pub(crate) actor: String,
-    pub(crate) trigger: Trigger,
-    pub(crate) reason: String,
-    pub(crate) old_version: u64,
-    pub(crate) version: u64,
-    /// `key: old → new`, one per changed setting.
-    pub(crate) changes: Vec<String>,
 }
 
 /// What a reload did.
@@ -79,7 +63,8 @@ struct OnDisk {
 pub(crate) struct FlagStore {
     current: ArcSwap<FlagSet>,
     status: Mutex<StoreStatus>,
-    audit: Mutex<VecDeque<AuditEntry>>,
+    /// Every change, kept in `audit.jsonl` beside the flags file (`crate::audit`).
+    audit: AuditLog,
     /// Serialises changes: each starts from the set the previous one left.
     changing: Mutex<()>,
     /// What the file held when last read or written: a file-watcher reload that finds the same
@@ -139,7 +124,7 @@ impl FlagStore {
                 changed_at: unix_now(),
                 persisted,
             }),
-            audit: Mutex::new(VecDeque::new()),
+            audit: AuditLog::beside(path),
             changing: Mutex::new(()),
             path: path.to_owned(),
             metrics,
@@ -161,14 +146,20 @@ impl FlagStore {
         &self.path
     }
 
-    /// The newest `limit` audit entries, newest first.
+    /// The newest `limit` audit entries, newest first (the admin API filters with
+    /// [`FlagStore::audit_query`]).
+    #[cfg(test)]
     pub(crate) fn audit(&self, limit: usize) -> Vec<AuditEntry> {
-        lock(&self.audit)
-            .iter()
-            .rev()
-            .take(limit)
-            .cloned()
-            .collect()
+        self.audit_query(&AuditFilter {
+            route: None,
+            since: None,
+            limit,
+        })
+    }
+
+    /// The audit entries `filter` asks for, newest first.
+    pub(crate) fn audit_query(&self, filter: &AuditFilter) -> Vec<AuditEntry> {
+        self.audit.query(filter)
     }
 
     /// Re-reads the file. A bad file keeps the current set, is logged and counted, and the
@@ -318,11 +309,7 @@ impl FlagStore {
     ) {
         let version = self.snapshot().version;
         tracing::warn!(actor, reason, ?changes, "audited change");
-        let mut audit = lock(&self.audit);
-        if audit.len() == AUDIT_CAPACITY {
-            audit.pop_front();
-        }
-        audit.push_back(AuditEntry {
+        self.audit.record(AuditEntry {
             at: unix_now(),
             actor: actor.to_owned(),
             trigger,
@@ -369,13 +356,7 @@ impl FlagStore {
             changes = ?entry.changes,
             "flags changed"
         );
-        {
-            let mut audit = lock(&self.audit);
-            if audit.len() == AUDIT_CAPACITY {
-                audit.pop_front();
-            }
-            audit.push_back(entry);
-        }
+        self.audit.record(entry);
         self.publish_metrics(&new, persisted);
         new
     }

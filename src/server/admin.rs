@@ -9,10 +9,16 @@
 //! | `PUT /admin/flags`                  | replace the whole flag set                           |
 //! | `POST /admin/flags/reload`          | re-read `flags.toml`                                 |
 //! | `POST /admin/rollback`              | every (or the listed) route to legacy, latched       |
+//! | `POST /admin/kill-switch`           | engage or release the kill switch (`reason`)         |
+//! | `GET /admin/cohort`                 | where a user lands on every route, as routed now     |
+//! | `GET /admin/openapi.json`           | the OpenAPI 3.1 description of both listeners        |
 //! | `GET /admin/audit`                  | the change history                                   |
 //! | `GET /admin/shadow/mismatches`      | recent shadow mismatches with their diffs            |
 //! | `GET /admin/stats`                  | windowed ratios and rates per route and path         |
 //! | `GET/POST/DELETE /admin/faults`     | fault injection, when the process config allows it   |
+//!
+//! Every change endpoint answers with a change summary (`server::summary`): the versions
+//! before and after, and each setting that changed, old → new.
 //!
 //! It is bound to its own address (loopback by default) so that metrics scraping and operator
 //! actions never share a port with client traffic.
@@ -29,20 +35,23 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
+use serde_json::Value;
 
+use crate::audit::AuditFilter;
 use crate::faults::Fault;
 use crate::flags::store::{ChangeError, ReloadOutcome, unix_now};
-use crate::flags::{FlagSet, Latch, Percent, Ramp};
+use crate::flags::{FlagSet, KillSwitch, Latch, Percent, Ramp};
 use crate::labels::Trigger;
 use crate::route::{PathKind, Route};
-use crate::routing::decide;
+use crate::routing::{cohort_bucket, decide};
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
-    AuditView, DiffView, FaultRequest, FaultView, FlagsReplace, FlagsView, GuardStatsView,
-    KillSwitchView, LatchView, MismatchView, PathStatsView, RampView, ReloadView, RollbackRequest,
-    RoutePatch, RouteStatsView, RouteView, ShadowStatsView, StatsView, admin_request, rfc3339,
+    AuditView, ChangeSummaryView, CohortRouteView, CohortView, DiffView, FaultRequest, FaultView,
+    FlagsReplace, FlagsView, GuardStatsView, KillSwitchRequest, KillSwitchView, LatchView,
+    MismatchView, PathStatsView, RampView, RollbackRequest, RoutePatch, RouteStatsView, RouteView,
+    ShadowStatsView, StatsView, admin_request, rfc3339,
 };
-use crate::server::{AppState, body};
+use crate::server::{AppState, body, openapi, producer, summary};
 
 /// Admin request bodies are small documents.
 const MAX_ADMIN_BODY_BYTES: usize = 256 * 1024;
@@ -210,21 +219,20 @@ pub(crate) async fn reload(
     State(state): State<Arc<AppState>>,
     Extension(Actor(actor)): Extension<Actor>,
 ) -> Result<Response, ApiError> {
+    // The summary compares with the flags just before; a change between this load and the
+    // reload would show in it too, under the versions it names.
+    let before = state.flags.snapshot();
     let store = Arc::clone(&state.flags);
     let outcome = tokio::task::spawn_blocking(move || store.reload(Trigger::Api, &actor)).await?;
-    match outcome {
-        Ok(ReloadOutcome::Applied { version }) => Ok(Json(ReloadView {
-            outcome: "applied",
-            version,
-        })
-        .into_response()),
-        Ok(ReloadOutcome::Unchanged { version }) => Ok(Json(ReloadView {
-            outcome: "unchanged",
-            version,
-        })
-        .into_response()),
-        Err(error) => Err(ApiError::FlagsNotReloaded(error)),
-    }
+    let (outcome, version) = match outcome {
+        Ok(ReloadOutcome::Applied { version }) => ("applied", version),
+        Ok(ReloadOutcome::Unchanged { version }) => ("unchanged", version),
+        Err(error) => return Err(ApiError::FlagsNotReloaded(error)),
+    };
+    let mut view = summary_view(&state, &before, &state.flags.snapshot());
+    view.outcome = Some(outcome);
+    view.version = version;
+    Ok(with_etag(Json(view).into_response(), version))
 }
 
 /// `POST /admin/rollback`: every route, or the listed ones, to legacy at once, latched until an
@@ -274,17 +282,64 @@ pub(crate) async fn rollback(
     Ok(response)
 }
 
+/// `POST /admin/kill-switch {"engaged", "reason"}`: every route to legacy at once (or back to
+/// its own flags), changing the kill switch and nothing else. The kill switch's own `reason` is
+/// the one given while it is engaged and empty once released; both are audited. A ramp cannot
+/// run under the kill switch, so engaging it ends a running ramp in the same change (as it always
+/// has, `FlagSet::settle_ramps`), and the summary says so.
+pub(crate) async fn kill_switch(
+    State(state): State<Arc<AppState>>,
+    Extension(Actor(actor)): Extension<Actor>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let if_match = if_match(&headers)?;
+    let request: KillSwitchRequest =
+        read_request(&headers, request, ApiError::InvalidFlags).await?;
+    let reason = required_reason(request.reason.as_deref(), ApiError::InvalidFlags)?.to_owned();
+    let engaged = request.engaged;
+    let kill_switch = KillSwitch {
+        engaged,
+        reason: if engaged {
+            reason.clone()
+        } else {
+            String::new()
+        },
+    };
+    let response = change(&state, actor, &reason, if_match, move |flags| {
+        flags.kill_switch = kill_switch;
+        Ok(())
+    })
+    .await?;
+    tracing::warn!(engaged, reason = reason.as_str(), "operator kill switch");
+    Ok(response)
+}
+
 #[derive(Deserialize)]
 pub(crate) struct AuditQuery {
+    route: Option<String>,
+    since: Option<String>,
     limit: Option<usize>,
 }
 
-/// `GET /admin/audit?limit=N`: newest first.
+/// `GET /admin/audit?route=&since=&limit=`: newest first; `route` keeps the entries about one
+/// route (its settings, or ones every route shares), `since` (RFC 3339 or unix seconds) the
+/// entries from then on, `limit` (default 100) caps the count.
 pub(crate) async fn audit(
     State(state): State<Arc<AppState>>,
     Query(query): Query<AuditQuery>,
-) -> Response {
-    let entries = state.flags.audit(query.limit.unwrap_or(100));
+) -> Result<Response, ApiError> {
+    let route = route_param(query.route.as_deref())?;
+    let since = match query.since.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(parse_since(text).ok_or_else(|| ApiError::BadSince(text.to_owned()))?),
+    };
+    let filter = AuditFilter {
+        route,
+        since,
+        limit: query.limit.unwrap_or(100),
+    };
+    let entries = state.flags.audit_query(&filter);
     let views: Vec<AuditView<'_>> = entries
         .iter()
         .map(|entry| AuditView {
@@ -297,7 +352,27 @@ pub(crate) async fn audit(
             changes: &entry.changes,
         })
         .collect();
-    Json(views).into_response()
+    Ok(Json(views).into_response())
+}
+
+/// `since` as unix seconds: digits, or an RFC 3339 time.
+fn parse_since(text: &str) -> Option<u64> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(seconds);
+    }
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp()).ok()
+}
+
+/// A `?route=` parameter: none when absent or empty; 404 naming the routes when unknown.
+fn route_param(name: Option<&str>) -> Result<Option<Route>, ApiError> {
+    match name {
+        None | Some("") => Ok(None),
+        Some(name) => Route::from_name(name)
+            .map(Some)
+            .ok_or_else(|| ApiError::UnknownRoute(name.to_owned())),
+    }
 }
 
 #[derive(Deserialize)]
@@ -311,12 +386,7 @@ pub(crate) async fn shadow_mismatches(
     State(state): State<Arc<AppState>>,
     Query(query): Query<MismatchQuery>,
 ) -> Result<Response, ApiError> {
-    let route = match query.route.as_deref() {
-        None | Some("") => None,
-        Some(name) => {
-            Some(Route::from_name(name).ok_or_else(|| ApiError::UnknownRoute(name.to_owned()))?)
-        }
-    };
+    let route = route_param(query.route.as_deref())?;
     let samples = state.shadow.samples(route, query.limit.unwrap_or(50));
     let views: Vec<MismatchView<'_>> = samples
         .iter()
@@ -341,6 +411,64 @@ pub(crate) async fn shadow_mismatches(
         })
         .collect();
     Ok(Json(views).into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CohortQuery {
+    user_id: Option<String>,
+    route: Option<String>,
+}
+
+/// `GET /admin/cohort?user_id=&route=`: where `user_id`'s next event goes on every route (or
+/// one), decided from the live snapshot by the producer routes' own decision.
+pub(crate) async fn cohort(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<CohortQuery>,
+) -> Result<Response, ApiError> {
+    let user_id = query.user_id.as_deref().unwrap_or_default();
+    if user_id.trim().is_empty() {
+        return Err(ApiError::InvalidAdminRequest(
+            "`user_id` is required: GET /admin/cohort?user_id=NAME".to_owned(),
+        ));
+    }
+    let routes = match route_param(query.route.as_deref())? {
+        None => Route::ALL.to_vec(),
+        Some(route) => vec![route],
+    };
+    let flags = state.flags.snapshot();
+    let view = cohort_view(&flags, user_id, &routes, |route| {
+        producer::decide_event(&state, &flags, route, user_id)
+    });
+    Ok(Json(view).into_response())
+}
+
+/// Where `user_id` lands on `routes` under `flags`, each route decided by `decide`.
+pub(crate) fn cohort_view<'a>(
+    flags: &'a FlagSet,
+    user_id: &'a str,
+    routes: &[Route],
+    decide: impl Fn(Route) -> crate::route::Decision,
+) -> CohortView<'a> {
+    CohortView {
+        version: flags.version,
+        salt: &flags.salt,
+        user_id,
+        bucket: cohort_bucket(&flags.salt, user_id.trim()),
+        kill_switch: flags.kill_switch.engaged,
+        routes: routes
+            .iter()
+            .map(|&route| {
+                let decision = decide(route);
+                let view = CohortRouteView {
+                    path: decision.primary.as_str(),
+                    reason: decision.reason.as_str(),
+                    shadow: decision.shadow.map(PathKind::as_str),
+                    ssot_percent: flags.route(route).ssot_percent.as_f64(),
+                };
+                (route.as_str(), view)
+            })
+            .collect(),
+    }
 }
 
 /// `GET /admin/stats`: per route and path over the guard's window — events/s, the path and the
@@ -459,6 +587,7 @@ pub(crate) async fn set_fault(
             "delay_ms is over 60000".to_owned(),
         ));
     }
+    let before = fault_views(&state);
     state.faults.set(
         route,
         path,
@@ -476,7 +605,7 @@ pub(crate) async fn set_fault(
             fault.delay_ms
         )],
     );
-    Ok(Json(fault_views(&state)).into_response())
+    Ok(faults_summary(&state, &before))
 }
 
 /// `DELETE /admin/faults`: clears every fault. Audited.
@@ -485,6 +614,7 @@ pub(crate) async fn clear_faults(
     Extension(Actor(actor)): Extension<Actor>,
 ) -> Result<Response, ApiError> {
     faults_allowed(&state)?;
+    let before = fault_views(&state);
     state.faults.clear();
     state.flags.audit_other(
         Trigger::Api,
@@ -492,7 +622,39 @@ pub(crate) async fn clear_faults(
         "fault injection cleared",
         vec!["faults: all cleared".to_owned()],
     );
-    Ok(Json(fault_views(&state)).into_response())
+    Ok(faults_summary(&state, &before))
+}
+
+/// The change summary of a fault change: one entry per route and path whose fault changed
+/// (`faults.<route>.<path>`, `null` where none is set). Faults are not flags, so the flags
+/// version stays.
+fn faults_summary(state: &AppState, before: &[FaultView]) -> Response {
+    // Every route and path, `null` where no fault is set: a fault set or cleared is then one
+    // `faults.<route>.<path>` change.
+    let as_value = |views: &[FaultView]| {
+        let mut faults = serde_json::Map::new();
+        for route in Route::ALL {
+            let paths = PathKind::ALL
+                .into_iter()
+                .map(|path| {
+                    let view = views
+                        .iter()
+                        .find(|v| v.route == route.as_str() && v.path == path.as_str());
+                    let value = view.map_or(Value::Null, |view| {
+                        serde_json::to_value(view).unwrap_or(Value::Null)
+                    });
+                    (path.as_str().to_owned(), value)
+                })
+                .collect();
+            faults.insert(route.as_str().to_owned(), Value::Object(paths));
+        }
+        serde_json::json!({ "faults": faults })
+    };
+    let changes = summary::changes(&as_value(before), &as_value(&fault_views(state)));
+    let version = state.flags.snapshot().version;
+    let persisted = state.flags.status().persisted;
+    let view = summary::summary(version, version, persisted, changes);
+    with_etag(Json(view).into_response(), version)
 }
 
 fn faults_allowed(state: &AppState) -> Result<(), ApiError> {
@@ -517,13 +679,23 @@ fn fault_views(state: &AppState) -> Vec<FaultView> {
         .collect()
 }
 
+/// `GET /admin/openapi.json`: the OpenAPI 3.1 description of both listeners, built from the
+/// endpoint tables the routers are built from.
+pub(crate) async fn openapi() -> Response {
+    let document = openapi::document(
+        &crate::server::public_endpoints(),
+        &crate::server::admin_endpoints(),
+    );
+    Json(document).into_response()
+}
+
 /// Everything else under `/admin`, after authentication.
 pub(crate) async fn unknown() -> ApiError {
     ApiError::NotFound
 }
 
-/// Runs one change off the async workers (it writes and fsyncs the file) and answers with the
-/// new flags.
+/// Runs one change off the async workers (it writes and fsyncs the file) and answers with its
+/// summary: the set the edit started from against the one installed.
 async fn change(
     state: &Arc<AppState>,
     actor: String,
@@ -533,11 +705,21 @@ async fn change(
 ) -> Result<Response, ApiError> {
     let store = Arc::clone(&state.flags);
     let reason = reason.to_owned();
-    let flags = tokio::task::spawn_blocking(move || {
-        store.change(Trigger::Api, &actor, &reason, if_match, edit)
+    let result = tokio::task::spawn_blocking(move || {
+        // The edit is handed the live set under the store's change lock: a copy of it is
+        // exactly what the change started from.
+        let mut before = None;
+        let edited = store.change(Trigger::Api, &actor, &reason, if_match, |flags| {
+            before = Some(flags.clone());
+            edit(flags)
+        });
+        edited.map(|after| (before, after))
     })
-    .await??;
-    Ok(flags_response(state, &flags))
+    .await?;
+    let (before, after) = result?;
+    let before = before.unwrap_or_else(|| (*after).clone());
+    let view = summary_view(state, &before, &after);
+    Ok(with_etag(Json(view).into_response(), after.version))
 }
 
 fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
@@ -545,26 +727,8 @@ fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
     let routes: BTreeMap<&'static str, RouteView<'_>> = Route::ALL
         .into_iter()
         .map(|route| {
-            let r = flags.route(route);
-            let view = RouteView {
-                ssot_percent: r.ssot_percent.as_f64(),
-                shadow: r.shadow,
-                shadow_sample_percent: r.shadow_sample_percent.as_f64(),
-                pin_ssot: r.pin_ssot.iter().map(String::as_str).collect(),
-                pin_legacy: r.pin_legacy.iter().map(String::as_str).collect(),
-                ignore_fields: &r.ignore_fields,
-                latch: r.latch.as_ref().map(|latch| LatchView {
-                    reason: &latch.reason,
-                    trigger: latch.trigger.as_str(),
-                    actor: &latch.actor,
-                    at: rfc3339(latch.at),
-                }),
-                ramp: r
-                    .ramp
-                    .as_ref()
-                    .map(|ramp| ramp_view(ramp, state.guard.ramp_waiting(route))),
-            };
-            (route.as_str(), view)
+            let waiting = state.guard.ramp_waiting(route);
+            (route.as_str(), route_view(flags, route, waiting))
         })
         .collect();
     let view = FlagsView {
@@ -582,11 +746,64 @@ fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
         routes,
         guard: &flags.guard,
     };
-    let mut response = Json(view).into_response();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", flags.version)) {
+    with_etag(Json(view).into_response(), flags.version)
+}
+
+/// Tags a flags answer (the flags, or a change summary) with the version it leaves live, the
+/// value for the next change's `If-Match`.
+fn with_etag(mut response: Response, version: u64) -> Response {
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(ETAG, etag);
     }
     response
+}
+
+/// One route as `GET /admin/flags` shows it; `waiting` is the guard's note on its ramp.
+fn route_view(flags: &FlagSet, route: Route, waiting: Option<String>) -> RouteView<'_> {
+    let r = flags.route(route);
+    RouteView {
+        ssot_percent: r.ssot_percent.as_f64(),
+        shadow: r.shadow,
+        shadow_sample_percent: r.shadow_sample_percent.as_f64(),
+        pin_ssot: r.pin_ssot.iter().map(String::as_str).collect(),
+        pin_legacy: r.pin_legacy.iter().map(String::as_str).collect(),
+        ignore_fields: &r.ignore_fields,
+        latch: r.latch.as_ref().map(|latch| LatchView {
+            reason: &latch.reason,
+            trigger: latch.trigger.as_str(),
+            actor: &latch.actor,
+            at: rfc3339(latch.at),
+        }),
+        ramp: r.ramp.as_ref().map(|ramp| ramp_view(ramp, waiting)),
+    }
+}
+
+/// The settings of `flags` as `GET /admin/flags` nests them (without the guard's notes, which
+/// are not settings), for change summaries.
+fn settings_value(flags: &FlagSet) -> Value {
+    let routes: BTreeMap<&'static str, RouteView<'_>> = Route::ALL
+        .into_iter()
+        .map(|route| (route.as_str(), route_view(flags, route, None)))
+        .collect();
+    serde_json::json!({
+        "salt": flags.salt,
+        "kill_switch": KillSwitchView {
+            engaged: flags.kill_switch.engaged,
+            reason: &flags.kill_switch.reason,
+        },
+        "routes": routes,
+        "guard": flags.guard,
+    })
+}
+
+/// The summary of the change from `before` to `after`.
+fn summary_view(state: &AppState, before: &FlagSet, after: &FlagSet) -> ChangeSummaryView {
+    summary::summary(
+        before.version,
+        after.version,
+        state.flags.status().persisted,
+        summary::changes(&settings_value(before), &settings_value(after)),
+    )
 }
 
 fn ramp_view(ramp: &Ramp, waiting: Option<String>) -> RampView {

@@ -79,6 +79,9 @@ pub(crate) enum ApiError {
     /// A reload that found a file that may not replace the live flags.
     #[error("{0}; the previous flags keep serving")]
     FlagsNotReloaded(FlagsError),
+    /// `GET /admin/audit?since=` names no time.
+    #[error("since {0:?} is neither an RFC 3339 time (2026-12-03T07:00:00Z) nor unix seconds")]
+    BadSince(String),
     /// The blocking task that runs a flags change or reload failed.
     #[error("the change task failed")]
     Internal,
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             ApiError::BodyUnreadable(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::BadIfMatch => (StatusCode::BAD_REQUEST, "bad_if_match"),
+            ApiError::BadSince(_) => (StatusCode::BAD_REQUEST, "bad_since"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::FaultInjectionDisabled => (StatusCode::FORBIDDEN, "fault_injection_disabled"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),

@@ -10,14 +10,16 @@
 //! and fetches only, nothing inline — so a gateway string that slipped into the page as markup
 //! still could not run.
 
-use axum::Router;
-use axum::http::HeaderValue;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
     X_FRAME_OPTIONS,
 };
+use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+
+use crate::server::Endpoint;
+use crate::server::openapi::{Answer, Auth, Doc};
 
 /// Where the console lives on the admin listener.
 const CONSOLE_PATH: &str = "/console";
@@ -32,14 +34,39 @@ const INDEX_HTML: &str = include_str!("../../console/index.html");
 const CONSOLE_JS: &str = include_str!("../../console/console.js");
 const CONSOLE_CSS: &str = include_str!("../../console/console.css");
 
-/// The console's routes, merged into the admin router in front of its authentication: the
-/// assets hold no data.
-pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(root))
-        .route(CONSOLE_PATH, get(index))
-        .route("/console/console.js", get(script))
-        .route("/console/console.css", get(style))
+/// The console's endpoints, among the admin listener's that need no token: the assets hold no
+/// data.
+pub(crate) fn endpoints() -> Vec<Endpoint> {
+    let asset = |path: &str, media_type, handler, summary| {
+        let doc = Doc::new(summary, Answer::Asset(media_type), Auth::None);
+        Endpoint::new(Method::GET, path, handler, doc)
+    };
+    vec![
+        Endpoint::new(
+            Method::GET,
+            "/",
+            get(root),
+            Doc::new("redirects to the console", Answer::Redirect, Auth::None),
+        ),
+        asset(
+            CONSOLE_PATH,
+            "text/html",
+            get(index),
+            "the operator console's page",
+        ),
+        asset(
+            "/console/console.js",
+            "text/javascript",
+            get(script),
+            "the console's script",
+        ),
+        asset(
+            "/console/console.css",
+            "text/css",
+            get(style),
+            "the console's style sheet",
+        ),
+    ]
 }
 
 /// `GET /console`.

@@ -149,8 +149,14 @@ fn parse(
     Ok((request.user_id, event))
 }
 
-/// The event's paths, from the one snapshot that decides it.
-fn decide_event(state: &AppState, flags: &FlagSet, route: Route, user_id: &str) -> Decision {
+/// The event's paths, from the one snapshot that decides it (also what `GET /admin/cohort`
+/// answers with, so it says exactly what this route would do).
+pub(crate) fn decide_event(
+    state: &AppState,
+    flags: &FlagSet,
+    route: Route,
+    user_id: &str,
+) -> Decision {
     if state.config.server.bypass_routing {
         // The benchmark ablation: no decision, no shadow; the route's own default path.
         Decision {

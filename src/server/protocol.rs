@@ -81,12 +81,12 @@ impl ClientMessage {
 }
 
 /// The JSON error body every API error carries: `{"error": {"code", "message"}}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
     pub(crate) error: ErrorDetail,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorDetail {
     pub(crate) code: &'static str,
     pub(crate) message: String,
@@ -110,7 +110,7 @@ pub(crate) struct BatchItemBody<'a, R: Serialize> {
 }
 
 /// `BroadcastResult` as producers receive it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct BroadcastResultBody<'a> {
     user_id: &'a str,
     connections_attempted: usize,
@@ -246,7 +246,7 @@ pub(crate) enum RequestError {
 }
 
 /// `{"sent": n}`, the answer of the legacy-contract routes.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct SentBody {
     pub(crate) sent: usize,
 }
@@ -382,7 +382,7 @@ fn take_event(body: &mut Map<String, Value>) -> Result<Map<String, Value>, Reque
 // ---- Admin API ----------------------------------------------------------------------------
 
 /// `GET /admin/flags` and the answer to every flag change.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct FlagsView<'a> {
     pub(crate) version: u64,
     /// What made the last change: startup, file, sighup, api or guard.
@@ -395,16 +395,18 @@ pub(crate) struct FlagsView<'a> {
     pub(crate) salt: &'a str,
     pub(crate) kill_switch: KillSwitchView<'a>,
     pub(crate) routes: BTreeMap<&'static str, RouteView<'a>>,
+    /// The automatic rollback guard's settings (`[guard]` of `flags.toml`).
+    #[schema(value_type = Object)]
     pub(crate) guard: &'a GuardFlags,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct KillSwitchView<'a> {
     pub(crate) engaged: bool,
     pub(crate) reason: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct RouteView<'a> {
     pub(crate) ssot_percent: f64,
     pub(crate) shadow: bool,
@@ -419,7 +421,7 @@ pub(crate) struct RouteView<'a> {
 }
 
 /// A route's ramp and where it stands, in `GET /admin/flags` and `GET /admin/stats`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct RampView {
     pub(crate) steps: Vec<f64>,
     pub(crate) step_seconds: u64,
@@ -434,7 +436,7 @@ pub(crate) struct RampView {
     pub(crate) waiting: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct LatchView<'a> {
     pub(crate) reason: &'a str,
     pub(crate) trigger: &'a str,
@@ -444,7 +446,7 @@ pub(crate) struct LatchView<'a> {
 }
 
 /// `PATCH /admin/flags/routes/{route}`: the settings to change, and why.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RoutePatch {
     pub(crate) reason: Option<String>,
@@ -458,11 +460,12 @@ pub(crate) struct RoutePatch {
     pub(crate) clear_latch: Option<bool>,
     /// Starts a ramp, or with `null` cancels the one running; absent leaves it alone.
     #[serde(default, deserialize_with = "present")]
+    #[schema(nullable)]
     pub(crate) ramp: Option<Option<RampRequest>>,
 }
 
 /// `"ramp": {"steps": [1, 5, 25, 50, 100], "step_seconds": 300}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RampRequest {
     pub(crate) steps: Vec<f64>,
@@ -480,10 +483,12 @@ where
 }
 
 /// `PUT /admin/flags`: a whole flag document, in the shape of `flags.toml` as JSON.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FlagsReplace {
     pub(crate) reason: Option<String>,
+    /// `flags.toml` as JSON, or the answer of `GET /admin/flags` as it is.
+    #[schema(value_type = Object)]
     pub(crate) flags: FlagsBody,
 }
 
@@ -536,7 +541,7 @@ impl FlagsBody {
 }
 
 /// `POST /admin/rollback`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RollbackRequest {
     pub(crate) reason: Option<String>,
@@ -544,16 +549,8 @@ pub(crate) struct RollbackRequest {
     pub(crate) routes: Option<Vec<String>>,
 }
 
-/// `POST /admin/flags/reload`'s answer.
-#[derive(Serialize)]
-pub(crate) struct ReloadView {
-    /// `applied` or `unchanged`.
-    pub(crate) outcome: &'static str,
-    pub(crate) version: u64,
-}
-
 /// One `GET /admin/audit` entry.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct AuditView<'a> {
     pub(crate) at: String,
     pub(crate) actor: &'a str,
@@ -565,7 +562,7 @@ pub(crate) struct AuditView<'a> {
 }
 
 /// One `GET /admin/shadow/mismatches` sample.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct MismatchView<'a> {
     pub(crate) at: String,
     pub(crate) route: &'static str,
@@ -580,7 +577,7 @@ pub(crate) struct MismatchView<'a> {
 }
 
 /// One difference: a JSON pointer (or `recipients`, `count`, `error`) and both sides.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct DiffView<'a> {
     pub(crate) pointer: &'a str,
     pub(crate) primary: &'a str,
@@ -588,7 +585,7 @@ pub(crate) struct DiffView<'a> {
 }
 
 /// `POST /admin/faults`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FaultRequest {
     pub(crate) route: String,
@@ -601,7 +598,7 @@ pub(crate) struct FaultRequest {
 }
 
 /// One active fault, as `GET /admin/faults` lists it.
-#[derive(Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct FaultView {
     pub(crate) route: &'static str,
     pub(crate) path: &'static str,
@@ -610,14 +607,14 @@ pub(crate) struct FaultView {
 }
 
 /// `GET /admin/stats`: every route's figures over the guard window.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct StatsView {
     pub(crate) window_seconds: f64,
     pub(crate) flags_version: u64,
     pub(crate) routes: BTreeMap<&'static str, RouteStatsView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct RouteStatsView {
     pub(crate) paths: BTreeMap<&'static str, PathStatsView>,
     pub(crate) shadow: ShadowStatsView,
@@ -627,7 +624,7 @@ pub(crate) struct RouteStatsView {
     pub(crate) ramp: Option<RampView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct PathStatsView {
     pub(crate) events_per_second: f64,
     pub(crate) delivered: u64,
@@ -648,7 +645,7 @@ pub(crate) struct PathStatsView {
     pub(crate) connections_served: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ShadowStatsView {
     pub(crate) comparisons: u64,
     pub(crate) mismatches: u64,
@@ -659,7 +656,7 @@ pub(crate) struct ShadowStatsView {
     pub(crate) unexpected_mismatch_ratio: Option<f64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct GuardStatsView {
     /// `pass`, `breach`, or `no_verdict` (too little traffic, or the guard does not judge the
     /// route: off, latched, kill switch).
@@ -667,6 +664,70 @@ pub(crate) struct GuardStatsView {
     pub(crate) consecutive_breaches: u32,
     pub(crate) breaches: Vec<String>,
     pub(crate) measured: Option<String>,
+}
+
+/// `POST /admin/kill-switch`: engage or release the kill switch, and why.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KillSwitchRequest {
+    pub(crate) engaged: bool,
+    pub(crate) reason: Option<String>,
+}
+
+/// The answer to every change endpoint: what the change did, rather than the whole flag set
+/// (`GET /admin/flags` has that).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChangeSummaryView {
+    /// The flags version before and after; equal when nothing changed.
+    pub(crate) old_version: u64,
+    pub(crate) version: u64,
+    /// Whether `flags.toml` holds the live flags after the change.
+    pub(crate) persisted: bool,
+    /// `POST /admin/flags/reload` only: `applied` or `unchanged`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) outcome: Option<&'static str>,
+    /// One entry per setting that changed, in key order; empty when nothing did.
+    pub(crate) changes: Vec<ChangeView>,
+}
+
+/// One changed setting, old → new.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub(crate) struct ChangeView {
+    /// The setting's dotted key, as `GET /admin/flags` nests it: `kill_switch.engaged`,
+    /// `routes.user_event.ssot_percent`, `routes.user_event.latch`, `faults.user_event.ssot`.
+    pub(crate) key: String,
+    /// The route the setting belongs to, when it is one route's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) route: Option<&'static str>,
+    /// The values as `GET /admin/flags` shows them; `null` for an absent latch, ramp or fault.
+    pub(crate) old: Value,
+    pub(crate) new: Value,
+}
+
+/// `GET /admin/cohort?user_id=&route=`: where a user's next event would go, decided from the
+/// live flags exactly as the producer routes decide it (and `switchyard cohort --file` offline).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct CohortView<'a> {
+    /// The flags version that decided.
+    pub(crate) version: u64,
+    pub(crate) salt: &'a str,
+    pub(crate) user_id: &'a str,
+    /// The user's cohort bucket, 0..10000: on SSOT by cohort when below `ssot_percent × 100`.
+    pub(crate) bucket: u32,
+    pub(crate) kill_switch: bool,
+    pub(crate) routes: BTreeMap<&'static str, CohortRouteView>,
+}
+
+/// One route's decision for the user.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct CohortRouteView {
+    /// The path that serves the user's events: `legacy` or `ssot`.
+    pub(crate) path: &'static str,
+    /// Why: `kill_switch`, `latched`, `pinned_legacy`, `pinned_ssot` or `cohort`.
+    pub(crate) reason: &'static str,
+    /// The other path, when the user's events are shadowed.
+    pub(crate) shadow: Option<&'static str>,
+    pub(crate) ssot_percent: f64,
 }
 
 /// Parses a request body into one of the admin request types, as a 422 on a bad shape; the

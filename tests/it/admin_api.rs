@@ -12,8 +12,8 @@ use hyper::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    ADMIN_TOKEN, Client, Gateway, PRODUCER_TOKEN, PROMPTLY, ROUTES, config, http, json_or_null,
-    scratch_dir, thinking,
+    ADMIN_TOKEN, Client, Gateway, PRODUCER_TOKEN, PROMPTLY, ROUTES, change_of, config, http,
+    json_or_null, scratch_dir, thinking,
 };
 
 const ROUTER_PATCH: &str = "/admin/flags/routes/router_broadcast";
@@ -309,7 +309,21 @@ async fn get_flags_shows_the_live_snapshot_with_an_etag() {
         .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert_eq!(etag(&headers), "\"1\"");
-    assert_eq!(changed["version"], 1, "{changed}");
+    // The answer is the change summary: the one setting that moved, not the whole set.
+    assert_eq!(
+        changed,
+        json!({
+            "old_version": 0,
+            "version": 1,
+            "persisted": true,
+            "changes": [{
+                "key": "routes.scoped_broadcast.ssot_percent",
+                "route": "scoped_broadcast",
+                "old": 0.0,
+                "new": 1.0,
+            }],
+        })
+    );
     let (_, headers, flags) = gateway.admin(Method::GET, "/admin/flags", None, None).await;
     assert_eq!(etag(&headers), "\"1\"");
     assert_eq!(flags["source"], "api", "{flags}");
@@ -1045,7 +1059,29 @@ async fn reload_rejects_a_bad_file_and_keeps_the_previous_flags() {
     std::fs::write(&gateway.flags_path, RAMPED_FILE).unwrap();
     let (status, answer) = reload(&gateway).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer, json!({"outcome": "applied", "version": 4}));
+    assert_eq!(
+        (
+            &answer["outcome"],
+            &answer["old_version"],
+            &answer["version"]
+        ),
+        (&json!("applied"), &json!(3), &json!(4)),
+        "{answer}"
+    );
+    let keys: Vec<&str> = answer["changes"]
+        .as_array()
+        .expect("a reload answers with its changes")
+        .iter()
+        .filter_map(|change| change["key"].as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "routes.router_broadcast.pin_ssot",
+            "routes.router_broadcast.ssot_percent"
+        ],
+        "{answer}"
+    );
     let anyone = served(&gateway, "router_broadcast", "anyone").await;
     assert_eq!(anyone, ("ssot".to_owned(), 4));
     let flags = get_flags(&gateway).await;
@@ -1056,7 +1092,10 @@ async fn reload_rejects_a_bad_file_and_keeps_the_previous_flags() {
     // Reloading the same file again is not a change.
     let (status, answer) = reload(&gateway).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer, json!({"outcome": "unchanged", "version": 4}));
+    assert_eq!(
+        answer,
+        json!({"old_version": 4, "version": 4, "persisted": true, "outcome": "unchanged", "changes": []})
+    );
     gateway.stop().await;
     let _ = std::fs::remove_dir_all(target_dir);
 }
@@ -1209,5 +1248,308 @@ async fn a_read_only_flags_file_keeps_the_change_live_but_unpersisted() {
         std::fs::read_to_string(&flags_path).unwrap(),
         "version = 3\n"
     );
+    gateway.stop().await;
+}
+
+/// `POST /admin/kill-switch`: the kill switch and nothing else changes — the issue's case was a
+/// minimal PUT that reset another route's `ssot_percent 1 → 0`, `shadow true → false` and
+/// `ignore_fields ["timestamp"] → []`. It is audited with the token's name, honours `If-Match`,
+/// and refuses what is not `{"engaged": bool, "reason": string}`.
+#[tokio::test]
+async fn the_kill_switch_endpoint_changes_the_kill_switch_and_nothing_else() {
+    let gateway = Gateway::start().await;
+    gateway
+        .set_route(
+            "user_event",
+            json!({"ssot_percent": 1, "shadow": true, "ignore_fields": ["timestamp"], "pin_ssot": ["vip"]}),
+        )
+        .await;
+    let version = gateway
+        .set_route("scoped_broadcast", json!({"ssot_percent": 37}))
+        .await;
+    let before = get_flags(&gateway).await;
+    let kill = |engaged: bool, reason: &str| Some(json!({"engaged": engaged, "reason": reason}));
+
+    // A stale If-Match is refused and changes nothing.
+    let (status, _, answer) = gateway
+        .admin(
+            Method::POST,
+            "/admin/kill-switch",
+            kill(true, "incident 9"),
+            Some(version - 1),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["error"]["code"], "stale_version", "{answer}");
+    assert_eq!(get_flags(&gateway).await, before);
+
+    let (status, headers, answer) = gateway
+        .admin(
+            Method::POST,
+            "/admin/kill-switch",
+            kill(true, "incident 9"),
+            Some(version),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(etag(&headers), format!("\"{}\"", version + 1));
+    assert_eq!(
+        answer,
+        json!({
+            "old_version": version,
+            "version": version + 1,
+            "persisted": true,
+            "changes": [
+                {"key": "kill_switch.engaged", "old": false, "new": true},
+                {"key": "kill_switch.reason", "old": "", "new": "incident 9"},
+            ],
+        })
+    );
+    let after = get_flags(&gateway).await;
+    assert_eq!(after["routes"], before["routes"], "no route setting moved");
+    assert_eq!(after["salt"], before["salt"]);
+    assert_eq!(after["guard"], before["guard"]);
+    assert_eq!(
+        after["kill_switch"],
+        json!({"engaged": true, "reason": "incident 9"})
+    );
+    let user_event = &after["routes"]["user_event"];
+    assert_eq!(
+        (
+            &user_event["ssot_percent"],
+            &user_event["shadow"],
+            &user_event["ignore_fields"]
+        ),
+        (&json!(1.0), &json!(true), &json!(["timestamp"])),
+        "{after}"
+    );
+    // Every route, a pinned user's included, is on legacy; and the file says so after a restart.
+    let published = gateway.publish("user_event", "vip", thinking(1)).await;
+    assert_eq!(
+        (published.path.as_str(), published.flags_version),
+        ("legacy", version + 1)
+    );
+    let entry = &audit(&gateway).await[0];
+    assert_eq!(
+        (&entry["actor"], &entry["trigger"], &entry["reason"]),
+        (&json!("ops"), &json!("api"), &json!("incident 9")),
+        "{entry}"
+    );
+
+    // Bad requests are refused and change nothing.
+    let mut problems = Problems::default();
+    for (name, body, status, fragment) in [
+        (
+            "no reason",
+            json!({"engaged": false}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason",
+        ),
+        (
+            "a blank reason",
+            json!({"engaged": false, "reason": " "}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason",
+        ),
+        (
+            "engaged as a string",
+            json!({"engaged": "no", "reason": "r"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "expected a boolean",
+        ),
+        (
+            "no engaged",
+            json!({"reason": "r"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "engaged",
+        ),
+        (
+            "another field",
+            json!({"engaged": false, "reason": "r", "routes": {}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "routes",
+        ),
+    ] {
+        problems.row(name);
+        let (got, _, answer) = gateway
+            .admin(Method::POST, "/admin/kill-switch", Some(body), None)
+            .await;
+        problems.error(got, &answer, status, &[fragment]);
+    }
+    let (got, _, answer) = admin_raw(
+        &gateway,
+        Method::POST,
+        "/admin/kill-switch",
+        &[("content-type", "application/json".to_owned())],
+        r#"{"engaged": false, "reason": "no token"}"#,
+    )
+    .await;
+    problems.row("no token");
+    problems.error(got, &answer, StatusCode::UNAUTHORIZED, &[]);
+    problems.assert_none();
+    assert_eq!(get_flags(&gateway).await, after);
+
+    // Released: the routes' own flags serve again, and the kill switch's reason is cleared.
+    let (status, _, answer) = gateway
+        .admin(
+            Method::POST,
+            "/admin/kill-switch",
+            kill(false, "incident 9 over"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["changes"],
+        json!([
+            {"key": "kill_switch.engaged", "old": true, "new": false},
+            {"key": "kill_switch.reason", "old": "incident 9", "new": ""},
+        ])
+    );
+    let released = get_flags(&gateway).await;
+    assert_eq!(released["routes"], before["routes"]);
+    let published = gateway.publish("user_event", "vip", thinking(2)).await;
+    assert_eq!(published.path, "ssot");
+    // The same again is no change: no new version.
+    let (status, _, answer) = gateway
+        .admin(
+            Method::POST,
+            "/admin/kill-switch",
+            kill(false, "again"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        (&answer["version"], &answer["changes"]),
+        (&json!(version + 2), &json!([]))
+    );
+    gateway.stop().await;
+}
+
+/// The audit log lasts: it is appended to `audit.jsonl` beside the flags file and read back when
+/// a gateway starts on the same file; `GET /admin/audit` filters it by route, time and count.
+#[tokio::test]
+async fn the_audit_survives_a_restart_and_filters_by_route_since_and_limit() {
+    let config = config(true, &[("SWITCHYARD_ADMIN_ALLOW_FAULT_INJECTION", "true")]);
+    let gateway = Gateway::start_with(config.clone()).await;
+    gateway
+        .set_route("user_event", json!({"ssot_percent": 5}))
+        .await;
+    gateway
+        .set_route("broadcast", json!({"shadow": true}))
+        .await;
+    let (status, _, answer) = gateway
+        .admin(
+            Method::POST,
+            "/admin/faults",
+            Some(json!({"route": "user_event", "path": "ssot", "drop_ratio": 0.5, "reason": "drill"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        change_of(&answer, "faults.user_event.ssot")["new"]["drop_ratio"],
+        0.5,
+        "{answer}"
+    );
+    let before = audit(&gateway).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    let flags_path = gateway.stop_keeping_flags().await;
+    let audit_file = flags_path.with_file_name("audit.jsonl");
+    let lines = std::fs::read_to_string(&audit_file).unwrap();
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+    for line in lines.lines() {
+        let entry: Value = serde_json::from_str(line).expect("each line is one JSON entry");
+        assert_eq!(entry["actor"], "ops", "{line}");
+    }
+
+    let gateway = Gateway::start_with(config).await;
+    assert_eq!(audit(&gateway).await, before, "read back after the restart");
+    gateway
+        .set_route("user_event", json!({"shadow": true}))
+        .await;
+    let live = &gateway;
+    let query = |query: &'static str| async move {
+        let (status, _, entries) = live
+            .admin(Method::GET, &format!("/admin/audit?{query}"), None, None)
+            .await;
+        (status, entries)
+    };
+    let reasons = |entries: &Value| -> Vec<String> {
+        entries
+            .as_array()
+            .unwrap_or_else(|| panic!("not an array: {entries}"))
+            .iter()
+            .map(|e| e["changes"][0].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let (status, entries) = query("route=user_event").await;
+    assert_eq!(status, StatusCode::OK, "{entries}");
+    assert_eq!(
+        reasons(&entries),
+        [
+            "routes.user_event.shadow: false → true",
+            "faults.user_event.ssot: drop_ratio 0.5 delay_ms 0",
+            "routes.user_event.ssot_percent: 0.00 → 5.00",
+        ]
+    );
+    let (_, entries) = query("route=broadcast&limit=5").await;
+    assert_eq!(reasons(&entries), ["routes.broadcast.shadow: false → true"]);
+    let (_, entries) = query("limit=2").await;
+    assert_eq!(entries.as_array().map(Vec::len), Some(2), "{entries}");
+    let (_, entries) = query("since=4102444800").await;
+    assert_eq!(entries, json!([]), "nothing after 2100");
+    let (_, entries) = query("since=2000-01-01T00:00:00Z").await;
+    assert_eq!(entries.as_array().map(Vec::len), Some(4), "{entries}");
+    let (status, answer) = query("since=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, answer) = query("route=nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    gateway.stop().await;
+}
+
+/// `GET /admin/openapi.json` is the OpenAPI 3.1 document of both listeners (behind the admin
+/// token), and every operation it describes is served: called on a live gateway, each path and
+/// method is found (whatever else the call lacks), on the listener it belongs to.
+#[tokio::test]
+async fn the_openapi_document_is_served_and_every_operation_in_it_exists() {
+    let gateway = Gateway::start().await;
+    let (status, _, unauthenticated) =
+        admin_raw(&gateway, Method::GET, "/admin/openapi.json", &[], "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{unauthenticated}");
+    let (status, _, document) = gateway
+        .admin(Method::GET, "/admin/openapi.json", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{document}");
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().expect("paths");
+    let mut called = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let listener = operation["tags"][0].as_str().unwrap();
+            let addr = if listener == "public" {
+                gateway.public
+            } else {
+                gateway.admin
+            };
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let url = path.replace("{route}", "user_event");
+            let headers = [
+                ("authorization", format!("Bearer {ADMIN_TOKEN}")),
+                ("content-type", "application/json".to_owned()),
+            ];
+            let (status, _, body) =
+                http(addr, method.clone(), &url, &headers, Bytes::from("{}")).await;
+            assert!(
+                status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {url} on the {listener} listener: {status} {body:?}"
+            );
+            called += 1;
+        }
+    }
+    assert!(called >= 26, "{called} operations");
+    // None of those calls changed the flags.
+    assert_eq!(live_version(&gateway).await, 0);
     gateway.stop().await;
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hyper::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, PROMPTLY, Producer, ROUTES, config};
+use crate::harness::{Gateway, PROMPTLY, Producer, ROUTES, change_of, config};
 
 const N_USERS: usize = 12;
 
@@ -203,7 +203,9 @@ async fn rollback_moves_every_route_to_legacy_at_once_and_survives_a_restart() {
                 ("legacy", version)
             );
         }
-        let latch = &flags["routes"][route]["latch"];
+        let change = change_of(&flags, &format!("routes.{route}.latch"));
+        assert_eq!(change["old"], Value::Null, "{flags}");
+        let latch = &change["new"];
         assert_eq!(
             latch["reason"], "delivery ratio dropped in the drill",
             "{flags}"

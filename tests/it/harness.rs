@@ -26,6 +26,18 @@ pub const JWT_SECRET: &str = "jwt-secret-for-tests-0123456789";
 /// How long a test waits for something that should happen at once.
 pub const PROMPTLY: Duration = Duration::from_secs(10);
 
+/// The entry for `key` in a change summary (the answer to every change endpoint), or `null`
+/// when the summary does not name it.
+pub fn change_of<'a>(summary: &'a Value, key: &str) -> &'a Value {
+    static NULL: Value = Value::Null;
+    summary["changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a change summary: {summary}"))
+        .iter()
+        .find(|change| change["key"] == key)
+        .unwrap_or(&NULL)
+}
+
 /// A running gateway.
 pub struct Gateway {
     pub public: SocketAddr,

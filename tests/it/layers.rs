@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. A module may use modules of strictly lower layers only.
 const LAYERS: &[(&str, &[&str])] = &[
     ("names", &["route", "labels", "mutex", "timestamp"]),
-    ("foundations", &["config", "metrics", "faults"]),
+    ("foundations", &["config", "metrics", "faults", "audit"]),
     ("state", &["flags", "registry"]),
     ("routing", &["routing", "paths"]),
     ("comparison", &["shadow", "auth"]),

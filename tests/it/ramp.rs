@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::harness::{Gateway, Producer, config};
+use crate::harness::{Gateway, Producer, change_of, config};
 
 const WINDOW_SECONDS: u64 = 3;
 const ROUTE: &str = "router_broadcast";
@@ -72,7 +72,21 @@ async fn route_flags(gateway: &Gateway) -> Value {
 async fn start_ramp(gateway: &Gateway, steps: &[f64], step_seconds: u64) -> Value {
     let body =
         json!({"ramp": {"steps": steps, "step_seconds": step_seconds}, "reason": "ramp drill"});
-    gateway.patch_route(ROUTE, body).await
+    let (status, _, flags) = gateway
+        .admin(
+            Method::PATCH,
+            &format!("/admin/flags/routes/{ROUTE}"),
+            Some(body),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{flags}");
+    // The answer summarises the change; the live flags show where the ramp stands.
+    let started = change_of(&flags, &format!("routes.{ROUTE}.ramp"));
+    assert_eq!(started["old"], Value::Null, "{flags}");
+    assert_eq!(started["new"]["steps"], json!(steps), "{flags}");
+    let (_, _, live) = gateway.admin(Method::GET, "/admin/flags", None, None).await;
+    live
 }
 
 async fn audit(gateway: &Gateway) -> Vec<Value> {

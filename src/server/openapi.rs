@@ -377,8 +377,9 @@ mod tests {
             assert_eq!(parameters, expected, "{method} {}", endpoint.path);
             described += 1;
         }
-        // /ws, four routes twice, 3 open admin endpoints, 14 under /admin.
-        assert_eq!(described, 1 + 8 + 3 + 14);
+        // /ws, four routes twice; 3 open admin endpoints and the console's 4 (`/`, the page, its
+        // script and style sheet); 14 under /admin.
+        assert_eq!(described, 1 + 8 + 3 + 4 + 14);
         let text = document.to_string();
         let schemas = document["components"]["schemas"].as_object().unwrap();
         for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {

@@ -917,7 +917,10 @@ async fn get_flags_goes_back_through_put_unchanged() {
         .admin(Method::PUT, "/admin/flags", Some(body), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(without_waiting(answer), without_waiting(before.clone()));
+    assert_eq!(answer["changes"], json!([]), "{answer}");
+    assert_eq!(answer["version"], before["version"], "{answer}");
+    let after = get_flags(&gateway).await;
+    assert_eq!(without_waiting(after), without_waiting(before.clone()));
     assert_eq!(
         audit(&gateway).await.len(),
         entries,
@@ -934,6 +937,18 @@ async fn get_flags_goes_back_through_put_unchanged() {
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["version"], before["version"].as_u64().unwrap() + 1);
+    let keys: Vec<&str> = answer["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|change| change["key"].as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["kill_switch.reason", "routes.router_broadcast.ssot_percent"],
+        "{answer}"
+    );
+    let answer = get_flags(&gateway).await;
     assert_eq!(answer["kill_switch"]["reason"], "ready when needed");
     assert_eq!(answer["routes"]["router_broadcast"]["ssot_percent"], 40.0);
     let routes = |flags: &Value| {

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod backplane;
+pub use backplane::{BackplaneConfig, BackplaneKind};
+
 /// The embedded defaults, also printed by `switchyard defaults`.
 pub const DEFAULTS_TOML: &str = include_str!("config/defaults.toml");
 
@@ -22,6 +25,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub admin: AdminConfig,
     pub limits: Limits,
+    pub backplane: BackplaneConfig,
     /// Development mode: `?user_id=` accepted without a token, loopback only.
     pub dev: bool,
 }
@@ -136,6 +140,7 @@ struct RawConfig {
     auth: RawAuth,
     admin: RawAdmin,
     limits: RawLimits,
+    backplane: backplane::RawBackplane,
 }
 
 #[derive(Deserialize)]
@@ -263,6 +268,7 @@ impl Config {
                 allow_fault_injection: raw.admin.allow_fault_injection,
             },
             limits,
+            backplane: BackplaneConfig::from_raw(raw.backplane)?,
             dev: overrides.dev,
         };
         for (key, tokens) in [

@@ -7,6 +7,8 @@
 //! - [`config`]: process configuration, merged from defaults, file, environment and CLI.
 //! - `auth`: client JWTs and named producer/admin tokens.
 //! - `registry`: live connections per user, per-connection send queues, offline queues.
+//! - `backplane`: the seam between delivery and where users' connections live: this process
+//!   (`memory`) or a fleet of gateways sharing one Redis (`backplane::redis`).
 //! - `flags`: the validated, versioned flag snapshot, `flags.toml`, and the store that swaps it.
 //! - `routing`: the pure decision of which path serves an event; cohort hashing.
 //! - `paths`: the broadcast implementations: `paths::legacy` and `paths::ssot`; plans.
@@ -24,6 +26,7 @@
 //! gateway in-process on port 0.
 
 mod auth;
+mod backplane;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -53,7 +56,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::auth::AuthSetupError;
+use crate::backplane::{Backplane, Fleet, FleetParts, OfflineLimits};
+use crate::config::BackplaneKind;
 pub use crate::config::Config;
+use crate::faults::Faults;
 pub use crate::flags::FlagsError;
 use crate::flags::store::FlagStore;
 use crate::guard::Guard;
@@ -96,6 +102,9 @@ pub enum RunError {
     Auth(#[from] AuthSetupError),
     #[error(transparent)]
     Flags(#[from] FlagsError),
+    /// The Redis backplane could not be set up (its URL).
+    #[error("{0}")]
+    Backplane(String),
 }
 
 /// How long `run` waits, past the grace period, for the tasks cut at its end to be dropped.
@@ -112,7 +121,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::new(
-        registry_limits(&config.limits),
+        registry_limits(&config),
         Arc::clone(&metrics),
     ));
     let auth = auth::Authenticator::new(&config.auth, config.dev)?;
@@ -123,6 +132,17 @@ pub async fn run(
     let grace = config.server.shutdown_grace;
     let (shadow, comparisons) = Shadow::new(config.limits.shadow_queue_len, Arc::clone(&metrics));
     let guard = Arc::new(Guard::new(Arc::clone(&metrics), Arc::clone(&shadow)));
+    let faults = Arc::new(Faults::default());
+    let backplane = backplane_for(
+        &config,
+        FleetParts {
+            registry: Arc::clone(&registry),
+            metrics: Arc::clone(&metrics),
+            faults: Arc::clone(&faults),
+            shadow: Arc::clone(&shadow),
+            flags: Arc::clone(&flags),
+        },
+    )?;
     let tracker = TaskTracker::new();
     let state = Arc::new(AppState {
         config,
@@ -132,7 +152,8 @@ pub async fn run(
         flags: Arc::clone(&flags),
         shadow: Arc::clone(&shadow),
         guard,
-        faults: Default::default(),
+        faults,
+        backplane,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
         ready: Default::default(),
@@ -147,6 +168,11 @@ pub async fn run(
         shutdown.clone(),
     ));
     tracker.spawn(Arc::clone(&flags).watch(shutdown.clone()));
+    if let Some(fleet) = state.backplane.fleet() {
+        tracker.spawn(Arc::clone(fleet).subscribe_until(shutdown.clone()));
+        tracker.spawn(Arc::clone(fleet).heartbeat_every(shutdown.clone()));
+        tracker.spawn(Arc::clone(fleet).send_acks(shutdown.clone()));
+    }
 
     let admin_stop = CancellationToken::new();
     let admin_tracker = TaskTracker::new();
@@ -163,19 +189,46 @@ pub async fn run(
         &registry,
     )
     .await;
+    if let Some(fleet) = state.backplane.fleet() {
+        let _ = tokio::time::timeout(CUT_MARGIN, fleet.depart()).await;
+    }
     tracing::info!("switchyard stopped");
     Ok(())
 }
 
-/// The registry's bounds, from the configured limits.
-fn registry_limits(limits: &config::Limits) -> RegistryLimits {
+/// The registry's bounds, from the configured limits. A fleet node keeps offline events in
+/// Redis, never in its own memory.
+fn registry_limits(config: &Config) -> RegistryLimits {
+    let limits = &config.limits;
+    let in_memory = config.backplane.kind == BackplaneKind::Memory;
     RegistryLimits {
         max_connections: limits.max_connections,
         max_connections_per_user: limits.max_connections_per_user,
         send_queue_bytes: limits.send_queue_bytes,
-        offline_queue_len: limits.offline_queue_len,
+        offline_queue_len: if in_memory {
+            limits.offline_queue_len
+        } else {
+            0
+        },
         offline_ttl: limits.offline_ttl,
         offline_total_bytes: limits.offline_total_bytes,
+    }
+}
+
+/// The configured backplane: memory, or this node's side of a Redis fleet.
+fn backplane_for(config: &Config, parts: FleetParts) -> Result<Backplane, RunError> {
+    match config.backplane.kind {
+        BackplaneKind::Memory => Ok(Backplane::Memory),
+        BackplaneKind::Redis => {
+            let offline = OfflineLimits {
+                len: config.limits.offline_queue_len,
+                ttl: config.limits.offline_ttl,
+            };
+            let fleet = Fleet::new(&config.backplane, offline, parts)
+                .map_err(|error| RunError::Backplane(error.to_string()))?;
+            tracing::info!(node_id = fleet.node_id(), "backplane: redis fleet node");
+            Ok(Backplane::Redis(fleet))
+        }
     }
 }
 

@@ -11,6 +11,10 @@ use prometheus::{
 };
 use tokio::time::Instant;
 
+mod backplane;
+
+pub(crate) use backplane::BackplaneMetrics;
+
 use crate::labels::{
     AuthFailure, CloseReason, ComparisonResult, HttpTimeout, Listener, MismatchKind, Outcome, Role,
     Trigger,
@@ -58,6 +62,8 @@ pub(crate) struct Metrics {
     http_timeouts: [[IntCounter; HttpTimeout::ALL.len()]; Listener::ALL.len()],
     /// Tokio tasks alive, sampled when `/metrics` is rendered: a leak shows as a climb.
     runtime_tasks: IntGauge,
+    /// The fleet's: Redis reachable, its errors, the live nodes.
+    pub(crate) backplane: BackplaneMetrics,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -396,7 +402,9 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
+        let backplane = BackplaneMetrics::new(&register);
         Metrics {
+            backplane,
             runtime_tasks,
             http_connections,
             http_refused,

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::backplane::Backplane;
 use crate::config::Config;
 use crate::faults::Faults;
 use crate::flags::store::FlagStore;
@@ -38,7 +39,9 @@ pub(crate) struct AppState {
     pub(crate) flags: Arc<FlagStore>,
     pub(crate) shadow: Arc<Shadow>,
     pub(crate) guard: Arc<Guard>,
-    pub(crate) faults: Faults,
+    pub(crate) faults: Arc<Faults>,
+    /// Where delivery goes beyond this process: nowhere (memory) or a Redis fleet.
+    pub(crate) backplane: Backplane,
     /// Cancelled when shutdown begins; connections flush and close with 1001.
     pub(crate) shutdown: CancellationToken,
     /// Tracks every client connection task so shutdown can wait for them.

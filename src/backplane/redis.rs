@@ -39,7 +39,6 @@ use crate::registry::{Connection, RegisterError, Registry};
 use crate::route::{Decision, Origin, Route};
 use crate::shadow::Shadow;
 
-
 /// What is added to a call's `errors` when it could reach only this node's connections.
 pub(crate) const DEGRADED_ERROR: &str = "backplane unavailable: delivered to this node's connections only; no cross-node delivery or offline queueing";
 

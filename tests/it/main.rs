@@ -13,6 +13,7 @@ mod cli;
 mod conformance;
 mod delivery;
 mod flags_file;
+mod fleet;
 mod flip;
 mod fuzz;
 mod guard;

@@ -67,19 +67,23 @@ impl Fleet {
     pub(crate) async fn heartbeat_every(self: Arc<Self>, shutdown: CancellationToken) {
         let mut interval = tokio::time::interval(self.config.heartbeat);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
                 () = shutdown.cancelled() => return,
             }
-            match self.heartbeat().await {
+            let beat = self.heartbeat().await;
+            match beat {
+                // A new node has no previous heartbeat and nothing to write yet.
+                Ok(true) if first => first = false,
                 Ok(true) if self.is_up() => {
                     tracing::warn!(
                         "this node was taken for dead by the fleet; writing its presence again"
                     );
                     self.resync_presence().await;
                 }
-                Ok(_) => {}
+                Ok(_) => first = false,
                 Err(error) => {
                     self.parts.metrics.backplane.error(BackplaneOp::Heartbeat);
                     tracing::debug!(%error, "backplane heartbeat failed");

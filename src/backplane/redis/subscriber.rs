@@ -50,9 +50,10 @@ impl Fleet {
                 () = shutdown.cancelled() => return,
             };
             match subscribed {
-                Ok(Ok(pubsub)) => {
+                // The command connection may still be reconnecting: up only once this node's
+                // presence is written again.
+                Ok(Ok(pubsub)) if self.resync_presence_retrying(&shutdown).await => {
                     backoff = BACKOFF_MIN;
-                    self.resync_presence().await;
                     self.set_up(true);
                     tracing::info!(
                         node_id = self.config.node_id.as_str(),
@@ -78,7 +79,7 @@ impl Fleet {
                     self.parts.metrics.backplane.error(BackplaneOp::Subscribe);
                     tracing::debug!(%error, "backplane subscribe failed");
                 }
-                Err(_) => self.parts.metrics.backplane.error(BackplaneOp::Subscribe),
+                Ok(Ok(_)) | Err(_) => self.parts.metrics.backplane.error(BackplaneOp::Subscribe),
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -93,12 +94,30 @@ impl Fleet {
         self.parts.metrics.backplane.up.set(i64::from(up));
     }
 
+    /// [`Fleet::resync_presence`], tried a few times: whether it succeeded.
+    async fn resync_presence_retrying(&self, shutdown: &CancellationToken) -> bool {
+        let mut wait = BACKOFF_MIN;
+        for _ in 0..5 {
+            if self.resync_presence().await {
+                return true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => return false,
+            }
+            wait *= 2;
+        }
+        false
+    }
+
     /// Writes this node's presence for every user it holds (and clears it for users whose
     /// last connection left while Redis was away), after a reconnect or being taken for dead.
-    pub(super) async fn resync_presence(&self) {
+    /// Returns whether it was written.
+    pub(super) async fn resync_presence(&self) -> bool {
         let left: Vec<Arc<str>> = lock(&self.left_while_down).drain().collect();
         let mut pipeline = redis::pipe();
         let node = &self.config.node_id;
+        let left_users = left.clone();
         for user in self
             .parts
             .registry
@@ -117,10 +136,18 @@ impl Fleet {
                 pipeline.hdel(nodes_key, node).ignore();
             }
         }
+        if pipeline.is_empty() {
+            return true;
+        }
         let mut commands = self.commands.clone();
-        if let Err(error) = pipeline.exec_async(&mut commands).await {
-            self.parts.metrics.backplane.error(BackplaneOp::Join);
-            tracing::warn!(%error, "writing this node's presence failed");
+        match pipeline.exec_async(&mut commands).await {
+            Ok(()) => true,
+            Err(error) => {
+                self.parts.metrics.backplane.error(BackplaneOp::Join);
+                tracing::warn!(%error, "writing this node's presence failed");
+                lock(&self.left_while_down).extend(left_users);
+                false
+            }
         }
     }
 

@@ -6,6 +6,8 @@
 //! `server::protocol`'s). The first byte says which message it is; the rest is a JSON header
 //! line and, for events, the event exactly as the deciding node's route produced it.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -62,22 +64,24 @@ pub(crate) enum MessageError {
     Malformed(String),
 }
 
+/// Strings borrow from the message unless JSON escapes made them differ (a user id with a
+/// newline, say).
 #[derive(Serialize, Deserialize)]
 struct EventHeader<'a> {
-    #[serde(rename = "n")]
-    from_node: &'a str,
+    #[serde(rename = "n", borrow)]
+    from_node: Cow<'a, str>,
     #[serde(rename = "q")]
     request: u64,
-    #[serde(rename = "r")]
-    route: &'a str,
-    #[serde(rename = "p")]
-    primary: &'a str,
-    #[serde(rename = "s")]
-    shadow: Option<&'a str>,
+    #[serde(rename = "r", borrow)]
+    route: Cow<'a, str>,
+    #[serde(rename = "p", borrow)]
+    primary: Cow<'a, str>,
+    #[serde(rename = "s", borrow)]
+    shadow: Option<Cow<'a, str>>,
     #[serde(rename = "v")]
     flags_version: u64,
-    #[serde(rename = "u")]
-    user_id: &'a str,
+    #[serde(rename = "u", borrow)]
+    user_id: Cow<'a, str>,
 }
 
 const EVENT: u8 = b'E';
@@ -87,13 +91,13 @@ const ACK: u8 = b'A';
 impl EventMessage {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let header = EventHeader {
-            from_node: &self.from_node,
+            from_node: Cow::Borrowed(&self.from_node),
             request: self.request,
-            route: self.route.as_str(),
-            primary: self.primary.as_str(),
-            shadow: self.shadow.map(PathKind::as_str),
+            route: Cow::Borrowed(self.route.as_str()),
+            primary: Cow::Borrowed(self.primary.as_str()),
+            shadow: self.shadow.map(|kind| Cow::Borrowed(kind.as_str())),
             flags_version: self.flags_version,
-            user_id: &self.user_id,
+            user_id: Cow::Borrowed(&self.user_id),
         };
         let mut bytes = vec![EVENT];
         // Neither serialisation can fail: strings, numbers and a JSON map.
@@ -180,14 +184,14 @@ fn decode_event(body: &[u8]) -> Result<EventMessage, MessageError> {
             .ok_or_else(|| malformed(format!("path {name:?}")))
     };
     Ok(EventMessage {
-        from_node: header.from_node.to_owned(),
+        from_node: header.from_node.into_owned(),
         request: header.request,
-        route: Route::from_name(header.route)
+        route: Route::from_name(&header.route)
             .ok_or_else(|| malformed(format!("route {:?}", header.route)))?,
-        primary: path(header.primary)?,
-        shadow: header.shadow.map(path).transpose()?,
+        primary: path(&header.primary)?,
+        shadow: header.shadow.as_deref().map(path).transpose()?,
         flags_version: header.flags_version,
-        user_id: header.user_id.to_owned(),
+        user_id: header.user_id.into_owned(),
         event,
     })
 }

@@ -34,7 +34,7 @@ use crate::flags::store::FlagStore;
 use crate::labels::{BackplaneOp, Outcome, Role};
 use crate::metrics::Metrics;
 use crate::mutex::lock;
-use crate::paths::{self, Call, Delivery, Outlet, Served, encode, implementation};
+use crate::paths::{self, Call, Delivery, Outlet, Prepared, Served, encode, implementation};
 use crate::registry::{Connection, RegisterError, Registry};
 use crate::route::{Decision, Origin, Route};
 use crate::shadow::Shadow;
@@ -218,14 +218,7 @@ impl Fleet {
             );
         }
         metrics.event(origin, Role::Primary);
-        let offline_entry = match &prepared.offline_event {
-            Some(event) if self.offline.len > 0 => {
-                let mut event = event.clone().into_owned();
-                event.insert("recovered".to_owned(), serde_json::Value::Bool(true));
-                message::offline_entry(origin, encode(&event).as_str())
-            }
-            _ => String::new(),
-        };
+        let offline_entry = self.offline_entry(origin, &prepared);
         let request = self.next_id();
         let message = EventMessage {
             from_node: self.config.node_id.clone(),
@@ -236,10 +229,11 @@ impl Fleet {
             flags_version,
             user_id: call.user_id.to_owned(),
             event: call.event.clone(),
-        };
+        }
+        .encode();
         let notify = self.expect_acks(request);
         let published = self
-            .publish(&prepared.user_id, &message.encode(), &offline_entry)
+            .publish(&prepared.user_id, &message, &offline_entry)
             .await;
         let errors = (prepared.user_id.clone(), prepared.errors);
         let delivery = match published {
@@ -270,6 +264,19 @@ impl Fleet {
             primary: Ok(errors),
             delivery,
             plans: None,
+        }
+    }
+
+    /// The offline queue's copy of a prepared event (`"recovered": true`, with its origin), or
+    /// empty when the path keeps nothing for offline users or the queue is off.
+    fn offline_entry(&self, origin: Origin, prepared: &Prepared<'_>) -> String {
+        match &prepared.offline_event {
+            Some(event) if self.offline.len > 0 => {
+                let mut event = event.clone().into_owned();
+                event.insert("recovered".to_owned(), serde_json::Value::Bool(true));
+                message::offline_entry(origin, encode(&event).as_str())
+            }
+            _ => String::new(),
         }
     }
 

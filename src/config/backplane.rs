@@ -161,7 +161,13 @@ mod tests {
             (named.kind, named.node_id.as_str()),
             (BackplaneKind::Redis, "node-a")
         );
+        let mut not_redis = raw("redis", "", 1000, 3000);
+        not_redis.redis_url = "http://127.0.0.1:6379".to_owned();
+        let mut braces = raw("redis", "", 1000, 3000);
+        braces.key_prefix = "fleet{1}".to_owned();
         for (bad, key) in [
+            (not_redis, "backplane.redis_url"),
+            (braces, "backplane.key_prefix"),
             (raw("etcd", "", 1000, 3000), "backplane.kind"),
             (raw("redis", "a b", 1000, 3000), "backplane.node_id"),
             (raw("redis", "{a}", 1000, 3000), "backplane.node_id"),

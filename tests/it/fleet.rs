@@ -98,7 +98,9 @@ impl Drop for RedisServer {
     }
 }
 
-/// Fleet settings for one node, with a heartbeat fast enough for tests.
+/// Fleet settings for one node: a heartbeat fast enough for tests, and an ack timeout long
+/// enough that a busy CI machine does not turn a slow ack into a lower count (the tests assert
+/// exact counts; a node that is really gone answers at once with no count at all).
 fn fleet_env(redis: &RedisServer, prefix: &str, node: &str) -> Vec<(&'static str, String)> {
     vec![
         ("SWITCHYARD_BACKPLANE_KIND", "redis".to_owned()),
@@ -107,6 +109,7 @@ fn fleet_env(redis: &RedisServer, prefix: &str, node: &str) -> Vec<(&'static str
         ("SWITCHYARD_BACKPLANE_NODE_ID", node.to_owned()),
         ("SWITCHYARD_BACKPLANE_HEARTBEAT_MS", "200".to_owned()),
         ("SWITCHYARD_BACKPLANE_NODE_TTL_MS", "1000".to_owned()),
+        ("SWITCHYARD_BACKPLANE_ACK_TIMEOUT_MS", "3000".to_owned()),
     ]
 }
 
@@ -337,6 +340,17 @@ async fn spawn_node_process(redis: &RedisServer, prefix: &str, node: &str) -> (C
     }
 }
 
+/// Sends `kill -SIGNAL` to a node process (the shell's own `kill`, so no procps is needed).
+async fn signal(process: &Child, signal: &str) {
+    let pid = process.id().expect("still running");
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -{signal} {pid}")])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
 /// `/admin/stats`' fleet, as `a` sees it.
 async fn fleet_nodes(gateway: &Gateway) -> Value {
     let (status, _, stats) = gateway.admin(Method::GET, "/admin/stats", None, None).await;
@@ -374,23 +388,41 @@ async fn a_killed_node_stops_being_counted_and_nothing_is_duplicated() {
     assert_eq!(count(&answer, "successful_sends"), 2, "{answer}");
     assert_eq!(on_k.next_json().await["seq"], 0);
 
+    // A node that does not answer (stopped: its subscription still open) is waited for no
+    // longer than the ack timeout (3 s here) and counted as not delivered.
+    signal(&killed, "STOP").await;
+    let started = tokio::time::Instant::now();
+    let (_, _, answer) = a.broadcast("erin", json!({"type": "t", "seq": 1})).await;
+    let waited = started.elapsed();
+    assert_eq!(count(&answer, "connections_attempted"), 1, "{answer}");
+    assert_eq!(count(&answer, "successful_sends"), 1, "{answer}");
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+    assert!(
+        a.metric("backplane_errors_total", "op=\"ack_timeout\"")
+            .await
+            >= 1.0
+    );
+
     killed.start_kill().expect("kill -9 the node");
     killed.wait().await.unwrap();
     // Its subscription died with it: it is not counted, at once.
-    let (_, _, answer) = a.broadcast("erin", json!({"type": "t", "seq": 1})).await;
+    let (_, _, answer) = a.broadcast("erin", json!({"type": "t", "seq": 2})).await;
     assert_eq!(count(&answer, "connections_attempted"), 1, "{answer}");
     assert_eq!(count(&answer, "successful_sends"), 1, "{answer}");
     // Its user reconnects elsewhere: no replay (the user was never offline), nothing twice.
     let mut reconnected = a.connect("erin").await;
-    let (_, _, answer) = a.broadcast("erin", json!({"type": "t", "seq": 2})).await;
+    let (_, _, answer) = a.broadcast("erin", json!({"type": "t", "seq": 3})).await;
     assert_eq!(count(&answer, "successful_sends"), 2, "{answer}");
-    let seqs: Vec<Value> = events(&mut on_a, 3)
+    let seqs: Vec<Value> = events(&mut on_a, 4)
         .await
         .iter()
         .map(|e| e["seq"].clone())
         .collect();
-    assert_eq!(seqs, [0, 1, 2]);
-    assert_eq!(reconnected.next_json().await["seq"], 2);
+    assert_eq!(seqs, [0, 1, 2, 3]);
+    assert_eq!(reconnected.next_json().await["seq"], 3);
     on_a.expect_silence(Duration::from_millis(100)).await;
     reconnected.expect_silence(Duration::from_millis(50)).await;
 

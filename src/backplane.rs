@@ -53,9 +53,10 @@ impl Backplane {
     ) -> Served {
         match self {
             Backplane::Memory => paths::serve(outlet, route, decision, call, accepted_at),
+            // Boxed so the fleet's larger future does not enlarge every producer request's
+            // future on the memory backplane.
             Backplane::Redis(fleet) => {
-                fleet
-                    .serve(outlet, route, (decision, flags_version), call, accepted_at)
+                Box::pin(fleet.serve(outlet, route, (decision, flags_version), call, accepted_at))
                     .await
             }
         }
@@ -70,7 +71,7 @@ impl Backplane {
     ) -> Result<Arc<Connection>, RegisterError> {
         match self {
             Backplane::Memory => registry.register(user_id, greeting),
-            Backplane::Redis(fleet) => fleet.register(user_id, Box::new(greeting)).await,
+            Backplane::Redis(fleet) => Box::pin(fleet.register(user_id, Box::new(greeting))).await,
         }
     }
 

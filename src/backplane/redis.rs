@@ -80,9 +80,9 @@ pub(crate) struct Fleet {
     next_id: AtomicU64,
     acks: std::sync::Mutex<HashMap<u64, PendingAck>>,
     joins: std::sync::Mutex<HashMap<u64, PendingJoin>>,
-    /// Users whose last connection here left while Redis was unreachable: their presence is
-    /// corrected when the subscriber is back.
-    left_while_down: std::sync::Mutex<HashSet<Arc<str>>>,
+    /// Users whose presence may be wrong (a join or leave whose command failed): rewritten
+    /// from the registry at the next heartbeat that reaches Redis.
+    presence_dirty: std::sync::Mutex<HashSet<Arc<str>>>,
     view: std::sync::Mutex<presence::FleetView>,
     ack_queue: mpsc::UnboundedSender<(String, AckMessage)>,
     ack_receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(String, AckMessage)>>>,
@@ -152,7 +152,7 @@ impl Fleet {
             next_id: AtomicU64::new(1),
             acks: Default::default(),
             joins: Default::default(),
-            left_while_down: Default::default(),
+            presence_dirty: Default::default(),
             view: Default::default(),
             ack_queue,
             ack_receiver: std::sync::Mutex::new(Some(ack_receiver)),
@@ -456,6 +456,7 @@ impl Fleet {
             Err(error) => {
                 self.parts.metrics.backplane.error(BackplaneOp::Join);
                 tracing::warn!(%error, "backplane join failed; serving the connection here alone");
+                lock(&self.presence_dirty).insert(Arc::from(user_id));
                 false
             }
         }
@@ -483,7 +484,7 @@ impl Fleet {
         if let Err(error) = reply {
             self.parts.metrics.backplane.error(BackplaneOp::Leave);
             tracing::debug!(%error, "backplane leave failed; presence is corrected on reconnect");
-            lock(&self.left_while_down).insert(user_id);
+            lock(&self.presence_dirty).insert(user_id);
         }
     }
 }

@@ -81,9 +81,15 @@ impl Fleet {
                     tracing::warn!(
                         "this node was taken for dead by the fleet; writing its presence again"
                     );
-                    self.resync_presence().await;
+                    self.resync_presence(true).await;
                 }
-                Ok(_) => first = false,
+                // Joins and leaves whose command failed are corrected once Redis answers.
+                Ok(_) => {
+                    first = false;
+                    if self.is_up() && !lock(&self.presence_dirty).is_empty() {
+                        self.resync_presence(false).await;
+                    }
+                }
                 Err(error) => {
                     self.parts.metrics.backplane.error(BackplaneOp::Heartbeat);
                     tracing::debug!(%error, "backplane heartbeat failed");

@@ -5,6 +5,7 @@
 //! One task reads the channel and handles each message before the next, so this node applies
 //! one user's events in the order the publish scripts ran, whichever node ran them.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -98,7 +99,7 @@ impl Fleet {
     async fn resync_presence_retrying(&self, shutdown: &CancellationToken) -> bool {
         let mut wait = BACKOFF_MIN;
         for _ in 0..5 {
-            if self.resync_presence().await {
+            if self.resync_presence(true).await {
                 return true;
             }
             tokio::select! {
@@ -110,26 +111,31 @@ impl Fleet {
         false
     }
 
-    /// Writes this node's presence for every user it holds (and clears it for users whose
-    /// last connection left while Redis was away), after a reconnect or being taken for dead.
-    /// Returns whether it was written.
-    pub(super) async fn resync_presence(&self) -> bool {
-        let left: Vec<Arc<str>> = lock(&self.left_while_down).drain().collect();
+    /// Writes this node's presence from its registry: for every user it holds when `all`
+    /// (after a reconnect, or when taken for dead), else for the users marked dirty (a join or
+    /// leave whose command failed). A user with a join in flight is left for the next round,
+    /// so its count cannot be written without the connection being counted. Returns whether
+    /// it was written.
+    pub(super) async fn resync_presence(&self, all: bool) -> bool {
+        let mut users: HashSet<Arc<str>> = lock(&self.presence_dirty).drain().collect();
+        if all {
+            users.extend(self.parts.registry.connected_users());
+        }
+        let joining: HashSet<Arc<str>> = lock(&self.joins)
+            .values()
+            .map(|join| Arc::clone(&join.user_id))
+            .collect();
+        let (later, users): (Vec<_>, Vec<_>) =
+            users.into_iter().partition(|user| joining.contains(user));
+        lock(&self.presence_dirty).extend(later);
         let mut pipeline = redis::pipe();
         let node = &self.config.node_id;
-        let left_users = left.clone();
-        for user in self
-            .parts
-            .registry
-            .connected_users()
-            .into_iter()
-            .chain(left)
-        {
-            let [nodes_key, _] = self.user_keys(&user);
+        for user in &users {
+            let [nodes_key, _] = self.user_keys(user);
             let n = self
                 .parts
                 .registry
-                .with_user(&user, |view| view.connections().len());
+                .with_user(user, |view| view.connections().len());
             if n > 0 {
                 pipeline.hset(nodes_key, node, n).ignore();
             } else {
@@ -145,7 +151,7 @@ impl Fleet {
             Err(error) => {
                 self.parts.metrics.backplane.error(BackplaneOp::Join);
                 tracing::warn!(%error, "writing this node's presence failed");
-                lock(&self.left_while_down).extend(left_users);
+                lock(&self.presence_dirty).extend(users);
                 false
             }
         }

@@ -7,6 +7,8 @@
 # - `chromium` and `chromium-driver`: headless Chromium and its WebDriver (`chromedriver`), for
 #   the operator console's browser tests (tests/it/console.rs), which start their own driver on a
 #   free loopback port;
+# - `redis-server`: the fleet tests (tests/it/fleet.rs) start their own redis-server on a free
+#   loopback port, without persistence, for the gateways' Redis backplane;
 # - `systemd`: `systemd-analyze`, which checks the example unit examples/switchyard.service
 #   (`systemd-analyze verify` reads unit files; it needs no running systemd).
 # Idempotent: does nothing when every binary is already on PATH, and installs only the packages
@@ -18,7 +20,7 @@ set -euo pipefail
 "$(dirname "${BASH_SOURCE[0]}")/../bench/install-peers.sh"
 
 # binary:package, one per binary the tests run.
-needed=(promtool:prometheus prometheus:prometheus chromium:chromium chromedriver:chromium-driver systemd-analyze:systemd)
+needed=(promtool:prometheus prometheus:prometheus chromium:chromium chromedriver:chromium-driver systemd-analyze:systemd redis-server:redis-server)
 
 missing=()
 packages=()
@@ -49,10 +51,10 @@ if ! command -v apt-get >/dev/null 2>&1; then
     exit 1
 fi
 
-# The prometheus package's maintainer scripts would start the prometheus service. There is no
-# init system in CI and the tests start their own Prometheus, never the system service, so forbid
-# service starts for the install's duration (policy-rc.d exit 101 = "action forbidden"), unless a
-# policy is already in place.
+# The packages' maintainer scripts would start the prometheus and redis-server services. There is
+# no init system in CI and the tests start their own instances, never the system services, so
+# forbid service starts for the install's duration (policy-rc.d exit 101 = "action forbidden"), unless a policy is
+# already in place.
 policy=/usr/sbin/policy-rc.d
 created_policy=false
 if [[ ! -e "$policy" ]]; then

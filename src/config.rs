@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod backplane;
+pub use backplane::{BackplaneConfig, BackplaneKind};
+
 /// The embedded defaults, also printed by `switchyard defaults`.
 pub const DEFAULTS_TOML: &str = include_str!("config/defaults.toml");
 
@@ -23,6 +26,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub limits: Limits,
     pub log: LogConfig,
+    pub backplane: BackplaneConfig,
     /// Development mode: `?user_id=` accepted without a token, loopback only.
     pub dev: bool,
 }
@@ -158,6 +162,7 @@ struct RawConfig {
     admin: RawAdmin,
     limits: RawLimits,
     log: RawLog,
+    backplane: backplane::RawBackplane,
 }
 
 #[derive(Deserialize)]
@@ -309,6 +314,7 @@ impl Config {
             log: LogConfig {
                 format: raw.log.format,
             },
+            backplane: BackplaneConfig::from_raw(raw.backplane)?,
             dev: overrides.dev,
         };
         for (key, tokens) in [

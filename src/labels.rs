@@ -297,3 +297,24 @@ mod tests {
         }
     }
 }
+
+label_enum! {
+    /// What a fleet node asked of Redis, for `backplane_errors_total{op}`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum BackplaneOp {
+        /// Publishing an event to the nodes holding its user (or queueing it offline).
+        Publish = "publish",
+        /// Registering a connection in presence and taking its offline queue.
+        Join = "join",
+        /// Removing a connection from presence.
+        Leave = "leave",
+        /// Renewing this node's place in the fleet and reading the others'.
+        Heartbeat = "heartbeat",
+        /// The subscription that brings this node its events.
+        Subscribe = "subscribe",
+        /// Sending delivery counts back to the node that took the call.
+        Ack = "ack",
+        /// Waiting for a node's delivery counts past `ack_timeout_ms`.
+        AckTimeout = "ack_timeout",
+    }
+}

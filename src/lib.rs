@@ -10,6 +10,8 @@
 //! - `registry`: live connections per user, per-connection send queues, offline queues.
 //! - `audit`: the audit log of every change, appended to `audit.jsonl` (rotated) and read back
 //!   at start, behind one backend trait.
+//! - `backplane`: the seam between delivery and where users' connections live: this process
+//!   (`memory`) or a fleet of gateways sharing one Redis (`backplane::redis`).
 //! - `flags`: the validated, versioned flag snapshot, `flags.toml`, and the store that swaps it.
 //! - `routing`: the pure decision of which path serves an event; cohort hashing.
 //! - `paths`: the broadcast implementations: `paths::legacy` and `paths::ssot`; plans.
@@ -29,6 +31,7 @@
 
 mod audit;
 mod auth;
+mod backplane;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -124,6 +127,9 @@ pub enum RunError {
     Auth(#[from] AuthSetupError),
     #[error(transparent)]
     Flags(#[from] FlagsError),
+    /// The Redis backplane could not be set up (its URL).
+    #[error("{0}")]
+    Backplane(String),
 }
 
 /// How long `run` waits, past the grace period, for the tasks cut at its end to be dropped.
@@ -145,7 +151,8 @@ pub async fn run(
         Arc::clone(&metrics),
     )?);
     let grace = config.server.shutdown_grace;
-    let (state, comparisons) = AppState::new(config, auth, metrics, flags, shutdown.clone());
+    let (state, comparisons) = AppState::new(config, auth, metrics, flags, shutdown.clone())
+        .map_err(|error| RunError::Backplane(error.to_string()))?;
     let registry = Arc::clone(&state.registry);
     let flags = Arc::clone(&state.flags);
     let shadow = Arc::clone(&state.shadow);
@@ -160,6 +167,11 @@ pub async fn run(
         shutdown.clone(),
     ));
     tracker.spawn(Arc::clone(&flags).watch(shutdown.clone()));
+    if let Some(fleet) = state.backplane.fleet() {
+        tracker.spawn(Arc::clone(fleet).subscribe_until(shutdown.clone()));
+        tracker.spawn(Arc::clone(fleet).heartbeat_every(shutdown.clone()));
+        tracker.spawn(Arc::clone(fleet).send_acks(shutdown.clone()));
+    }
 
     let admin_stop = CancellationToken::new();
     let admin_tracker = TaskTracker::new();
@@ -176,6 +188,9 @@ pub async fn run(
         &registry,
     )
     .await;
+    if let Some(fleet) = state.backplane.fleet() {
+        let _ = tokio::time::timeout(CUT_MARGIN, fleet.depart()).await;
+    }
     tracing::info!("switchyard stopped");
     Ok(())
 }

@@ -14,6 +14,10 @@ use prometheus::{
 };
 use tokio::time::Instant;
 
+mod backplane;
+
+pub(crate) use backplane::BackplaneMetrics;
+
 use crate::labels::{
     AuthFailure, CloseReason, ComparisonResult, HttpTimeout, Listener, MismatchKind, Outcome, Role,
     Trigger,
@@ -49,6 +53,8 @@ pub(crate) struct Metrics {
     http: Http,
     /// Tokio tasks alive, sampled when `/metrics` is rendered: a leak shows as a climb.
     runtime_tasks: IntGauge,
+    /// The fleet's: Redis reachable, its errors, the live nodes.
+    pub(crate) backplane: BackplaneMetrics,
 }
 
 /// Producer calls, events and what became of their frames.
@@ -445,6 +451,7 @@ impl Metrics {
             shadow: ShadowCounters::new(&r),
             http: Http::new(&r),
             runtime_tasks: process(&r),
+            backplane: BackplaneMetrics::new(&r),
             registry: r.registry,
         }
     }

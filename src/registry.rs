@@ -351,6 +351,17 @@ impl Registry {
         user_id: &str,
         greeting: impl FnOnce(&Connection) -> Utf8Bytes,
     ) -> Result<Arc<Connection>, RegisterError> {
+        self.register_with_replay(user_id, greeting, std::iter::empty())
+    }
+
+    /// As [`Registry::register`], with `replay` (a fleet's offline events, taken from Redis)
+    /// queued right after the greeting under the same lock.
+    pub(crate) fn register_with_replay(
+        &self,
+        user_id: &str,
+        greeting: impl FnOnce(&Connection) -> Utf8Bytes,
+        replay: impl Iterator<Item = Frame>,
+    ) -> Result<Arc<Connection>, RegisterError> {
         let now = Instant::now();
         let mut shard = self.shard(user_id);
         let (key, entry) = match shard.get_key_value(user_id) {
@@ -383,6 +394,7 @@ impl Registry {
             .queue
             .push(Frame::control(greeting))
             .expect("a new queue accepts its first frame");
+        replay.for_each(|frame| connection.queue.push_replay(frame));
         self.expire_offline(entry, now);
         for event in entry.offline.drain(..) {
             self.offline_bytes

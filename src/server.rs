@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::backplane::{Backplane, FleetError, FleetParts};
+use crate::config::{BackplaneKind, Config};
 use crate::faults::Faults;
 use crate::flags::store::FlagStore;
 use crate::guard::Guard;
@@ -45,7 +46,9 @@ pub(crate) struct AppState {
     pub(crate) flags: Arc<FlagStore>,
     pub(crate) shadow: Arc<Shadow>,
     pub(crate) guard: Arc<Guard>,
-    pub(crate) faults: Faults,
+    pub(crate) faults: Arc<Faults>,
+    /// Where delivery goes beyond this process: nowhere (memory) or a Redis fleet.
+    pub(crate) backplane: Backplane,
     /// Cancelled when shutdown begins; connections flush and close with 1001.
     pub(crate) shutdown: CancellationToken,
     /// Tracks every client connection task so shutdown can wait for them.
@@ -63,19 +66,36 @@ impl AppState {
         metrics: Arc<Metrics>,
         flags: Arc<FlagStore>,
         shutdown: CancellationToken,
-    ) -> (Arc<AppState>, mpsc::Receiver<Comparison>) {
+    ) -> Result<(Arc<AppState>, mpsc::Receiver<Comparison>), FleetError> {
         let limits = &config.limits;
+        // A fleet node keeps offline events in Redis, never in its own memory.
+        let in_memory = config.backplane.kind == BackplaneKind::Memory;
         let registry_limits = RegistryLimits {
             max_connections: limits.max_connections,
             max_connections_per_user: limits.max_connections_per_user,
             send_queue_bytes: limits.send_queue_bytes,
-            offline_queue_len: limits.offline_queue_len,
+            offline_queue_len: if in_memory {
+                limits.offline_queue_len
+            } else {
+                0
+            },
             offline_ttl: limits.offline_ttl,
             offline_total_bytes: limits.offline_total_bytes,
         };
         let registry = Arc::new(Registry::new(registry_limits, Arc::clone(&metrics)));
         let (shadow, comparisons) = Shadow::new(limits.shadow_queue_len, Arc::clone(&metrics));
         let guard = Arc::new(Guard::new(Arc::clone(&metrics), Arc::clone(&shadow)));
+        let faults = Arc::new(Faults::default());
+        let backplane = Backplane::for_config(
+            &config,
+            FleetParts {
+                registry: Arc::clone(&registry),
+                metrics: Arc::clone(&metrics),
+                faults: Arc::clone(&faults),
+                shadow: Arc::clone(&shadow),
+                flags: Arc::clone(&flags),
+            },
+        )?;
         let state = AppState {
             config,
             auth,
@@ -84,12 +104,13 @@ impl AppState {
             flags,
             shadow,
             guard,
-            faults: Faults::default(),
+            faults,
+            backplane,
             shutdown,
             tracker: TaskTracker::new(),
             ready: AtomicBool::default(),
         };
-        (Arc::new(state), comparisons)
+        Ok((Arc::new(state), comparisons))
     }
 }
 

@@ -51,6 +51,7 @@ use crate::server::protocol::{
     MismatchView, PathStatsView, RampView, RollbackRequest, RoutePatch, RouteStatsView, RouteView,
     ShadowStatsView, StatsView, admin_request, rfc3339,
 };
+use crate::server::protocol::{FleetNodeView, FleetStatsView};
 use crate::server::{AppState, body, openapi, producer, summary};
 
 /// Admin request bodies are small documents.
@@ -78,6 +79,11 @@ pub(crate) async fn healthz() -> &'static str {
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.shutdown.is_cancelled() || !state.ready.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    }
+    // A fleet node without Redis still serves its own connections, as every other node then
+    // does: it stays in the load balancer (README.md, Run a fleet, says why).
+    if state.backplane.fleet().is_some_and(|fleet| !fleet.is_up()) {
+        return "degraded: backplane unavailable\n".into_response();
     }
     "ready\n".into_response()
 }
@@ -545,8 +551,29 @@ pub(crate) async fn stats(State(state): State<Arc<AppState>>) -> Response {
         window_seconds,
         flags_version: flags.version,
         routes,
+        fleet: fleet_view(&state),
     })
     .into_response()
+}
+
+/// The fleet as this node last saw it, for `/admin/stats`.
+fn fleet_view(state: &AppState) -> Option<FleetStatsView> {
+    let status = state.backplane.fleet()?.status();
+    Some(FleetStatsView {
+        node_id: status.node_id,
+        backplane_up: status.up,
+        nodes: status
+            .nodes
+            .into_iter()
+            .map(|node| FleetNodeView {
+                node_id: node.node_id,
+                live: node.live,
+                last_seen_ms: node.last_seen_ms,
+                connections: node.connections,
+                users: node.users,
+            })
+            .collect(),
+    })
 }
 
 /// `GET /admin/faults`.

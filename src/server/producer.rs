@@ -19,7 +19,7 @@ use crate::config::random_token;
 use crate::flags::FlagSet;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
-use crate::paths::{self, Call, Outlet, Served};
+use crate::paths::{Call, Outlet, Served};
 use crate::route::{Contract, Enrichment, Origin, PathKind, RequestShape, Route};
 use crate::routing::{Decision, DecisionReason, decide, default_path};
 use crate::server::api_error::ApiError;
@@ -118,7 +118,15 @@ async fn serve_event(
         Err(error) => return (default_path(flags, route), Err(error)),
     };
     let decision = decide_event(state, flags, route, &user_id);
-    let mut served = serve_decided(state, route, &decision, &user_id, &event, accepted_at).await;
+    let mut served = serve_decided(
+        state,
+        route,
+        (&decision, flags.version),
+        &user_id,
+        &event,
+        accepted_at,
+    )
+    .await;
     if let Some(plans) = served.plans.take() {
         state.shadow.submit(route, &user_id, flags, plans);
     }
@@ -173,7 +181,7 @@ pub(crate) fn decide_event(
 async fn serve_decided(
     state: &AppState,
     route: Route,
-    decision: &Decision,
+    (decision, flags_version): (&Decision, u64),
     user_id: &str,
     event: &serde_json::Map<String, Value>,
     accepted_at: Instant,
@@ -191,7 +199,16 @@ async fn serve_decided(
         faults: &state.faults,
     };
     let call = Call::new(user_id, event);
-    paths::serve(&outlet, route, decision, &call, accepted_at)
+    state
+        .backplane
+        .serve(
+            &outlet,
+            route,
+            (decision, flags_version),
+            &call,
+            accepted_at,
+        )
+        .await
 }
 
 /// The answer in the route's contract, or the path's refusal (422).

@@ -612,6 +612,27 @@ pub(crate) struct StatsView {
     pub(crate) window_seconds: f64,
     pub(crate) flags_version: u64,
     pub(crate) routes: BTreeMap<&'static str, RouteStatsView>,
+    /// The fleet this node belongs to; absent on the memory backplane.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) fleet: Option<FleetStatsView>,
+}
+
+/// `/admin/stats`' `fleet`: this node, whether it reaches Redis, and every node Redis knows.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct FleetStatsView {
+    pub(crate) node_id: String,
+    pub(crate) backplane_up: bool,
+    pub(crate) nodes: Vec<FleetNodeView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct FleetNodeView {
+    pub(crate) node_id: String,
+    /// Heartbeat within `backplane.node_ttl_ms`: counted in the fleet.
+    pub(crate) live: bool,
+    pub(crate) last_seen_ms: u64,
+    pub(crate) connections: u64,
+    pub(crate) users: u64,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

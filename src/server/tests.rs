@@ -75,7 +75,8 @@ fn state(env: &[(&str, &str)]) -> (Arc<AppState>, Scratch) {
     let auth = Authenticator::new(&config.auth, config.dev).expect("valid tokens");
     let flags = FlagStore::open(&config.server.flags_path, Arc::clone(&metrics));
     let flags = Arc::new(flags.expect("no flags file yet: the defaults"));
-    let (state, _) = AppState::new(config, auth, metrics, flags, CancellationToken::new());
+    let (state, _) = AppState::new(config, auth, metrics, flags, CancellationToken::new())
+        .expect("the memory backplane cannot fail");
     (state, Scratch(dir))
 }
 

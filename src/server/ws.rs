@@ -156,15 +156,20 @@ async fn serve_connection(
     thread_id: Option<String>,
     _slot: ConnectionSlot,
 ) {
-    let registered = state.registry.register(&identity.user_id, |connection| {
+    let user_id = identity.user_id.clone();
+    let greeting = move |connection: &Connection| {
         ServerMessage::ConnectionEstablished {
             data: ConnectionData {
                 connection_id: &connection.wire_id(),
-                user_id: &identity.user_id,
+                user_id: &user_id,
             },
         }
         .encode()
-    });
+    };
+    let registered = state
+        .backplane
+        .register(&state.registry, &identity.user_id, greeting)
+        .await;
     let connection = match registered {
         Ok(connection) => connection,
         Err(RegisterError::TooManyForUser { limit }) => {
@@ -210,7 +215,7 @@ async fn serve_connection(
         () = &mut reader => writer.await,
     };
 
-    state.registry.unregister(&connection);
+    state.backplane.unregister(&state.registry, &connection);
     // Anything pushed between the writer's last look and unregistering was never written.
     let mut left = Vec::new();
     connection.queue.take(&mut left);

@@ -13,6 +13,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("state", &["flags", "registry"]),
     ("routing", &["routing", "paths"]),
     ("comparison", &["shadow", "auth"]),
+    // Carries decided events to the nodes of a fleet; delivers there through `paths`.
+    ("fleet", &["backplane"]),
     ("judgement", &["guard"]),
     ("entry", &["server", "client", "microbench"]),
     ("library", &["lib"]),

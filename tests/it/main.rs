@@ -14,6 +14,7 @@ mod conformance;
 mod console;
 mod delivery;
 mod flags_file;
+mod fleet;
 mod flip;
 mod fuzz;
 mod guard;

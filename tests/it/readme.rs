@@ -541,7 +541,7 @@ pub async fn terminate(process: &mut Child, within: Duration) -> ExitStatus {
 
 /// The public and admin addresses from `switchyard listening: clients and producers on
 /// http://ADDR, admin on http://ADDR`.
-fn parse_listening(line: &str) -> (SocketAddr, SocketAddr) {
+pub fn parse_listening(line: &str) -> (SocketAddr, SocketAddr) {
     let address_after = |label: &str| -> SocketAddr {
         let (_, rest) = line
             .split_once(label)

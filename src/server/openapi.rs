@@ -230,7 +230,25 @@ fn operation(listener: &str, endpoint: &Endpoint) -> utoipa::openapi::path::Oper
                 .build(),
         ));
     }
-    let ok = match &doc.answer {
+    let (status, ok) = success(&doc.answer, reference);
+    let error = ResponseBuilder::new()
+        .description("an error: {\"error\": {\"code\", \"message\"}}")
+        .content(
+            "application/json",
+            Content::new(Some(RefOr::Ref(Ref::from_schema_name(ErrorBody::name())))),
+        );
+    builder
+        .response(status, ok.build())
+        .response("default", error.build())
+        .build()
+}
+
+/// The success answer of an operation: its status and its response, by the kind of answer.
+fn success(
+    answer: &Answer,
+    reference: impl Fn(&TypeDoc) -> RefOr<Schema>,
+) -> (&'static str, ResponseBuilder) {
+    let ok = match answer {
         Answer::Json(answer) => ResponseBuilder::new()
             .description("success")
             .content("application/json", Content::new(Some(reference(answer)))),
@@ -247,21 +265,12 @@ fn operation(listener: &str, endpoint: &Endpoint) -> utoipa::openapi::path::Oper
         Answer::Redirect => ResponseBuilder::new().description("see the Location header"),
         Answer::WebSocket => ResponseBuilder::new().description("switching to the WebSocket"),
     };
-    let status = match doc.answer {
+    let status = match answer {
         Answer::WebSocket => "101",
         Answer::Redirect => "303",
         _ => "200",
     };
-    let error = ResponseBuilder::new()
-        .description("an error: {\"error\": {\"code\", \"message\"}}")
-        .content(
-            "application/json",
-            Content::new(Some(RefOr::Ref(Ref::from_schema_name(ErrorBody::name())))),
-        );
-    builder
-        .response(status, ok.build())
-        .response("default", error.build())
-        .build()
+    (status, ok)
 }
 
 /// `POST /v1/broadcast` and `/v1/legacy/router/broadcast`: the user and the event.

@@ -273,79 +273,67 @@ fn success(
     (status, ok)
 }
 
-/// `POST /v1/broadcast` and `/v1/legacy/router/broadcast`: the user and the event.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "a documentation type: the body is parsed by RouteRequest"
-)]
-pub(crate) struct UserIdRequest {
-    /// 1-128 characters from letters, digits and `. _ : @ - |`.
-    user_id: String,
-    /// The event: an object with a `type`.
-    #[schema(value_type = Object)]
-    event: (),
-}
+pub(crate) use self::bodies::{BatchAnswer, BatchRequest, ContextRequest, UserIdRequest};
 
-/// `POST /v1/legacy/scoped/broadcast` and `/v1/legacy/user-event`: the caller's context and the
-/// event, enriched from it.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "a documentation type: the body is parsed by RouteRequest"
-)]
-pub(crate) struct ContextRequest {
-    user_context: UserContextDoc,
-    /// The event: an object with a `type`.
-    #[schema(value_type = Object)]
-    event: (),
-}
+/// Documentation types: the schemas of bodies the code reads or writes by other means (the
+/// producer bodies are parsed by `RouteRequest`, a batch item by item, and `BatchBody` is generic
+/// over the route), so their fields are never read.
+#[allow(dead_code, reason = "documentation types: only their schemas are used")]
+mod bodies {
+    use utoipa::ToSchema;
 
-/// `user_context`: whose event, in which thread and run.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "a documentation type: the body is parsed by RouteRequest"
-)]
-pub(crate) struct UserContextDoc {
-    user_id: String,
-    thread_id: String,
-    run_id: String,
-    /// Generated when absent.
-    request_id: Option<String>,
-}
+    use crate::server::protocol::ErrorDetail;
 
-/// `POST {route}/batch`: a JSON array of the route's bodies (or NDJSON).
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "a documentation type: the body is parsed item by item"
-)]
-pub(crate) struct BatchRequest(Vec<serde_json::Value>);
+    /// `POST /v1/broadcast` and `/v1/legacy/router/broadcast`: the user and the event.
+    #[derive(ToSchema)]
+    pub(crate) struct UserIdRequest {
+        /// 1-128 characters from letters, digits and `. _ : @ - |`.
+        user_id: String,
+        /// The event: an object with a `type`.
+        #[schema(value_type = Object)]
+        event: (),
+    }
 
-/// A batch's answer: one item per event, in order.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "a documentation type: BatchBody is generic over the route"
-)]
-pub(crate) struct BatchAnswer {
-    results: Vec<BatchItemDoc>,
-}
+    /// `POST /v1/legacy/scoped/broadcast` and `/v1/legacy/user-event`: the caller's context and the
+    /// event, enriched from it.
+    #[derive(ToSchema)]
+    pub(crate) struct ContextRequest {
+        user_context: UserContextDoc,
+        /// The event: an object with a `type`.
+        #[schema(value_type = Object)]
+        event: (),
+    }
 
-/// One event's answer in a batch: `result` (the route's single-event answer) or `error`.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "a documentation type: BatchBody is generic over the route"
-)]
-pub(crate) struct BatchItemDoc {
-    status: u16,
-    /// `legacy` or `ssot`.
-    path: String,
-    #[schema(value_type = Option<Object>)]
-    result: (),
-    error: Option<ErrorDetail>,
+    /// `user_context`: whose event, in which thread and run.
+    #[derive(ToSchema)]
+    pub(crate) struct UserContextDoc {
+        user_id: String,
+        thread_id: String,
+        run_id: String,
+        /// Generated when absent.
+        request_id: Option<String>,
+    }
+
+    /// `POST {route}/batch`: a JSON array of the route's bodies (or NDJSON).
+    #[derive(ToSchema)]
+    pub(crate) struct BatchRequest(Vec<serde_json::Value>);
+
+    /// A batch's answer: one item per event, in order.
+    #[derive(ToSchema)]
+    pub(crate) struct BatchAnswer {
+        results: Vec<BatchItemDoc>,
+    }
+
+    /// One event's answer in a batch: `result` (the route's single-event answer) or `error`.
+    #[derive(ToSchema)]
+    pub(crate) struct BatchItemDoc {
+        status: u16,
+        /// `legacy` or `ssot`.
+        path: String,
+        #[schema(value_type = Option<Object>)]
+        result: (),
+        error: Option<ErrorDetail>,
+    }
 }
 
 #[cfg(test)]

@@ -126,8 +126,8 @@ pub(crate) async fn patch_route(
     request: Request,
 ) -> Result<Response, ApiError> {
     let route = Route::from_name(&route_name).ok_or(ApiError::UnknownRoute(route_name))?;
-    let if_match = if_match(&headers)?;
-    let patch: RoutePatch = read_request(&headers, request, ApiError::InvalidFlags).await?;
+    let (if_match, patch) =
+        read_change::<RoutePatch>(&headers, request, ApiError::InvalidFlags).await?;
     let reason = required_reason(patch.reason.as_deref(), ApiError::InvalidFlags)?;
     change(&state, actor, reason, if_match, move |flags| {
         let kill_switch = flags.kill_switch.engaged;
@@ -198,8 +198,8 @@ pub(crate) async fn put_flags(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let if_match = if_match(&headers)?;
-    let replace: FlagsReplace = read_request(&headers, request, ApiError::InvalidFlags).await?;
+    let (if_match, replace) =
+        read_change::<FlagsReplace>(&headers, request, ApiError::InvalidFlags).await?;
     let reason = required_reason(replace.reason.as_deref(), ApiError::InvalidFlags)?;
     let replacement = replace
         .flags
@@ -299,9 +299,8 @@ pub(crate) async fn kill_switch(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let if_match = if_match(&headers)?;
-    let request: KillSwitchRequest =
-        read_request(&headers, request, ApiError::InvalidFlags).await?;
+    let (if_match, request) =
+        read_change::<KillSwitchRequest>(&headers, request, ApiError::InvalidFlags).await?;
     let reason = required_reason(request.reason.as_deref(), ApiError::InvalidFlags)?.to_owned();
     let engaged = request.engaged;
     let kill_switch = KillSwitch {
@@ -321,11 +320,26 @@ pub(crate) async fn kill_switch(
     Ok(response)
 }
 
+/// The query parameters of the admin reads (`audit`, `shadow/mismatches`, `cohort`); each reads
+/// the ones its URL documents.
 #[derive(Deserialize)]
-pub(crate) struct AuditQuery {
+pub(crate) struct AdminQuery {
     route: Option<String>,
     since: Option<String>,
     limit: Option<usize>,
+    user_id: Option<String>,
+}
+
+impl AdminQuery {
+    /// `?route=`: none when absent or empty; 404 naming the routes when unknown.
+    fn route(&self) -> Result<Option<Route>, ApiError> {
+        match self.route.as_deref() {
+            None | Some("") => Ok(None),
+            Some(name) => Route::from_name(name)
+                .map(Some)
+                .ok_or_else(|| ApiError::UnknownRoute(name.to_owned())),
+        }
+    }
 }
 
 /// `GET /admin/audit?route=&since=&limit=`: newest first; `route` keeps the entries about one
@@ -333,9 +347,9 @@ pub(crate) struct AuditQuery {
 /// entries from then on, `limit` (default 100) caps the count.
 pub(crate) async fn audit(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<AuditQuery>,
+    Query(query): Query<AdminQuery>,
 ) -> Result<Response, ApiError> {
-    let route = route_param(query.route.as_deref())?;
+    let route = query.route()?;
     let since = match query.since.as_deref() {
         None | Some("") => None,
         Some(text) => Some(parse_since(text).ok_or_else(|| ApiError::BadSince(text.to_owned()))?),
@@ -371,28 +385,12 @@ fn parse_since(text: &str) -> Option<u64> {
     u64::try_from(at.unix_timestamp()).ok()
 }
 
-/// A `?route=` parameter: none when absent or empty; 404 naming the routes when unknown.
-fn route_param(name: Option<&str>) -> Result<Option<Route>, ApiError> {
-    match name {
-        None | Some("") => Ok(None),
-        Some(name) => Route::from_name(name)
-            .map(Some)
-            .ok_or_else(|| ApiError::UnknownRoute(name.to_owned())),
-    }
-}
-
-#[derive(Deserialize)]
-pub(crate) struct MismatchQuery {
-    route: Option<String>,
-    limit: Option<usize>,
-}
-
 /// `GET /admin/shadow/mismatches?route=&limit=`: recent shadow mismatches, newest first.
 pub(crate) async fn shadow_mismatches(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<MismatchQuery>,
+    Query(query): Query<AdminQuery>,
 ) -> Result<Response, ApiError> {
-    let route = route_param(query.route.as_deref())?;
+    let route = query.route()?;
     let samples = state.shadow.samples(route, query.limit.unwrap_or(50));
     let views: Vec<MismatchView<'_>> = samples
         .iter()
@@ -419,17 +417,11 @@ pub(crate) async fn shadow_mismatches(
     Ok(Json(views).into_response())
 }
 
-#[derive(Deserialize)]
-pub(crate) struct CohortQuery {
-    user_id: Option<String>,
-    route: Option<String>,
-}
-
 /// `GET /admin/cohort?user_id=&route=`: where `user_id`'s next event goes on every route (or
 /// one), decided from the live snapshot by the producer routes' own decision.
 pub(crate) async fn cohort(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<CohortQuery>,
+    Query(query): Query<AdminQuery>,
 ) -> Result<Response, ApiError> {
     let user_id = query.user_id.as_deref().unwrap_or_default();
     if user_id.trim().is_empty() {
@@ -437,7 +429,7 @@ pub(crate) async fn cohort(
             "`user_id` is required: GET /admin/cohort?user_id=NAME".to_owned(),
         ));
     }
-    let routes = match route_param(query.route.as_deref())? {
+    let routes = match query.route()? {
         None => Route::ALL.to_vec(),
         Some(route) => vec![route],
     };
@@ -869,6 +861,17 @@ async fn read_request<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let (value, _) = body::read_json(headers, request.into_body(), MAX_ADMIN_BODY_BYTES).await?;
     admin_request(value).map_err(invalid)
+}
+
+/// A change's `If-Match` version (checked first: a bad one is answered before the body is read)
+/// and its body.
+async fn read_change<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    request: Request,
+    invalid: fn(String) -> ApiError,
+) -> Result<(Option<u64>, T), ApiError> {
+    let if_match = if_match(headers)?;
+    Ok((if_match, read_request(headers, request, invalid).await?))
 }
 
 fn required_reason(

@@ -337,16 +337,11 @@ fn admin_action(command: Command) -> Action {
             );
             (AdminCall::new(admin, Method::GET, path), Render::Mismatches)
         }
-        Command::KillSwitch {
-            action,
-            reason,
-            if_match,
-            admin,
-        } => {
+        Command::KillSwitch { action, change } => {
             let engaged = action == KillSwitchAction::Engage;
-            let body = json!({ "engaged": engaged, "reason": reason });
+            let body = json!({ "engaged": engaged, "reason": change.reason });
             let path = "/admin/kill-switch".to_owned();
-            change_call(admin, Method::POST, path, body, if_match)
+            change_call(change.admin, Method::POST, path, body, change.if_match)
         }
         Command::Faults { command } => faults_call(command),
         Command::Serve { .. } | Command::Client { .. } | Command::Defaults => {
@@ -411,7 +406,6 @@ fn flags_action(command: FlagsCommand) -> Action {
         ),
         FlagsCommand::Set {
             route,
-            reason,
             ssot_percent,
             shadow,
             shadow_sample_percent,
@@ -419,11 +413,10 @@ fn flags_action(command: FlagsCommand) -> Action {
             pin_legacy,
             ignore_fields,
             clear_latch,
-            if_match,
-            admin,
+            change,
         } => {
             let patch = only_given(
-                reason,
+                change.reason,
                 [
                     ("ssot_percent", given(ssot_percent)),
                     ("shadow", given(shadow)),
@@ -434,20 +427,30 @@ fn flags_action(command: FlagsCommand) -> Action {
                     ("clear_latch", clear_latch.then_some(Value::Bool(true))),
                 ],
             );
-            change_call(admin, Method::PATCH, route_path(&route), patch, if_match)
+            change_call(
+                change.admin,
+                Method::PATCH,
+                route_path(&route),
+                patch,
+                change.if_match,
+            )
         }
         FlagsCommand::Ramp {
             route,
             steps,
             step_seconds,
             cancel,
-            reason,
-            if_match,
-            admin,
+            change,
         } => {
             let ramp = ramp_request(cancel, steps, step_seconds);
-            let body = json!({ "reason": reason, "ramp": ramp });
-            change_call(admin, Method::PATCH, route_path(&route), body, if_match)
+            let body = json!({ "reason": change.reason, "ramp": ramp });
+            change_call(
+                change.admin,
+                Method::PATCH,
+                route_path(&route),
+                body,
+                change.if_match,
+            )
         }
         FlagsCommand::Rollback {
             reason,

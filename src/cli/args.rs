@@ -101,14 +101,8 @@ pub enum Command {
     KillSwitch {
         /// engage or release.
         action: KillSwitchAction,
-        /// Why, for the audit log.
-        #[arg(long)]
-        reason: String,
-        /// Apply only if the live flags are still at this version.
-        #[arg(long)]
-        if_match: Option<u64>,
         #[command(flatten)]
-        admin: AdminArgs,
+        change: ChangeArgs,
     },
     /// List, inject or clear faults for drills (the gateway must allow fault injection).
     Faults {
@@ -179,9 +173,6 @@ pub enum FlagsCommand {
     Set {
         /// router_broadcast, scoped_broadcast, user_event or broadcast.
         route: String,
-        /// Why, for the audit log.
-        #[arg(long)]
-        reason: String,
         /// Share of users (a sticky cohort) on SSOT, 0 to 100; ends a running ramp.
         #[arg(long)]
         ssot_percent: Option<f64>,
@@ -204,11 +195,8 @@ pub enum FlagsCommand {
         /// Clear the route's rollback latch.
         #[arg(long)]
         clear_latch: bool,
-        /// Apply only if the live flags are still at this version.
-        #[arg(long)]
-        if_match: Option<u64>,
         #[command(flatten)]
-        admin: AdminArgs,
+        change: ChangeArgs,
     },
     /// Ramp one route's SSOT share on a running gateway: it starts at the first step, and the
     /// guard takes each next step once the one before has held --step with enough SSOT traffic
@@ -230,14 +218,8 @@ pub enum FlagsCommand {
         /// Stop the route's ramp where it stands instead.
         #[arg(long, conflicts_with_all = ["steps", "step_seconds"])]
         cancel: bool,
-        /// Why, for the audit log.
-        #[arg(long)]
-        reason: String,
-        /// Apply only if the live flags are still at this version.
-        #[arg(long)]
-        if_match: Option<u64>,
         #[command(flatten)]
-        admin: AdminArgs,
+        change: ChangeArgs,
     },
     /// Roll every route (or the given ones) back to legacy, latched until cleared.
     Rollback {
@@ -269,6 +251,19 @@ pub enum FlagsCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+/// What every change of the flags takes: why, the version it expects, and the gateway.
+#[derive(clap::Args)]
+pub struct ChangeArgs {
+    /// Why, for the audit log.
+    #[arg(long)]
+    pub reason: String,
+    /// Apply only if the live flags are still at this version.
+    #[arg(long)]
+    pub if_match: Option<u64>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(clap::Args)]

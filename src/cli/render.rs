@@ -47,6 +47,15 @@ fn short(value: &Value) -> String {
     }
 }
 
+/// A list of user ids, comma-separated, inside the brackets `flags show` puts around it: empty
+/// for none (`short` would spell an empty list `[]`, giving `[[]]`).
+fn ids(value: &Value) -> String {
+    match value {
+        Value::Array(items) if items.is_empty() => String::new(),
+        other => short(other),
+    }
+}
+
 /// A percentage without needless decimals: `1`, `12.5`.
 fn percent(value: &Value) -> String {
     value
@@ -158,8 +167,8 @@ fn route_row(name: &str, route: &Value) -> Vec<String> {
     };
     let pins = format!(
         "ssot [{}] legacy [{}]",
-        short(&route["pin_ssot"]),
-        short(&route["pin_legacy"])
+        ids(&route["pin_ssot"]),
+        ids(&route["pin_legacy"])
     );
     vec![
         name.to_owned(),
@@ -420,6 +429,16 @@ mod tests {
         assert_eq!(
             Render::Summary.text(&unchanged),
             "reload unchanged; no change (version 4)"
+        );
+    }
+
+    #[test]
+    fn pins_are_listed_inside_their_brackets() {
+        let route = json!({"ssot_percent": 5.0, "shadow": false, "latch": null, "ramp": null,
+                           "pin_ssot": ["tester-1", "tester-2"], "pin_legacy": []});
+        assert_eq!(
+            route_row("user_event", &route)[5],
+            "ssot [tester-1,tester-2] legacy []"
         );
     }
 }

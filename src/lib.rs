@@ -20,8 +20,10 @@
 //!   and takes ramp steps while it does not.
 //! - `faults`: injected drops and delays for drills (off unless the config allows them).
 //! - `metrics`: every exported metric, on an owned registry.
-//! - `server`: the public listener (`/ws`, `/v1`) and the admin listener (`/metrics`, `/admin`).
+//! - `server`: the public listener (`/ws`, `/v1`) and the admin listener (`/metrics`, `/admin`,
+//!   the operator console at `/console`).
 //! - [`client`]: a small WebSocket client for trying the gateway out.
+//! - `microbench`: hot-path pieces for the Criterion benchmarks (not an API).
 //! - [`cli`]: the command line and the operator commands: `serve`, `client`, `cohort`,
 //!   `flags check|show|set|ramp|rollback|reload|audit`, `kill-switch`, `stats`, `mismatches`,
 //!   `faults`, `completions`.

@@ -106,6 +106,7 @@ async fn scenario(page: &Page, gateway: &Gateway) {
     set_share_with_a_reason(page, gateway).await;
     ramp_shows_on_its_card(page, gateway).await;
     roll_back_one_route(page, gateway).await;
+    kill_switch_engaged_and_released(page, gateway).await;
     let traffic = Traffic::start(gateway).await;
     delivery_ratio_moves(page, gateway).await;
     shadow_mismatch_diff(page, gateway, "mallory").await;
@@ -262,6 +263,82 @@ async fn roll_back_one_route(page: &Page, gateway: &Gateway) {
         t == "not latched"
     })
     .await;
+    assert_eq!(
+        gateway.publish("user_event", "carol", ping()).await.path,
+        "ssot"
+    );
+}
+
+/// The kill switch, engaged from the page (`POST /admin/kill-switch` with the reason and
+/// `If-Match`), shows in the header and on every card and sends producers to legacy; released,
+/// the routes' own flags decide again. `GET /admin/flags` and the audit agree with the page.
+async fn kill_switch_engaged_and_released(page: &Page, gateway: &Gateway) {
+    page.wait_text("#kill-switch", "the kill-switch button", |t| {
+        t == "Engage kill switch"
+    })
+    .await;
+    page.click("#kill-switch").await;
+    page.confirm("incident: everything to legacy").await;
+    page.wait_text("#kill-state", "the engaged kill switch", |t| {
+        t == "KILL SWITCH ENGAGED: incident: everything to legacy"
+    })
+    .await;
+    for route in [
+        "router_broadcast",
+        "scoped_broadcast",
+        "user_event",
+        "broadcast",
+    ] {
+        let card = format!("#card-{route}");
+        page.wait_text(&format!("{card} .state"), "the card's kill switch", |t| {
+            t == "kill switch"
+        })
+        .await;
+        assert_eq!(
+            page.text(&format!("{card} .effective")).await,
+            "0% (kill switch)"
+        );
+    }
+    let flags = admin_get(gateway, "/admin/flags").await;
+    assert_eq!(
+        flags["kill_switch"],
+        json!({"engaged": true, "reason": "incident: everything to legacy"})
+    );
+    assert_eq!(flags["routes"]["user_event"]["ssot_percent"], 100.0);
+    let audit = admin_get(gateway, "/admin/audit?limit=1").await;
+    assert_eq!(audit[0]["actor"], "ops", "{audit}");
+    assert_eq!(audit[0]["reason"], "incident: everything to legacy");
+    assert_eq!(
+        audit[0]["changes"][0],
+        json!("kill_switch.engaged: false → true"),
+        "{audit}"
+    );
+    assert_eq!(
+        gateway.publish("user_event", "carol", ping()).await.path,
+        "legacy"
+    );
+    page.shot("kill-switch").await;
+
+    page.wait_text("#kill-switch", "the release button", |t| {
+        t == "Release kill switch"
+    })
+    .await;
+    page.click("#kill-switch").await;
+    page.confirm("incident over").await;
+    page.wait_text("#kill-state", "the released kill switch", |t| {
+        t == "kill switch off"
+    })
+    .await;
+    page.wait_text("#card-user_event .state", "the card back live", |t| {
+        t == "live"
+    })
+    .await;
+    assert_eq!(page.text("#card-user_event .effective").await, "100%");
+    let flags = admin_get(gateway, "/admin/flags").await;
+    assert_eq!(
+        flags["kill_switch"],
+        json!({"engaged": false, "reason": ""})
+    );
     assert_eq!(
         gateway.publish("user_event", "carol", ping()).await.path,
         "ssot"

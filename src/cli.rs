@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-pub use self::args::{AdminArgs, Cli, Command, FaultsCommand, FlagsCommand, KillSwitchAction};
+pub use self::args::{
+    AdminArgs, ChangeArgs, Cli, Command, FaultsCommand, FlagsCommand, KillSwitchAction,
+};
 use self::render::Render;
 use crate::client::ClientError;
 use crate::config::{Config, ConfigError};
@@ -397,7 +399,11 @@ fn query_escape(value: &str) -> String {
 }
 
 fn flags_action(command: FlagsCommand) -> Action {
-    let route_path = |route: &str| format!("/admin/flags/routes/{route}");
+    // `flags set` and `flags ramp`: a PATCH of one route, with the change's If-Match.
+    let patch_route = |route: &str, body: Value, change: ChangeArgs| {
+        let path = format!("/admin/flags/routes/{route}");
+        change_call(change.admin, Method::PATCH, path, body, change.if_match)
+    };
     let (call, render) = match command {
         FlagsCommand::Check { file } => return Action::Check(file),
         FlagsCommand::Show { admin } => (
@@ -416,7 +422,7 @@ fn flags_action(command: FlagsCommand) -> Action {
             change,
         } => {
             let patch = only_given(
-                change.reason,
+                change.reason.clone(),
                 [
                     ("ssot_percent", given(ssot_percent)),
                     ("shadow", given(shadow)),
@@ -427,13 +433,7 @@ fn flags_action(command: FlagsCommand) -> Action {
                     ("clear_latch", clear_latch.then_some(Value::Bool(true))),
                 ],
             );
-            change_call(
-                change.admin,
-                Method::PATCH,
-                route_path(&route),
-                patch,
-                change.if_match,
-            )
+            patch_route(&route, patch, change)
         }
         FlagsCommand::Ramp {
             route,
@@ -443,14 +443,8 @@ fn flags_action(command: FlagsCommand) -> Action {
             change,
         } => {
             let ramp = ramp_request(cancel, steps, step_seconds);
-            let body = json!({ "reason": change.reason, "ramp": ramp });
-            change_call(
-                change.admin,
-                Method::PATCH,
-                route_path(&route),
-                body,
-                change.if_match,
-            )
+            let body = json!({ "reason": &change.reason, "ramp": ramp });
+            patch_route(&route, body, change)
         }
         FlagsCommand::Rollback {
             reason,

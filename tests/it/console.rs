@@ -273,15 +273,11 @@ async fn roll_back_one_route(page: &Page, gateway: &Gateway) {
 /// `If-Match`), shows in the header and on every card and sends producers to legacy; released,
 /// the routes' own flags decide again. `GET /admin/flags` and the audit agree with the page.
 async fn kill_switch_engaged_and_released(page: &Page, gateway: &Gateway) {
-    page.wait_text("#kill-switch", "the kill-switch button", |t| {
-        t == "Engage kill switch"
-    })
-    .await;
-    page.click("#kill-switch").await;
-    page.confirm("incident: everything to legacy").await;
-    page.wait_text("#kill-state", "the engaged kill switch", |t| {
-        t == "KILL SWITCH ENGAGED: incident: everything to legacy"
-    })
+    press_kill_switch(
+        page,
+        ("Engage kill switch", "incident: everything to legacy"),
+        "KILL SWITCH ENGAGED: incident: everything to legacy",
+    )
     .await;
     for route in [
         "router_broadcast",
@@ -319,15 +315,11 @@ async fn kill_switch_engaged_and_released(page: &Page, gateway: &Gateway) {
     );
     page.shot("kill-switch").await;
 
-    page.wait_text("#kill-switch", "the release button", |t| {
-        t == "Release kill switch"
-    })
-    .await;
-    page.click("#kill-switch").await;
-    page.confirm("incident over").await;
-    page.wait_text("#kill-state", "the released kill switch", |t| {
-        t == "kill switch off"
-    })
+    press_kill_switch(
+        page,
+        ("Release kill switch", "incident over"),
+        "kill switch off",
+    )
     .await;
     page.wait_text("#card-user_event .state", "the card back live", |t| {
         t == "live"
@@ -343,6 +335,17 @@ async fn kill_switch_engaged_and_released(page: &Page, gateway: &Gateway) {
         gateway.publish("user_event", "carol", ping()).await.path,
         "ssot"
     );
+}
+
+/// Presses the header's kill-switch button once it reads `button`, confirms with `reason`, and
+/// waits for the header's badge to read `badge`.
+async fn press_kill_switch(page: &Page, (button, reason): (&str, &str), badge: &str) {
+    page.wait_text("#kill-switch", "the kill-switch button", |t| t == button)
+        .await;
+    page.click("#kill-switch").await;
+    page.confirm(reason).await;
+    page.wait_text("#kill-state", "the kill switch's badge", |t| t == badge)
+        .await;
 }
 
 /// Under traffic the path delivery ratio appears; a path fault pulls it under the guard's line.

@@ -50,6 +50,7 @@ fn load(gateway: &Gateway, route: Route) -> BenchConfig {
         batch: 1,
         rate: None,
         target_pid: None,
+        nodes: Vec::new(),
     }
 }
 

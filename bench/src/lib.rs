@@ -57,6 +57,19 @@ pub struct BenchConfig {
     pub rate: Option<f64>,
     /// The process serving `target`, when known: its CPU time is then reported with the run.
     pub target_pid: Option<u32>,
+    /// More gateways of the same fleet as `target` (`[backplane] kind = "redis"`), `host:port`
+    /// each: connections go round-robin over `target` and these, and every request goes to one
+    /// of them at random, so events cross nodes as behind a load balancer. Empty: one gateway.
+    pub nodes: Vec<String>,
+}
+
+impl BenchConfig {
+    /// `target`, then the fleet's other nodes.
+    fn gateways(&self) -> Vec<&str> {
+        std::iter::once(self.target.as_str())
+            .chain(self.nodes.iter().map(String::as_str))
+            .collect()
+    }
 }
 
 /// What one run measured.

@@ -43,9 +43,16 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let users: Vec<String> = (0..config.users).map(|n| format!("bench-{n:05}")).collect();
     let stop = CancellationToken::new();
     let mut clients = Vec::new();
+    // Round-robin over the fleet's nodes, connection by connection, so a user with several
+    // connections has them on several nodes.
+    let gateways = config.gateways();
+    let mut next_gateway = gateways.iter().cycle();
     for (index, user) in users.iter().enumerate() {
         for _ in 0..config.connections_per_user {
-            let socket = connect_client(&config.target, user).await?;
+            let gateway = next_gateway
+                .next()
+                .expect("a cycle over at least the target");
+            let socket = connect_client(gateway, user).await?;
             clients.push(tokio::spawn(receive(socket, index, epoch, stop.clone())));
         }
     }
@@ -148,6 +155,7 @@ fn start_producers(
                 .map(|(index, user)| (index, user.clone()))
                 .collect();
             let producer = Producer {
+                pick: NodePick::new(producer as u64),
                 config: config.clone(),
                 owned,
                 padding: "x".repeat(config.padding),
@@ -208,6 +216,8 @@ fn pace(rate: f64, batch: usize, deadline: Instant, producers: &[mpsc::Unbounded
 
 /// One producer: its users (index and id), and what it shares with the run.
 struct Producer {
+    /// Which gateway of the fleet takes its next request.
+    pick: NodePick,
     config: BenchConfig,
     owned: Vec<(usize, String)>,
     /// `config.padding` bytes of `x`, made once.
@@ -221,11 +231,17 @@ impl Producer {
     /// Publishes to its users in turn: as fast as answers come back until the deadline, or,
     /// with a schedule, one burst at each due time it is handed. Returns the number of events
     /// sent to each user.
-    async fn publish(self, mut schedule: Option<mpsc::UnboundedReceiver<Instant>>) -> ProducerEnd {
+    async fn publish(
+        mut self,
+        mut schedule: Option<mpsc::UnboundedReceiver<Instant>>,
+    ) -> ProducerEnd {
         if self.owned.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = Connection::open(&self.config.target).await?;
+        let mut connections = Vec::new();
+        for gateway in self.config.gateways() {
+            connections.push(Connection::open(gateway).await?);
+        }
         let endpoint = self.config.route.endpoint_for(self.config.batch);
         let mut sent = vec![0u64; self.owned.len()];
         let mut turn = 0;
@@ -248,6 +264,11 @@ impl Producer {
                 .duration_since(self.epoch)
                 .as_micros() as u64;
             self.write_body(&mut body, stamp, &mut turn, &mut sent);
+            // One request at a time per producer, each answered after the event was ordered
+            // (in a fleet: after Redis ran its publish script), so a user's sequence numbers
+            // stay in order whichever nodes take the requests.
+            let pick = self.pick.below(connections.len());
+            let connection = &mut connections[pick];
             let answer = connection
                 .send(
                     Method::POST,
@@ -300,6 +321,24 @@ impl Producer {
         if batch > 1 {
             body.push(']');
         }
+    }
+}
+
+/// A producer's choice of gateway for each request: xorshift64*, seeded per producer so that
+/// runs repeat. Every request goes to the one gateway when there is one.
+struct NodePick(u64);
+
+impl NodePick {
+    fn new(producer: u64) -> NodePick {
+        NodePick(0x9E37_79B9_7F4A_7C15 ^ (producer + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9))
+    }
+
+    /// A number below `n` (`n` ≥ 1).
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
     }
 }
 

@@ -22,6 +22,10 @@ struct Cli {
     /// The gateway's public listener, host:port.
     #[arg(long, default_value = "127.0.0.1:8080")]
     target: String,
+    /// Another node of the same fleet as --target (repeat it): clients connect round-robin over
+    /// --target and these, each request goes to one of them at random.
+    #[arg(long = "node", value_name = "HOST:PORT")]
+    nodes: Vec<String>,
     #[arg(long, env = "PRODUCER_TOKEN")]
     producer_token: String,
     /// router_broadcast, scoped_broadcast, user_event or broadcast.
@@ -189,6 +193,7 @@ fn config(cli: &Cli) -> BenchConfig {
         batch: cli.batch,
         rate: cli.rate,
         target_pid: cli.gateway_pid,
+        nodes: cli.nodes.clone(),
     }
 }
 

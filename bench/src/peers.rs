@@ -76,28 +76,35 @@ pub struct Peer {
     pub name: String,
     /// `host:port` of its public listener.
     pub target: String,
+    /// The other nodes of its fleet, when it is one (`HOST:PORT+HOST:PORT…`).
+    pub nodes: Vec<String>,
     pub token: String,
     /// Its process, to report its CPU time with each run.
     pub pid: Option<u32>,
 }
 
 impl Peer {
-    /// `NAME=HOST:PORT[,token=TOKEN][,pid=PID]`; the token defaults to `default_token`.
+    /// `NAME=HOST:PORT[,token=TOKEN][,pid=PID]`; the token defaults to `default_token`. A
+    /// fleet is `NAME=HOST:PORT+HOST:PORT…`: its nodes share the load (`BenchConfig::nodes`),
+    /// and the pid is the first node's.
     pub fn parse(spec: &str, default_token: &str) -> Result<Peer, BenchError> {
         let wrong = |why: &str| {
             BenchError::Config(format!(
-                "peer {spec:?}: {why}; write NAME=HOST:PORT[,token=TOKEN][,pid=PID]"
+                "peer {spec:?}: {why}; write NAME=HOST:PORT[+HOST:PORT…][,token=TOKEN][,pid=PID]"
             ))
         };
         let (name, rest) = spec.split_once('=').ok_or_else(|| wrong("no NAME="))?;
         let mut parts = rest.split(',');
-        let target = parts.next().unwrap_or_default();
-        if name.is_empty() || !target.contains(':') {
+        let mut targets = parts.next().unwrap_or_default().split('+');
+        let target = targets.next().unwrap_or_default();
+        let nodes: Vec<String> = targets.map(str::to_owned).collect();
+        if name.is_empty() || !target.contains(':') || nodes.iter().any(|n| !n.contains(':')) {
             return Err(wrong("a name and a HOST:PORT are needed"));
         }
         let mut peer = Peer {
             name: name.to_owned(),
             target: target.to_owned(),
+            nodes,
             token: default_token.to_owned(),
             pid: None,
         };
@@ -160,6 +167,7 @@ pub async fn compare_peers(
                     batch: shape.batch,
                     rate: shape.rate,
                     target_pid: peer.pid,
+                    nodes: peer.nodes.clone(),
                     ..base.clone()
                 };
                 let run = PeerRun {
@@ -352,18 +360,26 @@ mod tests {
             Peer {
                 name: "bun".into(),
                 target: "127.0.0.1:8091".into(),
+                nodes: Vec::new(),
                 token: "t".into(),
                 pid: Some(42)
             }
         );
         let peer = Peer::parse("sy=127.0.0.1:8080,token=abc", "t").unwrap();
         assert_eq!(peer.token, "abc");
+        let fleet = Peer::parse("fleet=127.0.0.1:8080+127.0.0.1:8081,pid=7", "t").unwrap();
+        assert_eq!(
+            (fleet.target.as_str(), fleet.nodes, fleet.pid),
+            ("127.0.0.1:8080", vec!["127.0.0.1:8081".to_owned()], Some(7))
+        );
         for bad in [
             "bun",
             "=127.0.0.1:1",
             "bun=nowhere",
             "bun=h:1,pid=x",
             "bun=h:1,color=red",
+            "bun=h:1+",
+            "bun=h:1+nowhere",
         ] {
             let error = Peer::parse(bad, "t").unwrap_err();
             assert!(

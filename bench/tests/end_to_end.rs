@@ -50,6 +50,7 @@ fn load(gateway: &Gateway, route: Route) -> BenchConfig {
         batch: 1,
         rate: None,
         target_pid: None,
+        nodes: Vec::new(),
     }
 }
 
@@ -89,6 +90,45 @@ async fn a_short_run_delivers_every_event_to_the_right_users() {
     );
     assert_eq!((report.lost, report.duplicated, report.foreign), (0, 0, 0));
     gateway.stop().await;
+}
+
+/// `nodes`: connections round-robin over the target and the other nodes, each request to one
+/// of them at random. Two gateways *without* a backplane make that visible: each delivers only
+/// to its own connections, so both take requests, and every event is either delivered (it went
+/// to its user's node) or counted lost, never both, never twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_get_connections_round_robin_and_requests_at_random() {
+    let (a, b) = (Gateway::start().await, Gateway::start().await);
+    let report = run(&BenchConfig {
+        users: 8,
+        connections_per_user: 1,
+        nodes: vec![b.public.to_string()],
+        ..load(&a, Route::Broadcast)
+    })
+    .await
+    .unwrap();
+    let requests = "route=\"broadcast\",status=\"200\"";
+    let taken = (
+        a.metric("route_requests_total", requests).await as u64,
+        b.metric("route_requests_total", requests).await as u64,
+    );
+    assert!(
+        taken.0 > 0 && taken.1 > 0,
+        "both nodes take requests: {taken:?}"
+    );
+    assert_eq!(taken.0 + taken.1, report.events_published, "{report:?}");
+    assert!(
+        report.frames_received > 0 && report.lost > 0,
+        "users on both nodes, events on the wrong one: {report:?}"
+    );
+    assert_eq!(
+        report.frames_received + report.lost,
+        report.events_published,
+        "{report:?}"
+    );
+    assert_eq!((report.duplicated, report.foreign), (0, 0));
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test]

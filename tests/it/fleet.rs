@@ -4,7 +4,7 @@
 //! a real `switchyard serve` process where the test must `kill -9` it.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -47,43 +47,13 @@ impl RedisServer {
 
     /// Starts (again) on the same port, empty: no persistence.
     async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .arg("--port")
-            .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start redis-server ({error}): the fleet tests need it; \
-                     scripts/install-test-deps.sh installs it (Debian package redis-server)"
-                )
-            });
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + PROMPTLY;
-        while !self.answers_ping().await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server on port {} never answered PING",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["--port".to_owned(), self.port.to_string()]);
+        args.extend(["--dir".to_owned(), self.dir.display().to_string()]);
+        self.child = Some(start_redis_server(&args, &self.dir, self.port).await);
     }
-
-    async fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").await.is_ok()
-            && stream.read_exact(&mut reply).await.is_ok()
-            && &reply == b"+PONG\r\n"
-    }
-
     /// Kills it (SIGKILL) and waits until it is gone.
     async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -96,6 +66,42 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Starts `redis-server ARGS` in `dir` and waits until it answers PING on `port`. A missing
+/// `redis-server` fails the test, naming the install script.
+pub async fn start_redis_server(args: &[String], dir: &Path, port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!(
+                "cannot start redis-server ({error}): the fleet tests need it; \
+                 scripts/install-test-deps.sh installs it (Debian package redis-server)"
+            )
+        });
+    let deadline = tokio::time::Instant::now() + PROMPTLY;
+    while !answers_ping(port).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redis-server {args:?} never answered PING on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
+async fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").await.is_ok()
+        && stream.read_exact(&mut reply).await.is_ok()
+        && &reply == b"+PONG\r\n"
 }
 
 /// Fleet settings for one node: a heartbeat fast enough for tests, and an ack timeout long

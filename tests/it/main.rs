@@ -28,5 +28,6 @@ mod producer_api;
 mod prometheus;
 mod ramp;
 mod readme;
+mod readme_fleet;
 mod rules;
 mod shadow;

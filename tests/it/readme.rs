@@ -340,7 +340,7 @@ async fn run_the_runbook(readme: &str, banner: &DevBanner) {
 
 /// Runs one README command with `sh -c` from the repository root, as pasted into a terminal
 /// where the gateway's `export` lines were pasted first and `switchyard` is installed.
-async fn run_pasted(command: &str, exports: &[(String, String)]) -> Output {
+pub async fn run_pasted(command: &str, exports: &[(String, String)]) -> Output {
     let bin_dir = Path::new(BINARY).parent().expect("the binary's directory");
     let path = format!(
         "{}:{}",
@@ -363,13 +363,13 @@ async fn run_pasted(command: &str, exports: &[(String, String)]) -> Output {
         .unwrap_or_else(|e| panic!("sh -c {command}: {e}"))
 }
 
-fn read_readme() -> String {
+pub fn read_readme() -> String {
     let path = Path::new(MANIFEST_DIR).join("README.md");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The contents of the fenced block right after `<!-- readme-test: NAME -->`.
-fn readme_block(readme: &str, name: &str) -> String {
+pub fn readme_block(readme: &str, name: &str) -> String {
     let marker = format!("<!-- readme-test: {name} -->");
     let mut found = readme.match_indices(&marker);
     let (at, _) = found
@@ -401,7 +401,7 @@ fn readme_block(readme: &str, name: &str) -> String {
 }
 
 /// The program arguments of `cargo run [cargo options] -- ARGS`.
-fn cargo_run_args(command: &str) -> Vec<String> {
+pub fn cargo_run_args(command: &str) -> Vec<String> {
     assert!(
         !command.contains(['"', '\'', '\\', '$', '\n']),
         "a plain one-line command: {command:?}"
@@ -418,7 +418,7 @@ fn cargo_run_args(command: &str) -> Vec<String> {
         .collect()
 }
 
-fn value_after<'a>(args: &'a [String], flag: &str) -> &'a str {
+pub fn value_after<'a>(args: &'a [String], flag: &str) -> &'a str {
     let at = args
         .iter()
         .position(|arg| arg == flag)
@@ -467,7 +467,7 @@ async fn exit_output(command: &mut Command) -> Output {
         .expect("run switchyard")
 }
 
-async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>, who: &str) -> String {
+pub async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>, who: &str) -> String {
     tokio::time::timeout(PROMPTLY, lines.next_line())
         .await
         .unwrap_or_else(|_| panic!("{who} prints a line promptly"))

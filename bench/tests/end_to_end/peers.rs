@@ -246,6 +246,7 @@ async fn tiny_round(peer: PeerServer, name: &str) {
         batch: 1,
         rate: None,
         target_pid: None,
+        nodes: Vec::new(),
     };
     let comparison = compare_peers(&base, &peers, &shapes, 1, |_| {})
         .await

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Issue 13's fleet benchmark, side by side in one run (BENCHMARKS.md, "A fleet on Redis"):
+#   bench/fleet.sh [seconds-per-run] [rounds] [open-loop rate]
+# one gateway on the memory backplane, one on Redis, and two on Redis with the generator's
+# users connected round-robin to both and every request sent to a random one of them; in
+# interleaved rounds (switchyard-bench --peer), medians reported. Then one more run on the two
+# nodes with Redis' command statistics reset, to count what Redis did per published event.
+# Needs release builds of the gateway and of the generator, in $CARGO_TARGET_DIR (default
+# target/):  cargo build --release -p switchyard -p switchyard-bench
+# and redis-server, redis-cli. Run by hand only, never in CI. Uses loopback ports 18180-18183,
+# 19190-19193 and 16390 (a Redis of its own, nothing on disk), and stops everything at the end.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SECONDS_PER_RUN=${1:-5}
+ROUNDS=${2:-3}
+RATE=${3:-2000}
+RELEASE=${CARGO_TARGET_DIR:-target}/release
+BIN=$(realpath "$RELEASE/switchyard")
+BENCH=$(realpath "$RELEASE/switchyard-bench")
+REDIS_PORT=16390
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ -x "$BIN" ] && [ -x "$BENCH" ] \
+  || { echo "build first: cargo build --release -p switchyard -p switchyard-bench" >&2; exit 1; }
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
+  >"$WORK/redis.out" &
+PIDS+=($!)
+until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+
+# One producer token for every gateway, so one generator run can call the fleet's two nodes.
+TOKEN=sy_prod_bench_$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+REDIS=(SWITCHYARD_BACKPLANE_KIND=redis SWITCHYARD_BACKPLANE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0)
+
+# start_gateway NAME PUBLIC_PORT ADMIN_PORT [ENV=VALUE...]: a quiet --dev gateway.
+start_gateway() {
+  local name=$1 public=$2 admin=$3
+  shift 3
+  mkdir -p "$WORK/$name"
+  (cd "$WORK/$name" && exec env RUST_LOG=warn \
+      SWITCHYARD_SERVER_LISTEN=127.0.0.1:$public SWITCHYARD_SERVER_ADMIN_LISTEN=127.0.0.1:$admin \
+      SWITCHYARD_AUTH_PRODUCER_TOKENS="{ bench = \"$TOKEN\" }" "$@" \
+      "$BIN" serve --dev >"$WORK/$name.out" 2>"$WORK/$name.err") &
+  PIDS+=($!)
+  echo $! >"$WORK/$name.pid"
+  for _ in $(seq 100); do
+    [ "$(curl -s "http://127.0.0.1:$admin/readyz" 2>/dev/null)" = ready ] && return
+    sleep 0.1
+  done
+  echo "gateway $name never became ready:" >&2
+  cat "$WORK/$name.err" >&2
+  exit 1
+}
+
+ulimit -n 20000 2>/dev/null || true
+start_gateway memory 18180 19190
+start_gateway redis1 18181 19191 "${REDIS[@]}" SWITCHYARD_BACKPLANE_KEY_PREFIX=one
+start_gateway fleet-a 18182 19192 "${REDIS[@]}" SWITCHYARD_BACKPLANE_KEY_PREFIX=two \
+  SWITCHYARD_BACKPLANE_NODE_ID=a
+start_gateway fleet-b 18183 19193 "${REDIS[@]}" SWITCHYARD_BACKPLANE_KEY_PREFIX=two \
+  SWITCHYARD_BACKPLANE_NODE_ID=b
+
+echo "== commit $(git rev-parse --short HEAD); $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+"$BENCH" --producer-token "$TOKEN" --users 100 --producers 4 --seconds "$SECONDS_PER_RUN" \
+  --rounds "$ROUNDS" --shape 1x1 --shape "1x1@$RATE" \
+  --peer "memory=127.0.0.1:18180,pid=$(cat "$WORK/memory.pid")" \
+  --peer "redis-1-node=127.0.0.1:18181,pid=$(cat "$WORK/redis1.pid")" \
+  --peer "redis-2-nodes=127.0.0.1:18182+127.0.0.1:18183"
+
+echo "== Redis per published event: one closed-loop run on the two nodes"
+redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+"$BENCH" --producer-token "$TOKEN" --users 100 --producers 4 --seconds "$SECONDS_PER_RUN" \
+  --rounds 1 --json --target 127.0.0.1:18182 --node 127.0.0.1:18183 >"$WORK/counted.json"
+redis-cli -p "$REDIS_PORT" info commandstats >"$WORK/commandstats"
+python3 - "$WORK/counted.json" "$WORK/commandstats" <<'EOF'
+import json, sys
+run = json.load(open(sys.argv[1]))[0]["report"]
+events = run["events_published"]
+print(f"events published: {events}, deliveries/s {run['deliveries_per_second']:.0f}")
+for line in open(sys.argv[2]):
+    if not line.startswith("cmdstat_"):
+        continue
+    name, fields = line.strip().split(":", 1)
+    stats = dict(kv.split("=") for kv in fields.split(","))
+    calls = int(stats["calls"])
+    if calls < events / 100:
+        continue  # heartbeats and the like
+    print(f"{name[8:]:>10}: {calls / events:.2f} per event, {stats['usec_per_call']} µs of Redis CPU each")
+EOF

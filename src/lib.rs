@@ -159,6 +159,7 @@ pub async fn run(
     let tracker = state.tracker.clone();
     if let Some(fleet) = state.backplane.fleet() {
         // Before anything can change the flags: the fleet's set is the truth from here on.
+        flags.share_audit(fleet.shared_audit(), fleet.node_id().to_owned());
         let shared = fleet.shared_flags();
         let store = Arc::clone(&flags);
         let _ = tokio::task::spawn_blocking(move || store.share(shared)).await;

@@ -325,6 +325,7 @@ impl FlagStore {
             old_version: version,
             version,
             changes,
+            node: None,
         });
     }
 
@@ -339,6 +340,11 @@ impl FlagStore {
         if let Err(error) = self.sync_with_fleet() {
             tracing::warn!(%error, "serving the flags file's flags until the fleet's can be read");
         }
+    }
+
+    /// Makes this node's audit log part of the fleet's (see [`AuditLog::share`]).
+    pub(crate) fn share_audit(&self, shared: Box<dyn crate::audit::AuditBackend>, node: String) {
+        self.audit.share(shared, node);
     }
 
     /// Takes the fleet's flags if they moved on (the backplane calls this on every change
@@ -481,6 +487,7 @@ impl FlagStore {
             old_version: old.version,
             version: new.version,
             changes,
+            node: None,
         };
         tracing::info!(
             version = new.version,

@@ -193,3 +193,28 @@ async fn with_redis_down_flags_keep_serving_and_changes_are_refused() {
     assert_eq!(published.flags_version, version);
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_shows_every_nodes_changes_in_the_audit_log() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis, "audit", "a").await;
+    let b = node(&redis, "audit", "b").await;
+    let on_a = a.set_route("user_event", json!({"ssot_percent": 10})).await;
+    let on_b = b.set_route("user_event", json!({"ssot_percent": 20})).await;
+    for gateway in [&a, &b] {
+        let (status, _, audit) = gateway
+            .admin(Method::GET, "/admin/audit?limit=2", None, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{audit}");
+        let entries: Vec<(u64, &str)> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["version"].as_u64().unwrap(), e["node"].as_str().unwrap()))
+            .collect();
+        assert_eq!(entries, [(on_b, "b"), (on_a, "a")], "{audit}");
+    }
+    for gateway in [a, b] {
+        gateway.stop().await;
+    }
+}

@@ -26,17 +26,29 @@ const IO_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The fleet's flags, as the flag store sees them.
 pub(crate) struct RedisFlags {
-    client: redis::Client,
+    connection: Blocking,
     key: String,
     channel: String,
     node_id: String,
     swap: redis::Script,
+}
+
+/// A blocking connection for the store's calls, bounded by the timeouts above.
+pub(super) struct Blocking {
+    client: redis::Client,
     /// Opened on first use, dropped after an error (the next call reconnects).
     connection: Mutex<Option<redis::Connection>>,
 }
 
-impl RedisFlags {
-    fn call<T>(
+impl Blocking {
+    pub(super) fn new(client: redis::Client) -> Blocking {
+        Blocking {
+            client,
+            connection: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn call<T>(
         &self,
         run: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, SharedUnavailable> {
@@ -65,7 +77,7 @@ impl RedisFlags {
 
 impl SharedFlags for RedisFlags {
     fn load(&self) -> Result<Option<SharedSet>, SharedUnavailable> {
-        let fields: Vec<Option<String>> = self.call(|c| {
+        let fields: Vec<Option<String>> = self.connection.call(|c| {
             redis::cmd("HMGET")
                 .arg(&self.key)
                 .arg(&["version", "text", "trigger", "actor"][..])
@@ -93,7 +105,7 @@ impl SharedFlags for RedisFlags {
     }
 
     fn swap(&self, expected: Option<u64>, new: &SharedSet) -> Result<Swap, SharedUnavailable> {
-        let reply: (String, u64) = self.call(|c| {
+        let reply: (String, u64) = self.connection.call(|c| {
             self.swap
                 .key(&self.key)
                 .arg(expected.map(|v| v.to_string()).unwrap_or_default())
@@ -116,12 +128,11 @@ impl Fleet {
     /// The fleet's flags for this node's flag store.
     pub(crate) fn shared_flags(&self) -> Arc<dyn SharedFlags> {
         Arc::new(RedisFlags {
-            client: self.client.clone(),
+            connection: Blocking::new(self.client.clone()),
             key: format!("{}:flags", self.config.key_prefix),
             channel: self.flags_channel(),
             node_id: self.config.node_id.clone(),
             swap: redis::Script::new(scripts::SWAP_FLAGS),
-            connection: Mutex::new(None),
         })
     }
 

@@ -256,6 +256,7 @@ mod tests {
             ApiError::Internal,
             ApiError::ShuttingDown,
             ApiError::TooManyConnections,
+            ApiError::FleetUnavailable(String::new()),
         ];
         let mut seen = std::collections::BTreeMap::new();
         for error in &samples {

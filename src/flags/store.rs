@@ -381,7 +381,9 @@ impl FlagStore {
                 }
             }
         };
-        if set.version == current.version {
+        // The same version may still be other settings: a node that joins with a file of its
+        // own at the fleet's version (two hand-written files both start at 0).
+        if set.version == current.version && set.text == current.to_toml() {
             return Ok(());
         }
         let mut new = match FlagSet::parse(&set.text, "the fleet's flags") {

@@ -218,3 +218,64 @@ async fn every_node_shows_every_nodes_changes_in_the_audit_log() {
         gateway.stop().await;
     }
 }
+
+/// Issue 13 item 9: node a's guard sees SSOT delivery fail on a and rolls the route back; the
+/// latch holds on node b, which saw nothing wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_rollback_on_one_node_latches_the_route_on_every_node() {
+    let redis = RedisServer::start().await;
+    let env = fleet_env(&redis, "guard", "a");
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("SWITCHYARD_ADMIN_ALLOW_FAULT_INJECTION", "true"));
+    let config = config(true, &env);
+    std::fs::write(
+        &config.server.flags_path,
+        "[routes.router_broadcast]\nssot_percent = 100\n\n[guard]\nwindow_seconds = 3\n\
+         min_events = 50\nconsecutive_breaches = 2\n",
+    )
+    .unwrap();
+    let a = Gateway::start_with(config).await;
+    a.metric_reaches("backplane_up", "", 1.0).await;
+    let b = node(&redis, "guard", "b").await;
+    assert_eq!(
+        b.publish("router_broadcast", "gina", thinking(0))
+            .await
+            .path,
+        "ssot"
+    );
+
+    let _client = a.connect("gina").await;
+    a.inject_fault(
+        json!({"route": "router_broadcast", "path": "ssot", "drop_ratio": 0.2, "reason": "drill"}),
+    )
+    .await;
+    let started = Instant::now();
+    let mut seq = 1;
+    while a
+        .publish("router_broadcast", "gina", thinking(seq))
+        .await
+        .path
+        != "legacy"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no rollback on a"
+        );
+        seq += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rolled = Instant::now();
+    let version = flags(&a).await["version"].as_u64().unwrap();
+    let on_b = flags_reach(&b, version, rolled).await;
+    let latch = &on_b["routes"]["router_broadcast"]["latch"];
+    assert_eq!(latch["trigger"], "guard", "{on_b}");
+    assert_eq!(
+        b.publish("router_broadcast", "gina", thinking(seq + 1))
+            .await
+            .path,
+        "legacy"
+    );
+    for gateway in [a, b] {
+        gateway.stop().await;
+    }
+}

@@ -1,5 +1,5 @@
 //! The hook a fleet hangs its shared flags on. A single gateway has none and keeps the file as
-//! the truth; a node of a Redis fleet ([`crate::backplane`]) sets one, and then the shared set
+//! the truth; a node of a Redis fleet sets one, and then the shared set
 //! is the truth: every change is a compare-and-set on its version, and the file becomes this
 //! node's mirror of it (what a node starting while the shared store is away serves from).
 //!

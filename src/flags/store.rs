@@ -182,14 +182,7 @@ impl FlagStore {
     ) -> Result<ReloadOutcome, FlagsError> {
         let _changing = lock(&self.changing);
         let origin = self.path.display().to_string();
-        let refused = |message: String| FlagsError::Refused {
-            path: origin.clone(),
-            message,
-        };
-        if let Err(error) = self.catch_up() {
-            self.metrics.flags_reload(trigger, false);
-            return Err(refused(error.to_string()));
-        }
+        self.catch_up_before_reload(trigger, &origin)?;
         let mut read_text = String::new();
         let parsed = read_document(&self.path, &mut read_text);
         let current = self.snapshot();
@@ -250,9 +243,8 @@ impl FlagStore {
         let mut new = file_flags;
         new.version = new.version.max(current.version + 1);
         let version = new.version;
-        if let Err(error) = self.swap_shared(&current, &new, trigger, actor) {
-            return Err(refused(error.to_string()));
-        }
+        self.swap_shared(&current, &new, trigger, actor)
+            .map_err(|error| refused(&origin, error))?;
         let mut reason = "file reloaded".to_owned();
         for (route, why) in &document.clear_latches {
             if current.route(*route).latch.is_some() {
@@ -406,6 +398,13 @@ impl FlagStore {
             "took the fleet's flags"
         );
         Ok(())
+    }
+
+    /// With the change lock held: [`FlagStore::catch_up`], a failure counted as a failed reload.
+    fn catch_up_before_reload(&self, trigger: Trigger, origin: &str) -> Result<(), FlagsError> {
+        self.catch_up()
+            .inspect_err(|_| self.metrics.flags_reload(trigger, false))
+            .map_err(|error| refused(origin, error))
     }
 
     /// With the change lock held, on a fleet node: makes `new` the fleet's flags if the fleet
@@ -576,6 +575,14 @@ impl FlagStore {
                     .map_or(0, |at| at.step as i64),
             );
         }
+    }
+}
+
+/// A reload refused because the fleet's flags cannot be reached or moved on meanwhile.
+fn refused(origin: &str, error: impl std::fmt::Display) -> FlagsError {
+    FlagsError::Refused {
+        path: origin.to_owned(),
+        message: error.to_string(),
     }
 }
 

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,8 @@ pub(crate) struct AuditEntry {
     pub(crate) version: u64,
     /// `key: old → new`, one per changed setting.
     pub(crate) changes: Vec<String>,
+    /// The fleet node that made the change (`None` outside a fleet).
+    pub(crate) node: Option<String>,
 }
 
 /// Which entries a query wants.
@@ -62,6 +64,8 @@ pub(crate) enum AuditError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the fleet's audit log: {0}")]
+    Shared(String),
 }
 
 /// Where audit entries outlast the process.
@@ -77,6 +81,8 @@ pub(crate) trait AuditBackend: Send + Sync {
 pub(crate) struct AuditLog {
     recent: Mutex<VecDeque<AuditEntry>>,
     backend: Box<dyn AuditBackend>,
+    /// On a fleet node: the log every node appends to, what queries read, and this node's id.
+    shared: OnceLock<(Box<dyn AuditBackend>, String)>,
 }
 
 impl AuditLog {
@@ -96,6 +102,7 @@ impl AuditLog {
         AuditLog {
             recent: Mutex::new(recent),
             backend,
+            shared: OnceLock::new(),
         }
     }
 
@@ -109,7 +116,13 @@ impl AuditLog {
 
     /// Records one entry: kept in memory at once (so `GET /admin/audit` shows it as soon as the
     /// change it records is live), then appended to the backend.
-    pub(crate) fn record(&self, entry: AuditEntry) {
+    pub(crate) fn record(&self, mut entry: AuditEntry) {
+        if let Some((shared, node)) = self.shared.get() {
+            entry.node = Some(node.clone());
+            if let Err(error) = shared.append(&entry) {
+                tracing::error!(error = %error.to_string().escape_debug(), "cannot append to the fleet's audit log; the entry is kept on this node only");
+            }
+        }
         {
             let mut recent = lock(&self.recent);
             if recent.len() == MEMORY_CAPACITY {
@@ -122,17 +135,39 @@ impl AuditLog {
         }
     }
 
-    /// The entries `filter` asks for, newest first.
-    pub(crate) fn query(&self, filter: &AuditFilter) -> Vec<AuditEntry> {
-        lock(&self.recent)
-            .iter()
-            .rev()
-            .filter(|entry| filter.since.is_none_or(|since| entry.at >= since))
-            .filter(|entry| filter.route.is_none_or(|route| is_about(entry, route)))
-            .take(filter.limit)
-            .cloned()
-            .collect()
+    /// Makes this node's log part of a fleet's: every entry is also appended to `shared`
+    /// (stamped with `node`), and queries read `shared`, so they show every node's changes.
+    pub(crate) fn share(&self, shared: Box<dyn AuditBackend>, node: String) {
+        let _ = self.shared.set((shared, node));
     }
+
+    /// The entries `filter` asks for, newest first: the fleet's on a fleet node (this node's
+    /// own, logged, when the fleet's log cannot be read).
+    pub(crate) fn query(&self, filter: &AuditFilter) -> Vec<AuditEntry> {
+        if let Some((shared, _)) = self.shared.get() {
+            match shared.load() {
+                Ok(entries) => return select(entries.iter(), filter),
+                Err(error) => {
+                    tracing::warn!(error = %error.to_string().escape_debug(), "cannot read the fleet's audit log; answering with this node's");
+                }
+            }
+        }
+        select(lock(&self.recent).iter(), filter)
+    }
+}
+
+/// The entries of `entries` (oldest first) that `filter` asks for, newest first.
+fn select<'a>(
+    entries: impl DoubleEndedIterator<Item = &'a AuditEntry>,
+    filter: &AuditFilter,
+) -> Vec<AuditEntry> {
+    entries
+        .rev()
+        .filter(|entry| filter.since.is_none_or(|since| entry.at >= since))
+        .filter(|entry| filter.route.is_none_or(|route| is_about(entry, route)))
+        .take(filter.limit)
+        .cloned()
+        .collect()
 }
 
 /// Whether `entry` changed something of `route`'s, or something every route shares.
@@ -238,6 +273,20 @@ struct AuditLine {
     old_version: u64,
     version: u64,
     changes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+}
+
+/// `entry` as one JSON line of the log (also how a fleet shares it).
+pub(crate) fn to_json(entry: &AuditEntry) -> String {
+    serde_json::to_string(&AuditLine::from(entry)).unwrap_or_default()
+}
+
+/// An entry [`to_json`] wrote, if it reads back.
+pub(crate) fn from_json(text: &str) -> Option<AuditEntry> {
+    serde_json::from_str::<AuditLine>(text)
+        .ok()
+        .and_then(|line| AuditEntry::try_from(line).ok())
 }
 
 impl From<&AuditEntry> for AuditLine {
@@ -250,6 +299,7 @@ impl From<&AuditEntry> for AuditLine {
             old_version: entry.old_version,
             version: entry.version,
             changes: entry.changes.clone(),
+            node: entry.node.clone(),
         }
     }
 }
@@ -270,6 +320,7 @@ impl TryFrom<AuditLine> for AuditEntry {
             old_version: line.old_version,
             version: line.version,
             changes: line.changes,
+            node: line.node,
         })
     }
 }
@@ -287,6 +338,7 @@ mod tests {
             old_version: at,
             version: at + 1,
             changes: changes.iter().map(|c| (*c).to_owned()).collect(),
+            node: None,
         }
     }
 

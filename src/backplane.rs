@@ -6,9 +6,9 @@
 //! removing one. The memory arm of each is the call it replaces, so a single process pays one
 //! branch per event and nothing else: no allocation, no lock, no task.
 //!
-//! What a fleet does not share yet (flags, rollback latches, the guard's latch, the audit
-//! trail) stays per node; those changes will hang off [`Fleet`] as further scripts and
-//! channels without changing this surface.
+//! Flags (with rollback and guard latches) and the audit trail are shared through hooks the
+//! flag store and the audit log take (`Fleet::shared_flags`, `Fleet::shared_audit`), not
+//! through this surface.
 
 pub(crate) mod message;
 pub(crate) mod redis;

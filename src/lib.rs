@@ -159,6 +159,14 @@ pub async fn run(
     let flags = Arc::clone(&state.flags);
     let shadow = Arc::clone(&state.shadow);
     let tracker = state.tracker.clone();
+    if let Some(fleet) = state.backplane.fleet() {
+        // Before anything can change the flags: the fleet's set is the truth from here on.
+        flags.share_audit(fleet.shared_audit(), fleet.node_id().to_owned());
+        let shared = fleet.shared_flags();
+        let store = Arc::clone(&flags);
+        let _ = tokio::task::spawn_blocking(move || store.share(shared)).await;
+        tracker.spawn(Arc::clone(fleet).follow_flags(Arc::clone(&flags), shutdown.clone()));
+    }
 
     tracker.spawn(Arc::clone(&registry).sweep_every(OFFLINE_SWEEP_INTERVAL, shutdown.clone()));
     tracker.spawn(shadow.run(comparisons, shutdown.clone()));

@@ -13,6 +13,8 @@
 //! this node's own connections only, the answer says so, and `backplane_up` is 0 until the
 //! subscriber is back.
 
+mod audit;
+mod flags;
 pub(crate) mod presence;
 mod subscriber;
 

@@ -102,3 +102,19 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 0
 ";
+
+/// Replaces the fleet's flags if they are still at the version the caller read, and tells every
+/// node (a compare-and-set: two nodes changing at once cannot both win).
+///
+/// KEYS: the flags hash (version, text, trigger, actor, node).
+/// ARGV: expected version ('' = not seeded yet), new version, text, trigger, actor, node,
+/// the change channel.
+/// Returns: 'done' or 'stale', then the version the flags are at.
+pub(super) const SWAP_FLAGS: &str = r"
+local current = redis.call('HGET', KEYS[1], 'version')
+if (current or '') ~= ARGV[1] then return {'stale', current or '0'} end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'text', ARGV[3], 'trigger', ARGV[4],
+  'actor', ARGV[5], 'node', ARGV[6])
+redis.call('PUBLISH', ARGV[7], ARGV[2])
+return {'done', ARGV[2]}
+";

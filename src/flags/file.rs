@@ -388,8 +388,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 impl FlagSet {
-    /// A new `flags.toml` for the set (see [`render`]).
-    #[cfg(test)]
+    /// A new `flags.toml` for the set (see [`render`]); also how a fleet shares it.
     pub(crate) fn to_toml(&self) -> String {
         render(self)
     }

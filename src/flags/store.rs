@@ -9,11 +9,12 @@
 //! ([`FlagSet::settle_ramps`]): a rollback, the kill switch or a hand-set share ends a ramp in
 //! the same audited change.
 
+mod shared;
 mod watch;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -24,6 +25,8 @@ use crate::labels::Trigger;
 use crate::metrics::Metrics;
 use crate::mutex::lock;
 use crate::route::Route;
+
+pub(crate) use self::shared::{SharedFlags, SharedSet, SharedUnavailable, Swap};
 
 /// Where the live flags came from and whether the file agrees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +53,9 @@ pub(crate) enum ChangeError {
     Stale { current: u64, expected: u64 },
     #[error("{0}")]
     Invalid(String),
+    /// A fleet node whose shared flags cannot be reached: nothing is changed.
+    #[error(transparent)]
+    Unavailable(#[from] SharedUnavailable),
 }
 
 /// The flags file as last read or written.
@@ -73,6 +79,8 @@ pub(crate) struct FlagStore {
     on_disk: Mutex<Option<OnDisk>>,
     path: PathBuf,
     metrics: Arc<Metrics>,
+    /// Set on a node of a fleet: the flags the fleet shares, the truth the file mirrors.
+    shared: OnceLock<Arc<dyn SharedFlags>>,
 }
 
 impl FlagStore {
@@ -128,6 +136,7 @@ impl FlagStore {
             changing: Mutex::new(()),
             path: path.to_owned(),
             metrics,
+            shared: OnceLock::new(),
         };
         store.publish_metrics(&store.snapshot(), persisted);
         Ok(store)
@@ -173,6 +182,7 @@ impl FlagStore {
     ) -> Result<ReloadOutcome, FlagsError> {
         let _changing = lock(&self.changing);
         let origin = self.path.display().to_string();
+        self.catch_up_before_reload(trigger, &origin)?;
         let mut read_text = String::new();
         let parsed = read_document(&self.path, &mut read_text);
         let current = self.snapshot();
@@ -233,6 +243,8 @@ impl FlagStore {
         let mut new = file_flags;
         new.version = new.version.max(current.version + 1);
         let version = new.version;
+        self.swap_shared(&current, &new, trigger, actor)
+            .map_err(|error| refused(&origin, error))?;
         let mut reason = "file reloaded".to_owned();
         for (route, why) in &document.clear_latches {
             if current.route(*route).latch.is_some() {
@@ -256,6 +268,7 @@ impl FlagStore {
         edit: impl FnOnce(&mut FlagSet) -> Result<(), ChangeError>,
     ) -> Result<Arc<FlagSet>, ChangeError> {
         let _changing = lock(&self.changing);
+        self.catch_up()?;
         let current = self.snapshot();
         if let Some(expected) = if_match
             && expected != current.version
@@ -280,21 +293,8 @@ impl FlagStore {
         if current.same_settings(&new) {
             return Ok(current);
         }
-        let text = {
-            let on_disk = lock(&self.on_disk);
-            new.write_back(
-                on_disk
-                    .as_ref()
-                    .map(|file| (file.text.as_str(), &file.flags)),
-            )
-        };
-        let persisted = self.write_file(&text);
-        if persisted {
-            *lock(&self.on_disk) = Some(OnDisk {
-                text,
-                flags: new.clone(),
-            });
-        }
+        self.swap_shared(&current, &new, trigger, actor)?;
+        let persisted = self.mirror(&new);
         Ok(self.install(current, new, trigger, actor, &reason, persisted))
     }
 
@@ -317,9 +317,158 @@ impl FlagStore {
             old_version: version,
             version,
             changes,
+            node: None,
         });
     }
 
+    /// Makes this store a node of a fleet sharing `shared`: from now on the shared set is the
+    /// truth. Seeds an empty shared store from this node's flags, or takes the fleet's. A shared
+    /// store that cannot be reached now leaves the file's flags serving (logged); the next
+    /// [`FlagStore::sync_with_fleet`] tries again.
+    pub(crate) fn share(&self, shared: Arc<dyn SharedFlags>) {
+        if self.shared.set(shared).is_err() {
+            return;
+        }
+        if let Err(error) = self.sync_with_fleet() {
+            tracing::warn!(%error, "serving the flags file's flags until the fleet's can be read");
+        }
+    }
+
+    /// Makes this node's audit log part of the fleet's (see [`AuditLog::share`]).
+    pub(crate) fn share_audit(&self, shared: Box<dyn crate::audit::AuditBackend>, node: String) {
+        self.audit.share(shared, node);
+    }
+
+    /// Takes the fleet's flags if they moved on (the backplane calls this on every change
+    /// notice and periodically, as a safety net); a no-op without a fleet.
+    pub(crate) fn sync_with_fleet(&self) -> Result<(), SharedUnavailable> {
+        let _changing = lock(&self.changing);
+        self.catch_up()
+    }
+
+    /// With the change lock held: makes the live flags the fleet's (seeding an empty shared
+    /// store with them). A shared set that does not parse is not taken (logged).
+    fn catch_up(&self) -> Result<(), SharedUnavailable> {
+        let Some(shared) = self.shared.get() else {
+            return Ok(());
+        };
+        let current = self.snapshot();
+        let set = match shared.load()? {
+            Some(set) => set,
+            None => {
+                let status = self.status();
+                let seed = shared_set(&current, status.source, &status.actor);
+                match shared.swap(None, &seed)? {
+                    Swap::Done => {
+                        tracing::info!(
+                            version = current.version,
+                            "seeded the fleet's flags from this node's"
+                        );
+                        return Ok(());
+                    }
+                    Swap::Stale { .. } => match shared.load()? {
+                        Some(set) => set,
+                        None => return Ok(()),
+                    },
+                }
+            }
+        };
+        // The same version may still be other settings: a node that joins with a file of its
+        // own at the fleet's version (two hand-written files both start at 0).
+        if set.version == current.version && set.text == current.to_toml() {
+            return Ok(());
+        }
+        let mut new = match FlagSet::parse(&set.text, "the fleet's flags") {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!(error = %error.to_string().escape_debug(), version = set.version, "the fleet's flags do not parse; keeping this node's");
+                return Ok(());
+            }
+        };
+        new.version = set.version;
+        self.mirror(&new);
+        let persisted = lock(&self.on_disk)
+            .as_ref()
+            .is_some_and(|file| file.flags.same_settings(&new));
+        self.swap_in(&new, set.trigger, &set.actor, persisted);
+        tracing::info!(
+            version = new.version,
+            trigger = set.trigger.as_str(),
+            actor = set.actor,
+            "took the fleet's flags"
+        );
+        Ok(())
+    }
+
+    /// With the change lock held: [`FlagStore::catch_up`], a failure counted as a failed reload.
+    fn catch_up_before_reload(&self, trigger: Trigger, origin: &str) -> Result<(), FlagsError> {
+        self.catch_up()
+            .inspect_err(|_| self.metrics.flags_reload(trigger, false))
+            .map_err(|error| refused(origin, error))
+    }
+
+    /// With the change lock held, on a fleet node: makes `new` the fleet's flags if the fleet
+    /// is still at `current`'s version.
+    fn swap_shared(
+        &self,
+        current: &FlagSet,
+        new: &FlagSet,
+        trigger: Trigger,
+        actor: &str,
+    ) -> Result<(), ChangeError> {
+        let Some(shared) = self.shared.get() else {
+            return Ok(());
+        };
+        match shared.swap(Some(current.version), &shared_set(new, trigger, actor))? {
+            Swap::Done => Ok(()),
+            Swap::Stale { current } => Err(ChangeError::Stale {
+                current,
+                expected: new.version - 1,
+            }),
+        }
+    }
+
+    /// Writes `new` to the flags file (keeping its comments); remembers it when written.
+    fn mirror(&self, new: &FlagSet) -> bool {
+        let text = {
+            let on_disk = lock(&self.on_disk);
+            new.write_back(
+                on_disk
+                    .as_ref()
+                    .map(|file| (file.text.as_str(), &file.flags)),
+            )
+        };
+        let persisted = self.write_file(&text);
+        if persisted {
+            *lock(&self.on_disk) = Some(OnDisk {
+                text,
+                flags: new.clone(),
+            });
+        }
+        persisted
+    }
+
+    /// Makes `new` live, with its status and metrics (not audited: see [`FlagStore::install`]).
+    fn swap_in(
+        &self,
+        new: &FlagSet,
+        trigger: Trigger,
+        actor: &str,
+        persisted: bool,
+    ) -> Arc<FlagSet> {
+        let new = Arc::new(new.clone());
+        self.current.store(Arc::clone(&new));
+        *lock(&self.status) = StoreStatus {
+            source: trigger,
+            actor: actor.to_owned(),
+            changed_at: unix_now(),
+            persisted,
+        };
+        self.publish_metrics(&new, persisted);
+        new
+    }
+
+    /// Makes a change made on this node live, audited.
     fn install(
         &self,
         old: Arc<FlagSet>,
@@ -330,23 +479,16 @@ impl FlagStore {
         persisted: bool,
     ) -> Arc<FlagSet> {
         let changes = old.diff(&new);
-        let new = Arc::new(new);
-        self.current.store(Arc::clone(&new));
-        let now = unix_now();
-        *lock(&self.status) = StoreStatus {
-            source: trigger,
-            actor: actor.to_owned(),
-            changed_at: now,
-            persisted,
-        };
+        let new = self.swap_in(&new, trigger, actor, persisted);
         let entry = AuditEntry {
-            at: now,
+            at: unix_now(),
             actor: actor.to_owned(),
             trigger,
             reason: reason.to_owned(),
             old_version: old.version,
             version: new.version,
             changes,
+            node: None,
         };
         tracing::info!(
             version = new.version,
@@ -357,7 +499,6 @@ impl FlagStore {
             "flags changed"
         );
         self.audit.record(entry);
-        self.publish_metrics(&new, persisted);
         new
     }
 
@@ -434,6 +575,24 @@ impl FlagStore {
                     .map_or(0, |at| at.step as i64),
             );
         }
+    }
+}
+
+/// A reload refused because the fleet's flags cannot be reached or moved on meanwhile.
+fn refused(origin: &str, error: impl std::fmt::Display) -> FlagsError {
+    FlagsError::Refused {
+        path: origin.to_owned(),
+        message: error.to_string(),
+    }
+}
+
+/// `flags` as the fleet shares them.
+fn shared_set(flags: &FlagSet, trigger: Trigger, actor: &str) -> SharedSet {
+    SharedSet {
+        version: flags.version,
+        text: flags.to_toml(),
+        trigger,
+        actor: actor.to_owned(),
     }
 }
 

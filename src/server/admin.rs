@@ -359,7 +359,9 @@ pub(crate) async fn audit(
         since,
         limit: query.limit.unwrap_or(100),
     };
-    let entries = state.flags.audit_query(&filter);
+    // A fleet node reads the fleet's log from Redis: off the async workers.
+    let store = Arc::clone(&state.flags);
+    let entries = tokio::task::spawn_blocking(move || store.audit_query(&filter)).await?;
     let views: Vec<AuditView<'_>> = entries
         .iter()
         .map(|entry| AuditView {
@@ -370,6 +372,7 @@ pub(crate) async fn audit(
             old_version: entry.old_version,
             version: entry.version,
             changes: &entry.changes,
+            node: entry.node.as_deref(),
         })
         .collect();
     Ok(Json(views).into_response())

@@ -87,6 +87,9 @@ pub(crate) enum ApiError {
     Internal,
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// A fleet node cannot reach the fleet's shared flags: no change is made.
+    #[error("{0}")]
+    FleetUnavailable(String),
     #[error("the gateway is at its connection limit")]
     TooManyConnections,
 }
@@ -125,6 +128,9 @@ impl ApiError {
             }
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::FleetUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "backplane_unavailable")
+            }
             ApiError::TooManyConnections => {
                 (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections")
             }
@@ -157,6 +163,7 @@ impl From<ChangeError> for ApiError {
                 ApiError::StaleVersion { current, expected }
             }
             ChangeError::Invalid(message) => ApiError::InvalidFlags(message),
+            ChangeError::Unavailable(error) => ApiError::FleetUnavailable(error.to_string()),
         }
     }
 }
@@ -249,6 +256,7 @@ mod tests {
             ApiError::Internal,
             ApiError::ShuttingDown,
             ApiError::TooManyConnections,
+            ApiError::FleetUnavailable(String::new()),
         ];
         let mut seen = std::collections::BTreeMap::new();
         for error in &samples {

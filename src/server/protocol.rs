@@ -559,6 +559,9 @@ pub(crate) struct AuditView<'a> {
     pub(crate) old_version: u64,
     pub(crate) version: u64,
     pub(crate) changes: &'a [String],
+    /// The fleet node that made the change; absent outside a fleet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) node: Option<&'a str>,
 }
 
 /// One `GET /admin/shadow/mismatches` sample.

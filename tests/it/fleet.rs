@@ -18,7 +18,7 @@ use crate::harness::{Client, Gateway, PROMPTLY, Producer, ROUTES, Rng, config, h
 use crate::readme::parse_listening;
 
 /// A `redis-server` of the test's own.
-struct RedisServer {
+pub(crate) struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
@@ -27,7 +27,7 @@ struct RedisServer {
 impl RedisServer {
     /// Starts one on a free loopback port. A missing `redis-server` fails the test, naming the
     /// install script.
-    async fn start() -> RedisServer {
+    pub(crate) async fn start() -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -41,12 +41,12 @@ impl RedisServer {
         server
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
     /// Starts (again) on the same port, empty: no persistence.
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
             .map(String::from)
             .to_vec();
@@ -55,7 +55,7 @@ impl RedisServer {
         self.child = Some(start_redis_server(&args, &self.dir, self.port).await);
     }
     /// Kills it (SIGKILL) and waits until it is gone.
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().await.expect("kill redis-server");
         }
@@ -107,7 +107,11 @@ async fn answers_ping(port: u16) -> bool {
 /// Fleet settings for one node: a heartbeat fast enough for tests, and an ack timeout long
 /// enough that a busy CI machine does not turn a slow ack into a lower count (the tests assert
 /// exact counts; a node that is really gone answers at once with no count at all).
-fn fleet_env(redis: &RedisServer, prefix: &str, node: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn fleet_env(
+    redis: &RedisServer,
+    prefix: &str,
+    node: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("SWITCHYARD_BACKPLANE_KIND", "redis".to_owned()),
         ("SWITCHYARD_BACKPLANE_REDIS_URL", redis.url()),
@@ -120,7 +124,7 @@ fn fleet_env(redis: &RedisServer, prefix: &str, node: &str) -> Vec<(&'static str
 }
 
 /// An in-process fleet node, once it is subscribed.
-async fn node(redis: &RedisServer, prefix: &str, node: &str) -> Gateway {
+pub(crate) async fn node(redis: &RedisServer, prefix: &str, node: &str) -> Gateway {
     let env = fleet_env(redis, prefix, node);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let gateway = Gateway::start_with(config(true, &env)).await;

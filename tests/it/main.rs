@@ -15,6 +15,7 @@ mod console;
 mod delivery;
 mod flags_file;
 mod fleet;
+mod fleet_flags;
 mod flip;
 mod fuzz;
 mod guard;

@@ -189,6 +189,7 @@ async function refresh() {
     state.stats = stats;
     record(stats, flags.guard.window_seconds);
     render(flags, stats);
+    renderFleet(stats.fleet);
     renderMismatches(mismatches);
     renderAudit(audit);
     setText(
@@ -243,6 +244,29 @@ function render(flags, stats) {
     }
     fillCard(state.cards.get(route), route, routeFlags, stats.routes[route], flags);
   }
+}
+
+// A fleet node names the nodes Redis knows and which of them this page talks to; a single
+// process (the memory backplane) has no `fleet` and shows nothing.
+function renderFleet(fleet) {
+  const line = $("fleet");
+  if (!fleet) {
+    line.hidden = true;
+    return;
+  }
+  const nodes = fleet.nodes.map((node) =>
+    node.node_id +
+      (node.node_id === fleet.node_id ? " (this page)" : "") +
+      (node.live ? "" : " (silent)") +
+      " · " + node.connections + " conn",
+  );
+  setText(
+    line,
+    "fleet node " + fleet.node_id +
+      (fleet.backplane_up ? "" : " · REDIS UNREACHABLE") +
+      " · nodes: " + nodes.join(", "),
+  );
+  line.hidden = false;
 }
 
 function buildCard(route) {

@@ -101,8 +101,47 @@ async fn operator_console_in_a_real_browser() {
     }
 }
 
+/// On a fleet node the page names every node Redis knows and the one it talks to; on one
+/// process (the scenario above) it shows no fleet line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_names_the_fleet_nodes() {
+    let redis = crate::fleet::RedisServer::start().await;
+    let a = Arc::new(crate::fleet::node(&redis, "console", "node-a").await);
+    let b = crate::fleet::node(&redis, "console", "node-b").await;
+    let browser = Browser::start().await;
+    let page = Page::new(browser.client.clone());
+    let checked = tokio::spawn({
+        let a = Arc::clone(&a);
+        async move {
+            sign_in(&page, &a).await;
+            let line = page
+                .wait_text("#fleet", "the fleet line", |t| {
+                    t.contains("node-a (this page)") && t.contains("node-b")
+                })
+                .await;
+            assert!(line.starts_with("fleet node node-a"), "{line}");
+            assert!(!line.contains("UNREACHABLE"), "{line}");
+            page.shot("fleet").await;
+        }
+    })
+    .await;
+    browser.stop().await;
+    b.stop().await;
+    Arc::into_inner(a)
+        .expect("the check let go of the node")
+        .stop()
+        .await;
+    if let Err(failure) = checked {
+        std::panic::resume_unwind(failure.into_panic());
+    }
+}
+
 async fn scenario(page: &Page, gateway: &Gateway) {
     sign_in(page, gateway).await;
+    assert!(
+        !page.visible("#fleet").await,
+        "one process has no fleet line"
+    );
     set_share_with_a_reason(page, gateway).await;
     ramp_shows_on_its_card(page, gateway).await;
     roll_back_one_route(page, gateway).await;

@@ -19,14 +19,7 @@ shift $(( $# < 2 ? $# : 2 ))
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET_DIR/release/switchyard
 BENCH=$TARGET_DIR/release/switchyard-bench
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/scratch.sh
 
 [ -x "$BIN" ] && [ -x "$BENCH" ] \
   || { echo "build first: cargo build --release -p switchyard -p switchyard-bench" >&2; exit 1; }

@@ -12,14 +12,7 @@ SECONDS_PER_RUN=${1:-5}
 ROUNDS=${2:-3}
 BIN=target/release/switchyard
 BENCH=target/release/switchyard-bench
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/scratch.sh
 
 [ -x "$BIN" ] && [ -x "$BENCH" ] \
   || { echo "build first: cargo build --release -p switchyard -p switchyard-bench" >&2; exit 1; }

@@ -31,14 +31,7 @@ if [ -z "${BENCH:-}" ]; then
 fi
 PUBLIC=127.0.0.1:18280
 ADMIN=127.0.0.1:19290
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/scratch.sh
 
 [ -x "$BIN" ] || { echo "build first: cargo build --release (or set BIN)" >&2; exit 1; }
 [ -x "${BENCH%% *}" ] || { echo "no load generator at ${BENCH%% *} (set BENCH)" >&2; exit 1; }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::fleet::{RedisServer, fleet_env, node};
-use crate::harness::{Gateway, config, thinking};
+use crate::harness::{Gateway, PROMPTLY, config, thinking};
 
 /// How soon every node must follow a change made on another.
 const PROPAGATION: Duration = Duration::from_secs(1);
@@ -219,12 +219,10 @@ async fn every_node_shows_every_nodes_changes_in_the_audit_log() {
     }
 }
 
-/// Issue 13 item 9: node a's guard sees SSOT delivery fail on a and rolls the route back; the
-/// latch holds on node b, which saw nothing wrong.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guard_rollback_on_one_node_latches_the_route_on_every_node() {
-    let redis = RedisServer::start().await;
-    let env = fleet_env(&redis, "guard", "a");
+/// Node `a` of fleet `prefix`, routing every `router_broadcast` event to SSOT, its guard quick
+/// to judge (3 s window, 50 events, 2 breaches), fault injection allowed.
+async fn guarded_node(redis: &RedisServer, prefix: &str) -> Gateway {
+    let env = fleet_env(redis, prefix, "a");
     let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     env.push(("SWITCHYARD_ADMIN_ALLOW_FAULT_INJECTION", "true"));
     let config = config(true, &env);
@@ -236,23 +234,21 @@ async fn a_guard_rollback_on_one_node_latches_the_route_on_every_node() {
     .unwrap();
     let a = Gateway::start_with(config).await;
     a.metric_reaches("backplane_up", "", 1.0).await;
-    let b = node(&redis, "guard", "b").await;
-    assert_eq!(
-        b.publish("router_broadcast", "gina", thinking(0))
-            .await
-            .path,
-        "ssot"
-    );
+    a
+}
 
-    let _client = a.connect("gina").await;
-    a.inject_fault(
-        json!({"route": "router_broadcast", "path": "ssot", "drop_ratio": 0.2, "reason": "drill"}),
-    )
-    .await;
+/// Drops a fifth of `gateway`'s SSOT frames on `router_broadcast` and publishes to `user`
+/// (connected there) until its guard rolls the route back; returns the next sequence number.
+async fn fault_until_rolled_back(gateway: &Gateway, user: &str) -> u64 {
+    gateway
+        .inject_fault(
+            json!({"route": "router_broadcast", "path": "ssot", "drop_ratio": 0.2, "reason": "drill"}),
+        )
+        .await;
     let started = Instant::now();
     let mut seq = 1;
-    while a
-        .publish("router_broadcast", "gina", thinking(seq))
+    while gateway
+        .publish("router_broadcast", user, thinking(seq))
         .await
         .path
         != "legacy"
@@ -264,9 +260,114 @@ async fn a_guard_rollback_on_one_node_latches_the_route_on_every_node() {
         seq += 1;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    seq + 1
+}
+
+/// Issue 13 item 9: node a's guard sees SSOT delivery fail on a and rolls the route back; the
+/// latch holds on node b, which saw nothing wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_rollback_on_one_node_latches_the_route_on_every_node() {
+    let redis = RedisServer::start().await;
+    let a = guarded_node(&redis, "guard").await;
+    let b = node(&redis, "guard", "b").await;
+    assert_eq!(
+        b.publish("router_broadcast", "gina", thinking(0))
+            .await
+            .path,
+        "ssot"
+    );
+
+    let _client = a.connect("gina").await;
+    let seq = fault_until_rolled_back(&a, "gina").await;
     let rolled = Instant::now();
     let version = flags(&a).await["version"].as_u64().unwrap();
     let on_b = flags_reach(&b, version, rolled).await;
+    let latch = &on_b["routes"]["router_broadcast"]["latch"];
+    assert_eq!(latch["trigger"], "guard", "{on_b}");
+    assert_eq!(
+        b.publish("router_broadcast", "gina", thinking(seq))
+            .await
+            .path,
+        "legacy"
+    );
+    for gateway in [a, b] {
+        gateway.stop().await;
+    }
+}
+
+/// While Redis is down, a's guard still rolls the route back: on a at once (legacy, counted,
+/// pending a fleet push) while b, cut off too, knows nothing and an operator change on a is
+/// still refused. Redis comes back empty (no persistence: the harder case, since both nodes
+/// race to seed it and the fleet's audit stream starts empty): the latch reaches b with trigger
+/// guard whichever node seeds first, and b's audit shows a's entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_rollback_while_redis_is_down_holds_at_once_and_reaches_the_fleet_when_it_is_back()
+{
+    let mut redis = RedisServer::start().await;
+    let a = guarded_node(&redis, "outage-guard").await;
+    let b = node(&redis, "outage-guard", "b").await;
+    let _client = a.connect("gina").await;
+    redis.stop().await;
+    for gateway in [&a, &b] {
+        gateway.metric_reaches("backplane_up", "", 0.0).await;
+    }
+
+    let seq = fault_until_rolled_back(&a, "gina").await;
+    let on_a = flags(&a).await;
+    assert_eq!(
+        on_a["routes"]["router_broadcast"]["latch"]["trigger"], "guard",
+        "{on_a}"
+    );
+    let pending = &on_a["pending_fleet_push"];
+    assert_eq!(pending[0]["trigger"], "guard", "{on_a}");
+    assert_eq!(pending[0]["routes"], json!(["router_broadcast"]), "{on_a}");
+    assert_eq!(a.metric("flags_fleet_push_pending", "").await, 1.0);
+    a.metric_reaches(
+        "rollbacks_total",
+        r#"route="router_broadcast",trigger="guard""#,
+        1.0,
+    )
+    .await;
+    let file = std::fs::read_to_string(&a.flags_path).unwrap();
+    assert!(file.contains("[routes.router_broadcast.latch]"), "{file}");
+    // b cannot know: it still routes to SSOT.
+    let on_b = flags(&b).await;
+    assert!(
+        on_b["routes"]["router_broadcast"]["latch"].is_null(),
+        "{on_b}"
+    );
+    assert_eq!(
+        b.publish("router_broadcast", "gina", thinking(seq))
+            .await
+            .path,
+        "ssot"
+    );
+    // Anything but a step toward legacy is still refused on a.
+    let (status, _, answer) = a
+        .admin(
+            Method::PATCH,
+            "/admin/flags/routes/user_event",
+            Some(json!({"ssot_percent": 50, "reason": "while down"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"]["code"], "backplane_unavailable", "{answer}");
+
+    redis.restart().await;
+    let back = Instant::now();
+    let on_b = loop {
+        let on_b = flags(&b).await;
+        if on_b["routes"]["router_broadcast"]["latch"].is_object() {
+            break on_b;
+        }
+        assert!(
+            back.elapsed() < PROMPTLY,
+            "b has no latch {:?} after Redis came back: {on_b}",
+            back.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let latch = &on_b["routes"]["router_broadcast"]["latch"];
     assert_eq!(latch["trigger"], "guard", "{on_b}");
     assert_eq!(
@@ -274,6 +375,31 @@ async fn a_guard_rollback_on_one_node_latches_the_route_on_every_node() {
             .await
             .path,
         "legacy"
+    );
+    let on_a = flags_reach(&a, on_b["version"].as_u64().unwrap(), Instant::now()).await;
+    assert!(on_a.get("pending_fleet_push").is_none(), "{on_a}");
+    assert_eq!(a.metric("flags_fleet_push_pending", "").await, 0.0);
+    let (status, _, audit) = b
+        .admin(
+            Method::GET,
+            "/admin/audit?route=router_broadcast",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let pushed = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["node"] == "a" && entry["trigger"] == "guard");
+    let pushed = pushed.unwrap_or_else(|| panic!("no entry of a's guard: {audit}"));
+    assert!(
+        pushed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("pushed to the fleet"),
+        "{pushed}"
     );
     for gateway in [a, b] {
         gateway.stop().await;

@@ -536,6 +536,8 @@ pub(crate) struct FlagsBody {
     _persisted: Option<IgnoredAny>,
     #[serde(default, rename = "path")]
     _path: Option<IgnoredAny>,
+    #[serde(default, rename = "pending_fleet_push")]
+    _pending_fleet_push: Option<IgnoredAny>,
 }
 
 impl FlagsBody {

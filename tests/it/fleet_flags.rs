@@ -169,29 +169,58 @@ async fn a_restarted_node_comes_back_with_the_fleets_flags() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_redis_down_flags_keep_serving_and_changes_are_refused() {
+async fn with_redis_down_flags_keep_serving_and_only_steps_toward_legacy_are_made() {
     let mut redis = RedisServer::start().await;
     let a = node(&redis, "down", "a").await;
     let version = a
         .set_route("user_event", json!({"ssot_percent": 100}))
         .await;
     redis.stop().await;
-    let (status, _, answer) = a
-        .admin(
-            Method::PATCH,
-            "/admin/flags/routes/user_event",
-            Some(json!({"ssot_percent": 0, "reason": "while down"})),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
-    assert_eq!(answer["error"]["code"], "backplane_unavailable", "{answer}");
+    refused_while_down(
+        &a,
+        Method::PATCH,
+        "/admin/flags/routes/user_event",
+        json!({"ssot_percent": 0, "reason": "while down"}),
+    )
+    .await;
     let live = flags(&a).await;
     assert_eq!(live["version"], version, "{live}");
     let published = a.publish("user_event", "u1", thinking(1)).await;
     assert_eq!(published.path, "ssot");
     assert_eq!(published.flags_version, version);
+
+    // The kill switch is a step toward legacy: engaged on this node at once, pending a push;
+    // releasing it is not, and waits for Redis.
+    let engage = json!({"engaged": true, "reason": "outage drill"});
+    let (status, _, answer) = a
+        .admin(Method::POST, "/admin/kill-switch", Some(engage), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        a.publish("user_event", "u1", thinking(2)).await.path,
+        "legacy"
+    );
+    let live = flags(&a).await;
+    assert_eq!(live["pending_fleet_push"][0]["kill_switch"], true, "{live}");
+    refused_while_down(
+        &a,
+        Method::POST,
+        "/admin/kill-switch",
+        json!({"engaged": false, "reason": "too soon"}),
+    )
+    .await;
+    assert_eq!(
+        a.publish("user_event", "u1", thinking(3)).await.path,
+        "legacy"
+    );
     a.stop().await;
+}
+
+/// `body` sent to `path` on `gateway`, which cannot reach Redis, is refused with 503.
+async fn refused_while_down(gateway: &Gateway, method: Method, path: &str, body: Value) {
+    let (status, _, answer) = gateway.admin(method, path, Some(body), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"]["code"], "backplane_unavailable", "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,16 +372,13 @@ async fn a_guard_rollback_while_redis_is_down_holds_at_once_and_reaches_the_flee
         "ssot"
     );
     // Anything but a step toward legacy is still refused on a.
-    let (status, _, answer) = a
-        .admin(
-            Method::PATCH,
-            "/admin/flags/routes/user_event",
-            Some(json!({"ssot_percent": 50, "reason": "while down"})),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
-    assert_eq!(answer["error"]["code"], "backplane_unavailable", "{answer}");
+    refused_while_down(
+        &a,
+        Method::PATCH,
+        "/admin/flags/routes/user_event",
+        json!({"ssot_percent": 50, "reason": "while down"}),
+    )
+    .await;
 
     redis.restart().await;
     let back = Instant::now();

@@ -150,11 +150,7 @@ async fn a_restarted_node_comes_back_with_the_fleets_flags() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     let fleet = flags(&a).await;
 
-    let env = fleet_env(&redis, "restart", "b");
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let path = b_file.display().to_string();
-    env.push(("SWITCHYARD_SERVER_FLAGS_PATH", &path));
-    let b = Gateway::start_with(config(true, &env)).await;
+    let b = restart_node(&redis, "restart", "b", &b_file).await;
     let back = flags(&b).await;
     assert_eq!(back["version"], fleet["version"], "{back}");
     assert_eq!(back["routes"]["user_event"]["ssot_percent"], 40.0, "{back}");
@@ -381,19 +377,7 @@ async fn a_guard_rollback_while_redis_is_down_holds_at_once_and_reaches_the_flee
     .await;
 
     redis.restart().await;
-    let back = Instant::now();
-    let on_b = loop {
-        let on_b = flags(&b).await;
-        if on_b["routes"]["router_broadcast"]["latch"].is_object() {
-            break on_b;
-        }
-        assert!(
-            back.elapsed() < PROMPTLY,
-            "b has no latch {:?} after Redis came back: {on_b}",
-            back.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let on_b = latched(&b, "router_broadcast").await;
     let latch = &on_b["routes"]["router_broadcast"]["latch"];
     assert_eq!(latch["trigger"], "guard", "{on_b}");
     assert_eq!(
@@ -426,6 +410,130 @@ async fn a_guard_rollback_while_redis_is_down_holds_at_once_and_reaches_the_flee
             .unwrap()
             .contains("pushed to the fleet"),
         "{pushed}"
+    );
+    for gateway in [a, b] {
+        gateway.stop().await;
+    }
+}
+
+/// Node `node` of fleet `prefix` started again on the flags file `flags_path` it left (whether
+/// or not Redis answers).
+async fn restart_node(
+    redis: &RedisServer,
+    prefix: &str,
+    node: &str,
+    flags_path: &std::path::Path,
+) -> Gateway {
+    let env = fleet_env(redis, prefix, node);
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let path = flags_path.display().to_string();
+    env.push(("SWITCHYARD_SERVER_FLAGS_PATH", &path));
+    Gateway::start_with(config(true, &env)).await
+}
+
+/// Waits (at most [`PROMPTLY`]) until `gateway` shows `route` latched; returns its flags.
+async fn latched(gateway: &Gateway, route: &str) -> Value {
+    let since = Instant::now();
+    loop {
+        let live = flags(gateway).await;
+        if live["routes"][route]["latch"].is_object() {
+            return live;
+        }
+        assert!(
+            since.elapsed() < PROMPTLY,
+            "{route} not latched after {:?}: {live}",
+            since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The fleet's flags version as Redis holds it (`None`: not seeded).
+async fn fleet_version(redis: &RedisServer, prefix: &str) -> Option<u64> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("HGET")
+        .arg(format!("{prefix}:flags"))
+        .arg("version")
+        .query_async::<Option<u64>>(&mut connection)
+        .await
+        .unwrap()
+}
+
+/// A node whose guard latched a route alone while Redis was down restarts before it could
+/// push it: its file holds the latch, so it serves legacy at once even with Redis still down.
+/// Then Redis comes back empty, the other node seeds it with its own set (no latch), and only
+/// then the first node restarts with Redis up — the case where a joining node takes the
+/// fleet's set. The latch is newer than anything that set knows, so it is pushed instead of
+/// dropped, and reaches the other node, audited with the node id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latch_made_while_redis_is_down_outlives_a_restart_of_its_node() {
+    let prefix = "outage-restart";
+    let mut redis = RedisServer::start().await;
+    let a = guarded_node(&redis, prefix).await;
+    let b = node(&redis, prefix, "b").await;
+    let _client = a.connect("gina").await;
+    redis.stop().await;
+    a.metric_reaches("backplane_up", "", 0.0).await;
+    let seq = fault_until_rolled_back(&a, "gina").await;
+    let a_file = a.stop_keeping_flags().await;
+
+    let a = restart_node(&redis, prefix, "a", &a_file).await;
+    let on_a = flags(&a).await;
+    assert_eq!(
+        on_a["routes"]["router_broadcast"]["latch"]["trigger"], "guard",
+        "{on_a}"
+    );
+    assert_eq!(
+        a.publish("router_broadcast", "gina", thinking(seq))
+            .await
+            .path,
+        "legacy"
+    );
+    let a_file = a.stop_keeping_flags().await;
+
+    redis.restart().await;
+    let since = Instant::now();
+    let seeded = loop {
+        if let Some(version) = fleet_version(&redis, prefix).await {
+            break version;
+        }
+        assert!(since.elapsed() < PROMPTLY, "b never seeded the fleet");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let on_b = flags(&b).await;
+    assert!(
+        on_b["routes"]["router_broadcast"]["latch"].is_null(),
+        "{on_b}"
+    );
+
+    let started = Instant::now();
+    let a = restart_node(&redis, prefix, "a", &a_file).await;
+    let on_a = flags(&a).await;
+    assert!(
+        on_a["routes"]["router_broadcast"]["latch"].is_object(),
+        "{on_a}"
+    );
+    let version = on_a["version"].as_u64().unwrap();
+    assert!(version > seeded, "{on_a}");
+    let on_b = flags_reach(&b, version, started).await;
+    assert_eq!(
+        on_b["routes"]["router_broadcast"]["latch"]["trigger"], "guard",
+        "{on_b}"
+    );
+    assert_eq!(
+        b.publish("router_broadcast", "gina", thinking(seq + 1))
+            .await
+            .path,
+        "legacy"
+    );
+    let (_, _, audit) = b
+        .admin(Method::GET, "/admin/audit?limit=1", None, None)
+        .await;
+    assert_eq!(
+        (&audit[0]["node"], &audit[0]["trigger"]),
+        (&json!("a"), &json!("guard")),
+        "{audit}"
     );
     for gateway in [a, b] {
         gateway.stop().await;

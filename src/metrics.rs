@@ -47,6 +47,9 @@ pub(crate) struct Metrics {
     /// 1 while the live flags match the file; 0 after a write-back failed (read-only file).
     pub(crate) flags_persisted: IntGauge,
     pub(crate) flags_persist_failures: IntCounter,
+    /// Changes toward legacy made on this fleet node alone while Redis was unreachable, not
+    /// yet pushed to the fleet.
+    pub(crate) flags_fleet_push_pending: IntGauge,
     flags_reloads: IntCounterVec,
     rollbacks: IntCounterVec,
     shadow: ShadowCounters,
@@ -90,6 +93,7 @@ struct Store {
     flags_version: IntGauge,
     flags_persisted: IntGauge,
     flags_persist_failures: IntCounter,
+    flags_fleet_push_pending: IntGauge,
     flags_reloads: IntCounterVec,
     rollbacks: IntCounterVec,
 }
@@ -333,6 +337,10 @@ impl Store {
                 "flags_persist_failures_total",
                 "Flag changes that stayed live but could not be written to flags.toml.",
             ),
+            flags_fleet_push_pending: r.int_gauge(
+                "flags_fleet_push_pending",
+                "Latches (or a kill switch) this fleet node made alone while Redis was unreachable, not yet pushed to the fleet.",
+            ),
             flags_reloads,
             rollbacks,
         }
@@ -446,6 +454,7 @@ impl Metrics {
             flags_version: store.flags_version,
             flags_persisted: store.flags_persisted,
             flags_persist_failures: store.flags_persist_failures,
+            flags_fleet_push_pending: store.flags_fleet_push_pending,
             flags_reloads: store.flags_reloads,
             rollbacks: store.rollbacks,
             shadow: ShadowCounters::new(&r),

@@ -106,15 +106,15 @@ return 0
 /// Replaces the fleet's flags if they are still at the version the caller read, and tells every
 /// node (a compare-and-set: two nodes changing at once cannot both win).
 ///
-/// KEYS: the flags hash (version, text, trigger, actor, node).
+/// KEYS: the flags hash (version, text, trigger, actor, node, at).
 /// ARGV: expected version ('' = not seeded yet), new version, text, trigger, actor, node,
-/// the change channel.
+/// the change channel, unix seconds of the change.
 /// Returns: 'done' or 'stale', then the version the flags are at.
 pub(super) const SWAP_FLAGS: &str = r"
 local current = redis.call('HGET', KEYS[1], 'version')
 if (current or '') ~= ARGV[1] then return {'stale', current or '0'} end
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'text', ARGV[3], 'trigger', ARGV[4],
-  'actor', ARGV[5], 'node', ARGV[6])
+  'actor', ARGV[5], 'node', ARGV[6], 'at', ARGV[8])
 redis.call('PUBLISH', ARGV[7], ARGV[2])
 return {'done', ARGV[2]}
 ";

@@ -9,6 +9,7 @@
 //! ([`FlagSet::settle_ramps`]): a rollback, the kill switch or a hand-set share ends a ramp in
 //! the same audited change.
 
+mod pending;
 mod shared;
 mod watch;
 
@@ -26,7 +27,12 @@ use crate::metrics::Metrics;
 use crate::mutex::lock;
 use crate::route::Route;
 
+pub(crate) use self::pending::PendingLatch;
 pub(crate) use self::shared::{SharedFlags, SharedSet, SharedUnavailable, Swap};
+
+/// How many times one catch-up with the fleet re-reads its set after losing a race to another
+/// node's change before it gives up until the next one.
+const MAX_CATCH_UP_ROUNDS: usize = 16;
 
 /// Where the live flags came from and whether the file agrees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +87,14 @@ pub(crate) struct FlagStore {
     metrics: Arc<Metrics>,
     /// Set on a node of a fleet: the flags the fleet shares, the truth the file mirrors.
     shared: OnceLock<Arc<dyn SharedFlags>>,
+    /// Changes toward legacy made here while the fleet's flags were unreachable, oldest first:
+    /// live on this node, pushed to the fleet before this node takes the fleet's set again.
+    /// Changed only under `changing`.
+    pending: Mutex<Vec<PendingLatch>>,
+    /// On a fleet node, the flags its file held at start until the fleet's set is first read:
+    /// the latches a node made alone before a restart are recovered from it
+    /// ([`PendingLatch::from_file`]).
+    file_at_start: Mutex<Option<Arc<FlagSet>>>,
 }
 
 impl FlagStore {
@@ -137,6 +151,8 @@ impl FlagStore {
             path: path.to_owned(),
             metrics,
             shared: OnceLock::new(),
+            pending: Mutex::new(Vec::new()),
+            file_at_start: Mutex::new(None),
         };
         store.publish_metrics(&store.snapshot(), persisted);
         Ok(store)
@@ -258,7 +274,9 @@ impl FlagStore {
     /// Applies an edit made to a copy of the live set, if the live set is still at
     /// `if_match` (when given). The result's ramps are settled (what that did is added to the
     /// audited reason), and it is validated exactly as the file is, bumped, installed, audited and
-    /// written back to the file.
+    /// written back to the file. On a fleet node that cannot reach the fleet's flags, an edit
+    /// that only latches routes or engages the kill switch is still made here, pending a push
+    /// (`pending.rs`); any other is refused with [`ChangeError::Unavailable`].
     pub(crate) fn change(
         &self,
         trigger: Trigger,
@@ -268,7 +286,7 @@ impl FlagStore {
         edit: impl FnOnce(&mut FlagSet) -> Result<(), ChangeError>,
     ) -> Result<Arc<FlagSet>, ChangeError> {
         let _changing = lock(&self.changing);
-        self.catch_up()?;
+        let fleet = self.catch_up();
         let current = self.snapshot();
         if let Some(expected) = if_match
             && expected != current.version
@@ -293,7 +311,12 @@ impl FlagStore {
         if current.same_settings(&new) {
             return Ok(current);
         }
-        self.swap_shared(&current, &new, trigger, actor)?;
+        if let Err(error) = fleet
+            .map_err(ChangeError::from)
+            .and_then(|()| self.swap_shared(&current, &new, trigger, actor))
+        {
+            self.hold_for_fleet(&current, &new, trigger, actor, &reason, error)?;
+        }
         let persisted = self.mirror(&new);
         Ok(self.install(current, new, trigger, actor, &reason, persisted))
     }
@@ -322,13 +345,16 @@ impl FlagStore {
     }
 
     /// Makes this store a node of a fleet sharing `shared`: from now on the shared set is the
-    /// truth. Seeds an empty shared store from this node's flags, or takes the fleet's. A shared
-    /// store that cannot be reached now leaves the file's flags serving (logged); the next
-    /// [`FlagStore::sync_with_fleet`] tries again.
+    /// truth. Seeds an empty shared store from this node's flags, or takes the fleet's — after
+    /// pushing the latches the file holds that the fleet cannot have seen
+    /// ([`PendingLatch::from_file`]: made alone while it was unreachable, before a restart). A
+    /// shared store that cannot be reached now leaves the file's flags serving (logged); the
+    /// next [`FlagStore::sync_with_fleet`] tries again.
     pub(crate) fn share(&self, shared: Arc<dyn SharedFlags>) {
         if self.shared.set(shared).is_err() {
             return;
         }
+        *lock(&self.file_at_start) = Some(self.snapshot());
         if let Err(error) = self.sync_with_fleet() {
             tracing::warn!(%error, "serving the flags file's flags until the fleet's can be read");
         }
@@ -340,49 +366,79 @@ impl FlagStore {
     }
 
     /// Takes the fleet's flags if they moved on (the backplane calls this on every change
-    /// notice and periodically, as a safety net); a no-op without a fleet.
+    /// notice and periodically, as a safety net), first pushing any latch made here while the
+    /// fleet was unreachable; a no-op without a fleet.
     pub(crate) fn sync_with_fleet(&self) -> Result<(), SharedUnavailable> {
         let _changing = lock(&self.changing);
         self.catch_up()
     }
 
-    /// With the change lock held: makes the live flags the fleet's (seeding an empty shared
-    /// store with them). A shared set that does not parse is not taken (logged).
+    /// The changes toward legacy made on this node while the fleet's flags were unreachable and
+    /// not pushed to the fleet yet, oldest first.
+    pub(crate) fn pending_fleet_push(&self) -> Vec<PendingLatch> {
+        lock(&self.pending).clone()
+    }
+
+    /// With the change lock held: pushes every pending latch onto the fleet's set, then makes
+    /// the live flags the fleet's (seeding an empty shared store with them). Pending latches
+    /// always go first, so taking the fleet's set never drops one; until they are all pushed
+    /// nothing is taken. Each round re-reads the fleet's set, since another node may have
+    /// changed it. A shared set that does not parse is not taken (logged).
     fn catch_up(&self) -> Result<(), SharedUnavailable> {
         let Some(shared) = self.shared.get() else {
             return Ok(());
         };
-        let current = self.snapshot();
-        let set = match shared.load()? {
-            Some(set) => set,
-            None => {
-                let status = self.status();
-                let seed = shared_set(&current, status.source, &status.actor);
-                match shared.swap(None, &seed)? {
-                    Swap::Done => {
-                        tracing::info!(
-                            version = current.version,
-                            "seeded the fleet's flags from this node's"
-                        );
-                        return Ok(());
-                    }
-                    Swap::Stale { .. } => match shared.load()? {
-                        Some(set) => set,
-                        None => return Ok(()),
-                    },
-                }
+        for _ in 0..MAX_CATCH_UP_ROUNDS {
+            let loaded = shared.load()?;
+            self.recover_file_latches(loaded.as_ref());
+            if !lock(&self.pending).is_empty() {
+                self.push_pending(shared.as_ref(), loaded)?;
+            } else if self.take_fleet_set(shared.as_ref(), loaded)? {
+                return Ok(());
             }
+        }
+        Err(SharedUnavailable(format!(
+            "the fleet's flags kept changing through {MAX_CATCH_UP_ROUNDS} attempts to catch up \
+             with them"
+        )))
+    }
+
+    /// With the change lock held and nothing pending: makes the live flags the fleet's `loaded`
+    /// set, or seeds an empty fleet with them. Returns false when another node seeded first (the
+    /// caller reads the fleet's set again).
+    fn take_fleet_set(
+        &self,
+        shared: &dyn SharedFlags,
+        loaded: Option<SharedSet>,
+    ) -> Result<bool, SharedUnavailable> {
+        let current = self.snapshot();
+        let Some(set) = loaded else {
+            let status = self.status();
+            let seed = shared_set(
+                &current,
+                status.source,
+                &status.actor,
+                Some(status.changed_at),
+            );
+            let seeded = shared.swap(None, &seed)? == Swap::Done;
+            if seeded {
+                tracing::info!(
+                    version = current.version,
+                    "seeded the fleet's flags from this node's"
+                );
+            }
+            return Ok(seeded);
         };
         // The same version may still be other settings: a node that joins with a file of its
         // own at the fleet's version (two hand-written files both start at 0).
         if set.version == current.version && set.text == current.to_toml() {
-            return Ok(());
+            return Ok(true);
         }
         let mut new = match FlagSet::parse(&set.text, "the fleet's flags") {
             Ok(new) => new,
             Err(error) => {
                 tracing::error!(error = %error.to_string().escape_debug(), version = set.version, "the fleet's flags do not parse; keeping this node's");
-                return Ok(());
+                return Ok(true);
             }
         };
         new.version = set.version;
@@ -397,7 +453,7 @@ impl FlagStore {
             actor = set.actor,
             "took the fleet's flags"
         );
-        Ok(())
+        Ok(true)
     }
 
     /// With the change lock held: [`FlagStore::catch_up`], a failure counted as a failed reload.
@@ -419,7 +475,8 @@ impl FlagStore {
         let Some(shared) = self.shared.get() else {
             return Ok(());
         };
-        match shared.swap(Some(current.version), &shared_set(new, trigger, actor))? {
+        let new_set = shared_set(new, trigger, actor, Some(unix_now()));
+        match shared.swap(Some(current.version), &new_set)? {
             Swap::Done => Ok(()),
             Swap::Stale { current } => Err(ChangeError::Stale {
                 current,
@@ -586,13 +643,14 @@ fn refused(origin: &str, error: impl std::fmt::Display) -> FlagsError {
     }
 }
 
-/// `flags` as the fleet shares them.
-fn shared_set(flags: &FlagSet, trigger: Trigger, actor: &str) -> SharedSet {
+/// `flags` as the fleet shares them, changed at `at` (unix seconds).
+fn shared_set(flags: &FlagSet, trigger: Trigger, actor: &str, at: Option<u64>) -> SharedSet {
     SharedSet {
         version: flags.version,
         text: flags.to_toml(),
         trigger,
         actor: actor.to_owned(),
+        at,
     }
 }
 
@@ -728,10 +786,10 @@ mod tests {
     use super::*;
     use crate::flags::Percent;
 
-    struct TempDir(PathBuf);
+    pub(super) struct TempDir(pub(super) PathBuf);
 
     impl TempDir {
-        fn new(name: &str) -> TempDir {
+        pub(super) fn new(name: &str) -> TempDir {
             let dir = std::env::temp_dir().join(format!(
                 "switchyard-{name}-{}-{}",
                 std::process::id(),

@@ -48,8 +48,8 @@ use crate::server::api_error::ApiError;
 use crate::server::protocol::{
     AuditView, ChangeSummaryView, CohortRouteView, CohortView, DiffView, FaultRequest, FaultView,
     FlagsReplace, FlagsView, GuardStatsView, KillSwitchRequest, KillSwitchView, LatchView,
-    MismatchView, PathStatsView, RampView, RollbackRequest, RoutePatch, RouteStatsView, RouteView,
-    ShadowStatsView, StatsView, admin_request, rfc3339,
+    MismatchView, PathStatsView, PendingPushView, RampView, RollbackRequest, RoutePatch,
+    RouteStatsView, RouteView, ShadowStatsView, StatsView, admin_request, rfc3339,
 };
 use crate::server::protocol::{FleetNodeView, FleetStatsView};
 use crate::server::{AppState, body, openapi, producer, summary};
@@ -767,6 +767,19 @@ fn flags_response(state: &AppState, flags: &FlagSet) -> Response {
         },
         routes,
         guard: &flags.guard,
+        pending_fleet_push: state
+            .flags
+            .pending_fleet_push()
+            .into_iter()
+            .map(|pending| PendingPushView {
+                trigger: pending.trigger.as_str(),
+                routes: pending.routes().into_iter().map(Route::as_str).collect(),
+                kill_switch: pending.kill_switch.is_some(),
+                at: rfc3339(pending.at),
+                actor: pending.actor,
+                reason: pending.reason,
+            })
+            .collect(),
     };
     with_etag(Json(view).into_response(), flags.version)
 }

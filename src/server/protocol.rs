@@ -398,6 +398,24 @@ pub(crate) struct FlagsView<'a> {
     /// The automatic rollback guard's settings (`[guard]` of `flags.toml`).
     #[schema(value_type = Object)]
     pub(crate) guard: &'a GuardFlags,
+    /// On a fleet node: latches (and a kill switch) made on this node alone while Redis was
+    /// unreachable, live here and pushed to the fleet once it is back. Absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pending_fleet_push: Vec<PendingPushView>,
+}
+
+/// One change toward legacy waiting to be pushed to the fleet.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PendingPushView {
+    pub(crate) trigger: &'static str,
+    pub(crate) actor: String,
+    pub(crate) reason: String,
+    /// RFC 3339: when this node made it.
+    pub(crate) at: String,
+    /// The routes it latches.
+    pub(crate) routes: Vec<&'static str>,
+    /// Whether it engages the kill switch.
+    pub(crate) kill_switch: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -518,6 +536,8 @@ pub(crate) struct FlagsBody {
     _persisted: Option<IgnoredAny>,
     #[serde(default, rename = "path")]
     _path: Option<IgnoredAny>,
+    #[serde(default, rename = "pending_fleet_push")]
+    _pending_fleet_push: Option<IgnoredAny>,
 }
 
 impl FlagsBody {

@@ -99,7 +99,14 @@ async fn an_ssot_degradation_is_rolled_back_by_the_guard_and_traffic_goes_on_on_
             .contains("SSOT path delivery ratio"),
         "{latch}"
     );
-    assert_eq!(gateway.guard_rollbacks("router_broadcast").await, 1.0);
+    // Counted by the guard's task once the latch is live, so just after the path turned.
+    gateway
+        .metric_reaches(
+            "rollbacks_total",
+            r#"route="router_broadcast",trigger="guard""#,
+            1.0,
+        )
+        .await;
     let (_, _, audit) = gateway
         .admin(Method::GET, "/admin/audit?limit=5", None, None)
         .await;

@@ -80,11 +80,11 @@ impl SharedFlags for RedisFlags {
         let fields: Vec<Option<String>> = self.connection.call(|c| {
             redis::cmd("HMGET")
                 .arg(&self.key)
-                .arg(&["version", "text", "trigger", "actor"][..])
+                .arg(&["version", "text", "trigger", "actor", "at"][..])
                 .query(c)
         })?;
-        let [Some(version), Some(text), trigger, actor] =
-            <[Option<String>; 4]>::try_from(fields).unwrap_or_default()
+        let [Some(version), Some(text), trigger, actor, at] =
+            <[Option<String>; 5]>::try_from(fields).unwrap_or_default()
         else {
             return Ok(None);
         };
@@ -101,6 +101,8 @@ impl SharedFlags for RedisFlags {
             text,
             trigger,
             actor: actor.unwrap_or_default(),
+            // Absent (or unreadable) on a set an older node wrote: unknown.
+            at: at.and_then(|at| at.parse().ok()),
         }))
     }
 
@@ -115,6 +117,7 @@ impl SharedFlags for RedisFlags {
                 .arg(&new.actor)
                 .arg(&self.node_id)
                 .arg(&self.channel)
+                .arg(new.at.map(|at| at.to_string()).unwrap_or_default())
                 .invoke(c)
         })?;
         Ok(match reply.0.as_str() {

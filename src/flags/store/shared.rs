@@ -16,6 +16,11 @@ pub(crate) struct SharedSet {
     /// Who made the change and how, for this node's status.
     pub(crate) trigger: Trigger,
     pub(crate) actor: String,
+    /// Unix seconds of the change that made the set (the seeding node's last change for a
+    /// seed); `None` for a set written before the fleet recorded it. A latch in a node's file
+    /// that is newer than this was made where the fleet could not see it (see
+    /// `FlagStore::share`).
+    pub(crate) at: Option<u64>,
 }
 
 /// What a compare-and-set did.

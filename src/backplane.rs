@@ -17,12 +17,10 @@ mod scripts;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::time::Instant;
 
 use crate::config::{BackplaneKind, Config};
-use crate::paths::{self, Call, Outlet, Served};
+use crate::paths::{self, Call, Decided, Outlet, Served};
 use crate::registry::{Connection, RegisterError, Registry};
-use crate::route::{Decision, Route};
 
 pub(crate) use self::redis::{Fleet, FleetError, FleetParts, OfflineLimits};
 
@@ -63,19 +61,31 @@ impl Backplane {
     pub(crate) async fn serve(
         &self,
         outlet: &Outlet<'_>,
-        route: Route,
-        (decision, flags_version): (&Decision, u64),
+        decided: &Decided,
         call: &Call<'_>,
-        accepted_at: Instant,
     ) -> Served {
         match self {
-            Backplane::Memory => paths::serve(outlet, route, decision, call, accepted_at),
+            Backplane::Memory => paths::serve(outlet, decided, call),
             // Boxed so the fleet's larger future does not enlarge every producer request's
             // future on the memory backplane.
-            Backplane::Redis(fleet) => {
-                Box::pin(fleet.serve(outlet, route, (decision, flags_version), call, accepted_at))
-                    .await
-            }
+            Backplane::Redis(fleet) => Box::pin(fleet.serve(outlet, decided, call)).await,
+        }
+    }
+
+    /// Serves a producer batch's decided calls, in order, one answer each: on this process's
+    /// registry one after the other, or for the whole fleet in one round trip to Redis with
+    /// the acks of every item awaited together (`Fleet::serve_batch`).
+    pub(crate) async fn serve_batch(
+        &self,
+        outlet: &Outlet<'_>,
+        items: &[(Decided, Call<'_>)],
+    ) -> Vec<Served> {
+        match self {
+            Backplane::Memory => items
+                .iter()
+                .map(|(decided, call)| paths::serve(outlet, decided, call))
+                .collect(),
+            Backplane::Redis(fleet) => Box::pin(fleet.serve_batch(outlet, items)).await,
         }
     }
 

@@ -135,21 +135,38 @@ pub(crate) struct Outlet<'a> {
     pub(crate) faults: &'a Faults,
 }
 
-/// Serves one event on `route` as `decision` says: picks the implementations of its primary
-/// and shadow paths, serves with them ([`serve_with`]), and records the event's own metrics:
-/// the shadow's event, the primary path's duration, and the primary's event when its path
-/// accepted it.
-pub(crate) fn serve(
-    outlet: &Outlet<'_>,
-    route: Route,
-    decision: &Decision,
-    call: &Call<'_>,
-    accepted_at: Instant,
-) -> Served {
-    let origin = Origin {
+/// Everything decided about one event before a path serves it, whatever the event itself is
+/// (the [`Call`] travels beside it): the route it came on, the paths one flag snapshot chose,
+/// that snapshot's version, and when the call was accepted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decided {
+    pub(crate) route: Route,
+    pub(crate) decision: Decision,
+    pub(crate) flags_version: u64,
+    pub(crate) accepted_at: Instant,
+}
+
+impl Decided {
+    /// The route and the primary path: what the event's metrics are labelled with.
+    pub(crate) fn origin(&self) -> Origin {
+        Origin {
+            route: self.route,
+            path: self.decision.primary,
+        }
+    }
+}
+
+/// Serves one event as `decided` says: picks the implementations of its primary and shadow
+/// paths, serves with them ([`serve_with`]), and records the event's own metrics: the shadow's
+/// event, the primary path's duration, and the primary's event when its path accepted it.
+pub(crate) fn serve(outlet: &Outlet<'_>, decided: &Decided, call: &Call<'_>) -> Served {
+    let Decided {
         route,
-        path: decision.primary,
-    };
+        decision,
+        accepted_at,
+        ..
+    } = *decided;
+    let origin = decided.origin();
     let shadow = decision.shadow.map(|kind| {
         outlet
             .metrics

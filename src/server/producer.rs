@@ -19,8 +19,8 @@ use crate::config::random_token;
 use crate::flags::FlagSet;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
-use crate::paths::{Call, Outlet, Served};
-use crate::route::{Contract, Enrichment, Origin, PathKind, RequestShape, Route};
+use crate::paths::{Call, Decided, Outlet, Served};
+use crate::route::{Contract, Enrichment, PathKind, RequestShape, Route};
 use crate::routing::{Decision, DecisionReason, decide, default_path};
 use crate::server::api_error::ApiError;
 use crate::server::protocol::{
@@ -69,7 +69,7 @@ pub(crate) async fn serve(state: &AppState, route: Route, request: Request) -> R
     let (path, result) = match read_json(state, request).await {
         Err(error) => (default_path(&flags, route), Err(error)),
         Ok((body, body_len)) => {
-            serve_event(state, route, &flags, body, body_len, accepted_at).await
+            serve_event(state, &flags, (route, accepted_at), (body, body_len)).await
         }
     };
     let mut response = match result {
@@ -107,30 +107,69 @@ impl Serialize for Answer {
 /// path that served it (or would have) and the answer.
 async fn serve_event(
     state: &AppState,
-    route: Route,
     flags: &FlagSet,
+    decided_at: (Route, Instant),
+    (body, body_len): (Value, usize),
+) -> (PathKind, Result<Answer, ApiError>) {
+    let event = match decide_item(state, flags, decided_at, body, body_len) {
+        Ok(event) => event,
+        Err((path, error)) => return (path, Err(error)),
+    };
+    delay(state, &event.decided).await;
+    let call = Call::new(&event.user_id, &event.event);
+    let served = state
+        .backplane
+        .serve(&outlet(state), &event.decided, &call)
+        .await;
+    conclude(state, flags, &event, served)
+}
+
+/// A parsed producer event and what one flag snapshot decided for it.
+struct DecidedEvent {
+    decided: Decided,
+    user_id: String,
+    event: serde_json::Map<String, Value>,
+}
+
+/// Parses an event and decides its paths, or answers why it is refused (with the path that
+/// would have served it).
+fn decide_item(
+    state: &AppState,
+    flags: &FlagSet,
+    (route, accepted_at): (Route, Instant),
     body: Value,
     body_len: usize,
-    accepted_at: Instant,
-) -> (PathKind, Result<Answer, ApiError>) {
-    let (user_id, event) = match parse(state, route, body, body_len) {
-        Ok(parsed) => parsed,
-        Err(error) => return (default_path(flags, route), Err(error)),
-    };
+) -> Result<DecidedEvent, (PathKind, ApiError)> {
+    let (user_id, event) =
+        parse(state, route, body, body_len).map_err(|error| (default_path(flags, route), error))?;
     let decision = decide_event(state, flags, route, &user_id);
-    let mut served = serve_decided(
-        state,
-        route,
-        (&decision, flags.version),
-        &user_id,
-        &event,
-        accepted_at,
-    )
-    .await;
+    Ok(DecidedEvent {
+        decided: Decided {
+            route,
+            decision,
+            flags_version: flags.version,
+            accepted_at,
+        },
+        user_id,
+        event,
+    })
+}
+
+/// Hands a served event's shadow plans to the comparison and answers in the route's contract.
+fn conclude(
+    state: &AppState,
+    flags: &FlagSet,
+    event: &DecidedEvent,
+    mut served: Served,
+) -> (PathKind, Result<Answer, ApiError>) {
+    let route = event.decided.route;
     if let Some(plans) = served.plans.take() {
-        state.shadow.submit(route, &user_id, flags, plans);
+        state.shadow.submit(route, &event.user_id, flags, plans);
     }
-    (decision.primary, answer(route, &event, served))
+    (
+        event.decided.decision.primary,
+        answer(route, &event.event, served),
+    )
 }
 
 /// Checks the request's shape and the event's size, then enriches the event: the user the
@@ -177,38 +216,20 @@ pub(crate) fn decide_event(
     }
 }
 
-/// Runs the decided paths, after any injected delay (outside every lock).
-async fn serve_decided(
-    state: &AppState,
-    route: Route,
-    (decision, flags_version): (&Decision, u64),
-    user_id: &str,
-    event: &serde_json::Map<String, Value>,
-    accepted_at: Instant,
-) -> Served {
-    let origin = Origin {
-        route,
-        path: decision.primary,
-    };
-    if let Some(delay) = state.faults.delay(origin) {
+/// Waits out any delay injected for the event's route and path (outside every lock).
+async fn delay(state: &AppState, decided: &Decided) {
+    if let Some(delay) = state.faults.delay(decided.origin()) {
         tokio::time::sleep(delay).await;
     }
-    let outlet = Outlet {
+}
+
+/// Where this gateway delivers and counts.
+fn outlet(state: &AppState) -> Outlet<'_> {
+    Outlet {
         registry: &state.registry,
         metrics: &state.metrics,
         faults: &state.faults,
-    };
-    let call = Call::new(user_id, event);
-    state
-        .backplane
-        .serve(
-            &outlet,
-            route,
-            (decision, flags_version),
-            &call,
-            accepted_at,
-        )
-        .await
+    }
 }
 
 /// The answer in the route's contract, or the path's refusal (422).
@@ -297,11 +318,23 @@ async fn serve_batch(
             max: limits.max_batch_events,
         });
     }
-    let mut results = Vec::with_capacity(items.len());
-    for item in items {
+    let decided: Vec<_> = items
+        .into_iter()
+        .map(|item| {
+            let (body, body_len) = item.map_err(|error| (default_path(flags, route), error))?;
+            decide_item(state, flags, (route, accepted_at), body, body_len)
+        })
+        .collect();
+    let mut served = serve_decided_batch(state, &decided).await.into_iter();
+    let mut results = Vec::with_capacity(decided.len());
+    for item in decided {
         let (path, outcome) = match item {
-            Ok((value, len)) => serve_event(state, route, flags, value, len, accepted_at).await,
-            Err(error) => (default_path(flags, route), Err(error)),
+            Ok(event) => match served.next() {
+                Some(served) => conclude(state, flags, &event, served),
+                // The backplane answers every event it is given.
+                None => (event.decided.decision.primary, Err(ApiError::Internal)),
+            },
+            Err((path, error)) => (path, Err(error)),
         };
         let status = outcome
             .as_ref()
@@ -310,6 +343,26 @@ async fn serve_batch(
         results.push((status, path, outcome));
     }
     Ok(results)
+}
+
+/// Serves a batch's decided events, in order, in one call to the backplane (one round trip
+/// to Redis in a fleet), after the delays injected for them.
+async fn serve_decided_batch(
+    state: &AppState,
+    decided: &[Result<DecidedEvent, (PathKind, ApiError)>],
+) -> Vec<Served> {
+    let events: Vec<&DecidedEvent> = decided
+        .iter()
+        .filter_map(|item| item.as_ref().ok())
+        .collect();
+    for event in &events {
+        delay(state, &event.decided).await;
+    }
+    let calls: Vec<(Decided, Call<'_>)> = events
+        .iter()
+        .map(|event| (event.decided, Call::new(&event.user_id, &event.event)))
+        .collect();
+    state.backplane.serve_batch(&outlet(state), &calls).await
 }
 
 /// Authenticates the producer and reads the body as JSON, refusing it as early as possible.

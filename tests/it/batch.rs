@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Gateway, PRODUCER_TOKEN, config, http, parse_json};
 
-async fn post_batch(
+pub async fn post_batch(
     gateway: &Gateway,
     path: &str,
     content_type: &str,

@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+use crate::batch::post_batch;
 use crate::harness::{Client, Gateway, PROMPTLY, Producer, ROUTES, Rng, config, http, scratch_dir};
 use crate::readme::parse_listening;
 
@@ -314,6 +315,194 @@ async fn offline_queue_survives_every_gateway_and_replays_once_on_another_node()
     d.stop().await;
 }
 
+/// Posts a JSON-array batch of `(user, event)` items to `/v1/broadcast/batch` on `gateway`;
+/// the answer's items.
+async fn broadcast_batch(gateway: &Gateway, items: &[(&str, Value)]) -> Vec<Value> {
+    let body: Vec<Value> = items
+        .iter()
+        .map(|(user, event)| json!({"user_id": user, "event": event}))
+        .collect();
+    let (status, answer) = post_batch(
+        gateway,
+        "/v1/broadcast/batch",
+        "application/json",
+        Value::Array(body).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().expect("results").clone();
+    assert_eq!(results.len(), items.len(), "{answer}");
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_over_users_on_two_nodes_deliver_once_each_in_order_with_true_counts() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis, "batch", "a").await;
+    let b = node(&redis, "batch", "b").await;
+    // alice on both nodes, bob twice on b, carol on a.
+    let held = [("alice", 2u64), ("bob", 2), ("carol", 1)];
+    let mut clients = vec![
+        ("alice", a.connect("alice").await),
+        ("alice", b.connect("alice").await),
+        ("bob", b.connect("bob").await),
+        ("bob", b.connect("bob").await),
+        ("carol", a.connect("carol").await),
+    ];
+    // Two batches at once, one through each node, users interleaved at random; each holds a
+    // refused item (an id SSOT rejects) in the middle.
+    let mut rng = Rng::new(7);
+    let batches: Vec<(&str, Vec<(&str, Value)>)> = ["a", "b"]
+        .into_iter()
+        .map(|via| {
+            let mut items: Vec<(&str, Value)> = (0..40u64)
+                .map(|n| {
+                    let (user, _) = held[rng.below(held.len())];
+                    (user, json!({"type": "t", "to": user, "via": via, "n": n}))
+                })
+                .collect();
+            items.insert(20, ("a/b", json!({"type": "refused"})));
+            (via, items)
+        })
+        .collect();
+    let answers = batches.iter().map(|(via, items)| {
+        let gateway = if *via == "a" { &a } else { &b };
+        broadcast_batch(gateway, items)
+    });
+    let answers = futures_util::future::join_all(answers).await;
+    for ((via, items), results) in batches.iter().zip(&answers) {
+        for ((user, _), result) in items.iter().zip(results) {
+            if *user == "a/b" {
+                assert_eq!(result["status"], 422, "{result}");
+                continue;
+            }
+            let n = held.iter().find(|(u, _)| u == user).unwrap().1;
+            let answer = &result["result"];
+            assert_eq!(result["status"], 200, "via {via}: {result}");
+            // True per-item counts, summed over both nodes.
+            assert_eq!(
+                count(answer, "connections_attempted"),
+                n,
+                "{user} via {via}"
+            );
+            assert_eq!(count(answer, "successful_sends"), n, "{user} via {via}");
+            assert_eq!(answer["queued"], false);
+        }
+    }
+    let mut alice_seen = Vec::new();
+    for (user, client) in &mut clients {
+        let expected: Vec<(String, u64)> = ["a", "b"]
+            .iter()
+            .zip(&batches)
+            .flat_map(|(via, (_, items))| {
+                items
+                    .iter()
+                    .filter(|(u, _)| u == user)
+                    .map(|(_, e)| (via.to_string(), e["n"].as_u64().unwrap()))
+            })
+            .collect();
+        let got = events(client, expected.len()).await;
+        assert!(
+            got.iter().all(|e| e["to"] == *user),
+            "a frame of another user"
+        );
+        for via in ["a", "b"] {
+            let mine = |list: Vec<(String, u64)>| -> Vec<u64> {
+                list.into_iter()
+                    .filter(|(v, _)| v == via)
+                    .map(|(_, n)| n)
+                    .collect()
+            };
+            let got_via = got
+                .iter()
+                .map(|e| {
+                    (
+                        e["via"].as_str().unwrap().to_owned(),
+                        e["n"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                mine(got_via),
+                mine(expected.clone()),
+                "{user}: once each, in batch order"
+            );
+        }
+        client.expect_silence(Duration::from_millis(100)).await;
+        if *user == "alice" {
+            alice_seen.push(got);
+        }
+    }
+    assert_eq!(
+        alice_seen[0], alice_seen[1],
+        "alice's connections on a and b see one order"
+    );
+    for gateway in [a, b] {
+        gateway.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_queues_an_offline_users_items_and_they_replay_in_order() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis, "batch-offline", "a").await;
+    let b = node(&redis, "batch-offline", "b").await;
+    let mut alice = b.connect("alice").await;
+    let items: Vec<(&str, Value)> = (0..10u64)
+        .map(|n| {
+            let user = if n % 3 == 0 { "alice" } else { "erin" };
+            (user, json!({"type": "t", "to": user, "n": n}))
+        })
+        .collect();
+    let results = broadcast_batch(&a, &items).await;
+    for ((user, _), result) in items.iter().zip(&results) {
+        let answer = &result["result"];
+        let online = *user == "alice";
+        assert_eq!(
+            count(answer, "successful_sends"),
+            u64::from(online),
+            "{result}"
+        );
+        assert_eq!(answer["queued"], !online, "{result}");
+    }
+    let expected = |user: &str| -> Vec<u64> {
+        (0..10u64)
+            .filter(|n| (n % 3 == 0) == (user == "alice"))
+            .collect()
+    };
+    let got: Vec<u64> = events(&mut alice, 4)
+        .await
+        .iter()
+        .map(|e| e["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, expected("alice"));
+
+    // erin comes online on the other node: her six, in batch order, once, then a live one.
+    let mut erin = b.connect("erin").await;
+    let replayed = events(&mut erin, 6).await;
+    assert!(
+        replayed
+            .iter()
+            .all(|e| e["recovered"] == true && e["to"] == "erin")
+    );
+    let got: Vec<u64> = replayed.iter().map(|e| e["n"].as_u64().unwrap()).collect();
+    assert_eq!(got, expected("erin"));
+    let results =
+        broadcast_batch(&a, &[("erin", json!({"type": "t", "to": "erin", "n": 10}))]).await;
+    assert_eq!(count(&results[0]["result"], "successful_sends"), 1);
+    let live = erin.next_json().await;
+    assert_eq!(
+        (live["n"].as_u64(), live.get("recovered")),
+        (Some(10), None)
+    );
+    let mut again = a.connect("erin").await;
+    again.expect_silence(Duration::from_millis(200)).await;
+    erin.expect_silence(Duration::from_millis(50)).await;
+    alice.expect_silence(Duration::from_millis(50)).await;
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A real `switchyard serve --dev` fleet node, for the test that kills one.
 async fn spawn_node_process(redis: &RedisServer, prefix: &str, node: &str) -> (Child, SocketAddr) {
     let flags = scratch_dir().join("flags.toml");
@@ -401,15 +590,34 @@ async fn a_killed_node_stops_being_counted_and_nothing_is_duplicated() {
     // A node that does not answer (stopped: its subscription still open) is waited for no
     // longer than the ack timeout (3 s here) and counted as not delivered.
     signal(&killed, "STOP").await;
+    // A batch alongside (sent at once, before k's silence gets it taken for dead) waits no
+    // longer than one ack timeout in all, however many items it holds.
+    let items: Vec<(&str, Value)> = (10..13u64)
+        .map(|seq| ("erin", json!({"type": "t", "seq": seq})))
+        .collect();
     let started = tokio::time::Instant::now();
-    let (_, _, answer) = a.broadcast("erin", json!({"type": "t", "seq": 1})).await;
-    let waited = started.elapsed();
+    let single = async {
+        let answer = a.broadcast("erin", json!({"type": "t", "seq": 1})).await.2;
+        (answer, started.elapsed())
+    };
+    let batch = async {
+        let results = broadcast_batch(&a, &items).await;
+        (results, started.elapsed())
+    };
+    let ((answer, waited), (results, batch_waited)) = tokio::join!(single, batch);
     assert_eq!(count(&answer, "connections_attempted"), 1, "{answer}");
     assert_eq!(count(&answer, "successful_sends"), 1, "{answer}");
-    assert!(
-        waited >= Duration::from_secs(3) && waited < Duration::from_secs(6),
-        "{waited:?}"
-    );
+    for result in &results {
+        let answer = &result["result"];
+        assert_eq!(count(answer, "connections_attempted"), 1, "{result}");
+        assert_eq!(count(answer, "successful_sends"), 1, "{result}");
+    }
+    for waited in [waited, batch_waited] {
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_secs(6),
+            "{waited:?}"
+        );
+    }
     assert!(
         a.metric("backplane_errors_total", "op=\"ack_timeout\"")
             .await
@@ -426,12 +634,21 @@ async fn a_killed_node_stops_being_counted_and_nothing_is_duplicated() {
     let mut reconnected = a.connect("erin").await;
     let (_, _, answer) = a.broadcast("erin", json!({"type": "t", "seq": 3})).await;
     assert_eq!(count(&answer, "successful_sends"), 2, "{answer}");
-    let seqs: Vec<Value> = events(&mut on_a, 4)
+    let seqs: Vec<u64> = events(&mut on_a, 7)
         .await
         .iter()
-        .map(|e| e["seq"].clone())
+        .map(|e| e["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, [0, 1, 2, 3]);
+    // The single event and the batch raced; the batch's items keep their order.
+    let (raced, after) = seqs.split_at(5);
+    let mut sorted = raced.to_vec();
+    sorted.sort_unstable();
+    assert_eq!(
+        (seqs[0], sorted.as_slice(), after),
+        (0, &[0, 1, 10, 11, 12][..], &[2, 3][..])
+    );
+    let batch_order: Vec<u64> = raced.iter().copied().filter(|seq| *seq >= 10).collect();
+    assert_eq!(batch_order, [10, 11, 12], "{seqs:?}");
     assert_eq!(reconnected.next_json().await["seq"], 3);
     on_a.expect_silence(Duration::from_millis(100)).await;
     reconnected.expect_silence(Duration::from_millis(50)).await;

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use axum::extract::ws::Utf8Bytes;
+use serde_json::json;
 use tokio::time::Instant;
 
 use crate::faults::Faults;
 use crate::flags::{FlagSet, Percent};
 use crate::metrics::Metrics;
-use crate::paths::{self, Call, Outlet};
+use crate::paths::{self, Call, Event, Outlet};
 use crate::registry::{Registry, RegistryLimits};
 use crate::route::{Origin, PathKind, Route};
 
@@ -49,7 +50,7 @@ pub struct PlanFixture {
     registry: Registry,
     metrics: Arc<Metrics>,
     faults: Faults,
-    event: Map<String, Value>,
+    event: Event,
     connections: Vec<Arc<crate::registry::Connection>>,
 }
 
@@ -70,13 +71,12 @@ impl PlanFixture {
         let connections = (0..3)
             .map(|_| registry.register("alice", |_| "hi".into()).expect("room"))
             .collect();
-        let Value::Object(event) = json!({
+        let event = json!({
             "type": "agent_thinking",
             "recipient_id": "alice",
             "data": {"run_id": "r-1", "text": "x".repeat(120)},
-        }) else {
-            unreachable!("an object literal")
-        };
+        });
+        let event = Event::from_object_text(Utf8Bytes::from(event.to_string()));
         PlanFixture {
             registry,
             metrics,

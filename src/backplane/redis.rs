@@ -36,7 +36,7 @@ use crate::flags::store::FlagStore;
 use crate::labels::{BackplaneOp, Outcome, Role};
 use crate::metrics::Metrics;
 use crate::mutex::lock;
-use crate::paths::{self, Call, Delivery, Outlet, Prepared, Served, encode, implementation};
+use crate::paths::{self, Call, Delivery, Outlet, Prepared, Served, implementation};
 use crate::registry::{Connection, RegisterError, Registry};
 use crate::route::{Decision, Origin, Route};
 use crate::shadow::Shadow;
@@ -235,9 +235,9 @@ impl Fleet {
         .encode();
         let notify = self.expect_acks(request);
         let published = self
-            .publish(&prepared.user_id, &message, &offline_entry)
+            .publish(prepared.user_id, &message, &offline_entry)
             .await;
-        let errors = (prepared.user_id.clone(), prepared.errors);
+        let errors = (prepared.user_id.to_owned(), prepared.errors);
         let delivery = match published {
             Ok(reply) => {
                 self.count_offline(origin, &reply, prepared.offline_event.is_some());
@@ -274,9 +274,7 @@ impl Fleet {
     fn offline_entry(&self, origin: Origin, prepared: &Prepared<'_>) -> String {
         match &prepared.offline_event {
             Some(event) if self.offline.len > 0 => {
-                let mut event = event.clone().into_owned();
-                event.insert("recovered".to_owned(), serde_json::Value::Bool(true));
-                message::offline_entry(origin, encode(&event).as_str())
+                message::offline_entry(origin, event.recovered().as_str())
             }
             _ => String::new(),
         }

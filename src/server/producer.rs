@@ -7,25 +7,26 @@
 
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Serialize, Serializer};
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::random_token;
 use crate::flags::FlagSet;
+use crate::paths::event::share_or_copy;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
-use crate::paths::{Call, Outlet, Served};
+use crate::paths::{Call, Event, Outlet, Served};
 use crate::route::{Contract, Enrichment, Origin, PathKind, RequestShape, Route};
 use crate::routing::{Decision, DecisionReason, decide, default_path};
 use crate::server::api_error::ApiError;
-use crate::server::protocol::{
-    BatchBody, BatchItemBody, BroadcastResultBody, RouteRequest, SentBody,
-};
+use crate::server::protocol::{BatchBody, BatchItemBody, BroadcastResultBody, SentBody};
 use crate::server::{AppState, body};
 
 /// Names the path that served the call: `legacy` or `ssot`.
@@ -66,11 +67,9 @@ pub(crate) async fn serve(state: &AppState, route: Route, request: Request) -> R
     let accepted_at = Instant::now();
     // One snapshot decides this event, whatever changes while it is served.
     let flags = state.flags.snapshot();
-    let (path, result) = match read_json(state, request).await {
+    let (path, result) = match read_body(state, request).await {
         Err(error) => (default_path(&flags, route), Err(error)),
-        Ok((body, body_len)) => {
-            serve_event(state, route, &flags, body, body_len, accepted_at).await
-        }
+        Ok(body) => serve_event(state, route, &flags, (&body, &body), accepted_at).await,
     };
     let mut response = match result {
         Ok(answer) => axum::Json(answer).into_response(),
@@ -103,58 +102,71 @@ impl Serialize for Answer {
     }
 }
 
-/// Serves one event whose body is already parsed: parse, decide, serve, answer. Returns the
-/// path that served it (or would have) and the answer.
+/// Serves one event's body (`item`, a slice of the request body `owner`): parse, decide,
+/// serve, answer. Returns the path that served it (or would have) and the answer.
 async fn serve_event(
     state: &AppState,
     route: Route,
     flags: &FlagSet,
-    body: Value,
-    body_len: usize,
+    (owner, item): (&Bytes, &[u8]),
     accepted_at: Instant,
 ) -> (PathKind, Result<Answer, ApiError>) {
-    let (user_id, event) = match parse(state, route, body, body_len) {
+    let parsed = match parse(state, route, owner, item) {
         Ok(parsed) => parsed,
         Err(error) => return (default_path(flags, route), Err(error)),
     };
-    let decision = decide_event(state, flags, route, &user_id);
+    let user_id = &*parsed.user_id;
+    let decision = decide_event(state, flags, route, user_id);
     let mut served = serve_decided(
         state,
         route,
         (&decision, flags.version),
-        &user_id,
-        &event,
+        user_id,
+        &parsed.event,
         accepted_at,
     )
     .await;
     if let Some(plans) = served.plans.take() {
-        state.shadow.submit(route, &user_id, flags, plans);
+        state.shadow.submit(route, user_id, flags, plans);
     }
-    (decision.primary, answer(route, &event, served))
+    (decision.primary, answer(route, &parsed.event_type, served))
 }
 
-/// Checks the request's shape and the event's size, then enriches the event: the user the
-/// caller named and the event as the paths get it.
-fn parse(
+/// A checked call: the user the caller named, the event's `type`, and the event as the paths
+/// get it.
+struct Parsed<'a> {
+    user_id: Cow<'a, str>,
+    event_type: Cow<'a, str>,
+    event: Event,
+}
+
+/// Checks the request's shape and the event's size, then enriches the event. The event's
+/// text is the producer's, shared with the body when it is most of it.
+fn parse<'a>(
     state: &AppState,
     route: Route,
-    body: Value,
-    body_len: usize,
-) -> Result<(String, serde_json::Map<String, Value>), ApiError> {
-    let request = RouteRequest::from_json(route, body)?;
-    check_event_size(state, &request.event, body_len)?;
+    owner: &Bytes,
+    item: &'a [u8],
+) -> Result<Parsed<'a>, ApiError> {
+    let request = body::parse_request(route, item)?;
+    check_event_size(state, request.event)?;
+    let event = Event::checked(share_or_copy(owner, request.event), request.event_keys);
     let event = match (route.request_shape(), request.context) {
         (RequestShape::Context(enrichment), Some(context)) => {
             // Generated once here, so both paths of a shadowed call see the same value.
             let context = context.with_request_id(|| random_token("req_"));
             match enrichment {
-                Enrichment::Scoped => enrich_scoped(&request.event, &context),
-                Enrichment::UserEvent => enrich_user_event(&request.event, &context),
+                Enrichment::Scoped => enrich_scoped(&event, &context),
+                Enrichment::UserEvent => enrich_user_event(&event, &context),
             }
         }
-        (RequestShape::Context(_), None) | (RequestShape::UserId, _) => request.event,
+        (RequestShape::Context(_), None) | (RequestShape::UserId, _) => event,
     };
-    Ok((request.user_id, event))
+    Ok(Parsed {
+        user_id: request.user_id,
+        event_type: request.event_type,
+        event,
+    })
 }
 
 /// The event's paths, from the one snapshot that decides it (also what `GET /admin/cohort`
@@ -183,7 +195,7 @@ async fn serve_decided(
     route: Route,
     (decision, flags_version): (&Decision, u64),
     user_id: &str,
-    event: &serde_json::Map<String, Value>,
+    event: &Event,
     accepted_at: Instant,
 ) -> Served {
     let origin = Origin {
@@ -212,11 +224,7 @@ async fn serve_decided(
 }
 
 /// The answer in the route's contract, or the path's refusal (422).
-fn answer(
-    route: Route,
-    event: &serde_json::Map<String, Value>,
-    served: Served,
-) -> Result<Answer, ApiError> {
+fn answer(route: Route, event_type: &str, served: Served) -> Result<Answer, ApiError> {
     let (user_id, errors) = served.primary?;
     let delivery = served.delivery;
     Ok(match route.contract() {
@@ -224,11 +232,7 @@ fn answer(
             user_id,
             connections_attempted: delivery.connections_attempted,
             successful_sends: delivery.successful_sends,
-            event_type: event
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            event_type: event_type.to_owned(),
             queued: delivery.queued,
             errors,
         }),
@@ -299,10 +303,7 @@ async fn serve_batch(
     }
     let mut results = Vec::with_capacity(items.len());
     for item in items {
-        let (path, outcome) = match item {
-            Ok((value, len)) => serve_event(state, route, flags, value, len, accepted_at).await,
-            Err(error) => (default_path(flags, route), Err(error)),
-        };
+        let (path, outcome) = serve_event(state, route, flags, (&bytes, item), accepted_at).await;
         let status = outcome
             .as_ref()
             .map_or_else(|e| e.status().as_u16(), |_| 200);
@@ -312,12 +313,14 @@ async fn serve_batch(
     Ok(results)
 }
 
-/// Authenticates the producer and reads the body as JSON, refusing it as early as possible.
-async fn read_json(state: &AppState, request: Request) -> Result<(Value, usize), ApiError> {
+/// Authenticates the producer and reads the body, refusing it as early as possible.
+async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
     let (parts, body) = request.into_parts();
     let producer = producer_name(state, &parts.headers)?;
     tracing::trace!(producer, "producer request");
-    body::read_json(&parts.headers, body, state.config.limits.max_body_bytes()).await
+    let limit = state.config.limits.max_body_bytes();
+    let (bytes, _) = body::read_bytes(&parts.headers, body, limit, false).await?;
+    Ok(bytes)
 }
 
 fn producer_name<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str, ApiError> {
@@ -328,23 +331,14 @@ fn producer_name<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str
     })
 }
 
-/// Refuses an event whose encoding exceeds the configured maximum. Only events in a body
-/// already near the limit are measured, so ordinary requests pay nothing.
-fn check_event_size(
-    state: &AppState,
-    event: &serde_json::Map<String, Value>,
-    body_len: usize,
-) -> Result<(), ApiError> {
+/// Refuses an event whose text, the frame its recipients get, exceeds the configured maximum.
+fn check_event_size(state: &AppState, event: &str) -> Result<(), ApiError> {
     let max = state.config.limits.max_event_bytes;
-    // The event is part of the body and its compact re-encoding is, but for rare float
-    // spellings such as `1e2`, no longer than what was sent: a body within the limit is not
-    // measured again.
-    if body_len <= max {
-        return Ok(());
-    }
-    let size = serde_json::to_vec(event).map_or(usize::MAX, |v| v.len());
-    if size > max {
-        return Err(ApiError::EventTooLarge { size, max });
+    if event.len() > max {
+        return Err(ApiError::EventTooLarge {
+            size: event.len(),
+            max,
+        });
     }
     Ok(())
 }

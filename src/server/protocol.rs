@@ -468,7 +468,7 @@ impl<'a> RouteRequest<'a> {
         }
         Ok(RouteRequest {
             user_id,
-            event: event.get(),
+            event,
             event_type: facts.event_type,
             event_keys: facts.keys,
             context,
@@ -499,16 +499,9 @@ fn take_string<'a>(
 /// Other context fields legacy callers carry (connection ids, audit metadata) are ignored,
 /// but checked like the rest of the body: no key named twice.
 fn take_context(raw: Option<&RawValue>) -> Result<RawContext<'_>, RequestError> {
-    let raw = raw.ok_or(RequestError::Missing("user_context"))?;
-    let wrong = RequestError::WrongType {
-        field: "user_context",
-        expected: "a JSON object",
-    };
-    if !raw.get().starts_with('{') {
-        return Err(wrong);
-    }
-    let context = members(raw.get()).map_err(|_| wrong.clone())?;
-    if check_unique_keys(raw.get().as_bytes()).is_err() {
+    let (text, wrong) = object_field(raw, "user_context")?;
+    let context = members(text).map_err(|_| wrong.clone())?;
+    if check_unique_keys(text.as_bytes()).is_err() {
         // Reported by the whole body's check, with its position in the body.
         return Err(wrong);
     }
@@ -532,6 +525,24 @@ fn take_context(raw: Option<&RawValue>) -> Result<RawContext<'_>, RequestError> 
     })
 }
 
+/// A field that must be a JSON object: its text, and the error a body gets when the object
+/// turns out to be unusable after all; or the error for a missing or mistyped field.
+fn object_field<'a>(
+    raw: Option<&'a RawValue>,
+    field: &'static str,
+) -> Result<(&'a str, RequestError), RequestError> {
+    let raw = raw.ok_or(RequestError::Missing(field))?;
+    let wrong = RequestError::WrongType {
+        field,
+        expected: "a JSON object",
+    };
+    if raw.get().starts_with('{') {
+        Ok((raw.get(), wrong))
+    } else {
+        Err(wrong)
+    }
+}
+
 fn field_of<'a>(members: &Members<'a>, name: &str) -> Option<&'a RawValue> {
     members
         .iter()
@@ -540,17 +551,10 @@ fn field_of<'a>(members: &Members<'a>, name: &str) -> Option<&'a RawValue> {
 }
 
 /// The `event` field: a JSON object naming no key twice, with a string `type`.
-fn take_event(raw: Option<&RawValue>) -> Result<(&RawValue, EventFacts<'_>), RequestError> {
-    let raw = raw.ok_or(RequestError::Missing("event"))?;
-    let wrong = RequestError::WrongType {
-        field: "event",
-        expected: "a JSON object",
-    };
-    if !raw.get().starts_with('{') {
-        return Err(wrong);
-    }
+fn take_event(raw: Option<&RawValue>) -> Result<(&str, EventFacts<'_>), RequestError> {
+    let (text, wrong) = object_field(raw, "event")?;
     // A key named twice is reported by the whole body's check, with its position in the body.
-    let facts = check_event(raw.get()).map_err(|_| wrong)?;
+    let facts = check_event(text).map_err(|_| wrong)?;
     match facts.event_type {
         None => Err(RequestError::Missing("event.type")),
         Some(Err(NotAString)) => Err(RequestError::WrongType {
@@ -558,7 +562,7 @@ fn take_event(raw: Option<&RawValue>) -> Result<(&RawValue, EventFacts<'_>), Req
             expected: "a string",
         }),
         Some(Ok(event_type)) => Ok((
-            raw,
+            text,
             EventFacts {
                 keys: facts.keys,
                 event_type,
@@ -1295,6 +1299,118 @@ mod tests {
                         prop_assert!(error.to_string().contains("duplicate key"), "{}", error);
                     }
                     Err(_) => prop_assert!(theirs.is_err()),
+                }
+            }
+        }
+    }
+
+    /// What the broadcast route's body check says of a parsed body, written from its table.
+    fn broadcast_reference(body: &Value) -> Result<(String, Value), RequestError> {
+        let Value::Object(body) = body else {
+            return Err(RequestError::NotAnObject);
+        };
+        let user_id = match body.get("user_id") {
+            None => return Err(RequestError::Missing("user_id")),
+            Some(Value::String(user_id)) => user_id.clone(),
+            Some(_) => {
+                return Err(RequestError::WrongType {
+                    field: "user_id",
+                    expected: "a string",
+                });
+            }
+        };
+        let event = match body.get("event") {
+            None => return Err(RequestError::Missing("event")),
+            Some(event @ Value::Object(_)) => event.clone(),
+            Some(_) => {
+                return Err(RequestError::WrongType {
+                    field: "event",
+                    expected: "a JSON object",
+                });
+            }
+        };
+        match event.get("type") {
+            None => return Err(RequestError::Missing("event.type")),
+            Some(Value::String(_)) => {}
+            Some(_) => {
+                return Err(RequestError::WrongType {
+                    field: "event.type",
+                    expected: "a string",
+                });
+            }
+        }
+        match body.keys().find(|key| *key != "user_id" && *key != "event") {
+            Some(unknown) => Err(RequestError::Unknown(unknown.clone())),
+            None => Ok((user_id, event)),
+        }
+    }
+
+    mod request_properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::*;
+
+        const TOKENS: &[&str] = &[
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            " ",
+            "\n",
+            r#""user_id""#,
+            r#""event""#,
+            r#""type""#,
+            r#""a""#,
+            r#""u\u0061""#,
+            "1",
+            "1E2",
+            "null",
+            "true",
+            r#""userId""#,
+        ];
+
+        fn body() -> impl Strategy<Value = String> {
+            let tokens = prop::collection::vec(prop::sample::select(TOKENS), 0..24)
+                .prop_map(|tokens| tokens.concat());
+            prop_oneof![
+                tokens.clone(),
+                tokens
+                    .clone()
+                    .prop_map(|t| format!(r#"{{"user_id":"u","event":{t}}}"#)),
+                tokens.prop_map(|t| format!(r#"{{"event":{{"type":"t",{t}}},"user_id":"u"}}"#)),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(Config { failure_persistence: None, ..Config::with_cases(2048) })]
+
+            /// Any body gets the answer the whole-body parse and the route's table give.
+            #[test]
+            fn a_body_gets_the_answer_a_parsed_tree_would(body in body()) {
+                let tree = parse_unique_keys(body.as_bytes());
+                match (RouteRequest::parse(Route::Broadcast, body.as_bytes()), tree) {
+                    (Err(BodyError::Json(ours)), Err(theirs)) => {
+                        prop_assert_eq!(ours.to_string(), theirs.to_string());
+                    }
+                    (Err(BodyError::Request(ours)), Ok(tree)) => {
+                        prop_assert_eq!(Err(ours), broadcast_reference(&tree));
+                    }
+                    (Ok(request), Ok(tree)) => {
+                        let (user_id, event) = broadcast_reference(&tree).unwrap();
+                        prop_assert_eq!(&*request.user_id, user_id);
+                        let ours: Value = serde_json::from_str(request.event).unwrap();
+                        prop_assert_eq!(&ours, &event);
+                        prop_assert_eq!(&*request.event_type, event["type"].as_str().unwrap());
+                        for key in ["userId", "user_id", "recipient_id"] {
+                            if event.get(key).is_some() {
+                                prop_assert!(request.event_keys.may_have(key));
+                            }
+                        }
+                    }
+                    (ours, theirs) => prop_assert!(false, "{:?} against {:?}", ours.map(|_| ()), theirs),
                 }
             }
         }

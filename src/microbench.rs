@@ -12,7 +12,6 @@ use tokio::time::Instant;
 use crate::faults::Faults;
 use crate::flags::{FlagSet, Percent};
 use crate::metrics::Metrics;
-use crate::paths::event::share_or_copy;
 use crate::paths::legacy::{UserContext, enrich_user_event};
 use crate::paths::{self, Call, Event, Outlet};
 use crate::registry::{Registry, RegistryLimits};
@@ -142,7 +141,7 @@ impl EventFixture {
     pub fn new() -> EventFixture {
         let body = Bytes::from_static(BODY_200B.as_bytes());
         let request = RouteRequest::parse(Route::Broadcast, &body).expect("a valid body");
-        let event = Event::checked(share_or_copy(&body, request.event), request.event_keys);
+        let event = Event::checked(Utf8Bytes::from(request.event), request.event_keys);
         let misrouted = event.with_fields(&[("recipient_id", r#""mallory""#)]);
         EventFixture {
             body,
@@ -154,7 +153,7 @@ impl EventFixture {
     /// Parses and checks the body and makes the event's frame bytes; returns the frame's length.
     pub fn parse_to_frame(&self) -> usize {
         let request = RouteRequest::parse(Route::Broadcast, &self.body).expect("a valid body");
-        let event = Event::checked(share_or_copy(&self.body, request.event), request.event_keys);
+        let event = Event::checked(Utf8Bytes::from(request.event), request.event_keys);
         Call::new(&request.user_id, &event).payload().len()
     }
 

@@ -8,7 +8,6 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use axum::body::Bytes;
 use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
@@ -179,18 +178,6 @@ impl Event {
     }
 }
 
-/// `text` as shared bytes: a slice of `body` (no copy) when the text is most of it, so that a
-/// frame never keeps alive a body much larger than itself (a batch, say); a copy otherwise.
-pub(crate) fn share_or_copy(body: &Bytes, text: &str) -> Utf8Bytes {
-    let within = range_in_bytes(body, text.as_bytes()).is_some();
-    if within && text.len() * 2 >= body.len() {
-        if let Ok(shared) = Utf8Bytes::try_from(body.slice_ref(text.as_bytes())) {
-            return shared;
-        }
-    }
-    Utf8Bytes::from(text)
-}
-
 /// `text` as a JSON string literal.
 pub(crate) fn json_string(text: &str) -> String {
     // Writing a string into a `String` cannot fail.
@@ -285,11 +272,7 @@ impl<'de> Visitor<'de> for KeySeed {
 }
 
 /// Where `inner`, a slice of `outer`, lies in it.
-pub(crate) fn range_in(outer: &str, inner: &str) -> Option<Range<usize>> {
-    range_in_bytes(outer.as_bytes(), inner.as_bytes())
-}
-
-fn range_in_bytes(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
+fn range_in(outer: &str, inner: &str) -> Option<Range<usize>> {
     let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
     let end = start.checked_add(inner.len())?;
     (end <= outer.len()).then_some(start..end)
@@ -388,17 +371,5 @@ mod tests {
         assert_eq!(raw_string(raw).as_deref(), Some("a\"b"));
         let raw: &RawValue = serde_json::from_str("7").unwrap();
         assert_eq!(raw_string(raw), None);
-    }
-
-    #[test]
-    fn a_frame_shares_a_body_it_is_most_of_and_copies_out_of_a_larger_one() {
-        let body = Bytes::from_static(br#"{"user_id":"a","event":{"type":"x"}}"#);
-        let text = std::str::from_utf8(&body[23..35]).unwrap();
-        let shared = share_or_copy(&body, text);
-        assert_eq!(shared.as_str(), r#"{"type":"x"}"#);
-        let big = Bytes::from(format!(r#"[{{"type":"x"}},"{}"]"#, "p".repeat(100)));
-        let text = std::str::from_utf8(&big[1..13]).unwrap();
-        assert_eq!(share_or_copy(&big, text).as_str(), r#"{"type":"x"}"#);
-        assert_eq!(share_or_copy(&body, "elsewhere").as_str(), "elsewhere");
     }
 }

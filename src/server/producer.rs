@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::borrow::Cow;
 
 use axum::body::Bytes;
+use axum::extract::ws::Utf8Bytes;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
@@ -19,7 +20,6 @@ use tokio::time::Instant;
 
 use crate::config::random_token;
 use crate::flags::FlagSet;
-use crate::paths::event::share_or_copy;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
 use crate::paths::{Call, Event, Outlet, Served};
@@ -69,7 +69,7 @@ pub(crate) async fn serve(state: &AppState, route: Route, request: Request) -> R
     let flags = state.flags.snapshot();
     let (path, result) = match read_body(state, request).await {
         Err(error) => (default_path(&flags, route), Err(error)),
-        Ok(body) => serve_event(state, route, &flags, (&body, &body), accepted_at).await,
+        Ok(body) => serve_event(state, route, &flags, &body, accepted_at).await,
     };
     let mut response = match result {
         Ok(answer) => axum::Json(answer).into_response(),
@@ -102,16 +102,16 @@ impl Serialize for Answer {
     }
 }
 
-/// Serves one event's body (`item`, a slice of the request body `owner`): parse, decide,
-/// serve, answer. Returns the path that served it (or would have) and the answer.
+/// Serves one event's body (a request's, or a batch item's): parse, decide, serve, answer.
+/// Returns the path that served it (or would have) and the answer.
 async fn serve_event(
     state: &AppState,
     route: Route,
     flags: &FlagSet,
-    (owner, item): (&Bytes, &[u8]),
+    item: &[u8],
     accepted_at: Instant,
 ) -> (PathKind, Result<Answer, ApiError>) {
-    let parsed = match parse(state, route, owner, item) {
+    let parsed = match parse(state, route, item) {
         Ok(parsed) => parsed,
         Err(error) => return (default_path(flags, route), Err(error)),
     };
@@ -141,16 +141,13 @@ struct Parsed<'a> {
 }
 
 /// Checks the request's shape and the event's size, then enriches the event. The event's
-/// text is the producer's, shared with the body when it is most of it.
-fn parse<'a>(
-    state: &AppState,
-    route: Route,
-    owner: &Bytes,
-    item: &'a [u8],
-) -> Result<Parsed<'a>, ApiError> {
+/// text is the producer's, copied once out of the body: a slice of it would keep the whole
+/// buffer it was read into (hyper's, or a batch's) alive as long as any recipient's queue holds
+/// the frame, and the send queues' byte bound would no longer bound memory.
+fn parse<'a>(state: &AppState, route: Route, item: &'a [u8]) -> Result<Parsed<'a>, ApiError> {
     let request = body::parse_request(route, item)?;
     check_event_size(state, request.event)?;
-    let event = Event::checked(share_or_copy(owner, request.event), request.event_keys);
+    let event = Event::checked(Utf8Bytes::from(request.event), request.event_keys);
     let event = match (route.request_shape(), request.context) {
         (RequestShape::Context(enrichment), Some(context)) => {
             // Generated once here, so both paths of a shadowed call see the same value.
@@ -303,7 +300,7 @@ async fn serve_batch(
     }
     let mut results = Vec::with_capacity(items.len());
     for item in items {
-        let (path, outcome) = serve_event(state, route, flags, (&bytes, item), accepted_at).await;
+        let (path, outcome) = serve_event(state, route, flags, item, accepted_at).await;
         let status = outcome
             .as_ref()
             .map_or_else(|e| e.status().as_u16(), |_| 200);

@@ -1,11 +1,15 @@
 //! Criterion microbenchmarks of the hot path's pieces: the cohort hash, the decision, serving one
-//! event (plan and enqueue, with and without a shadow plan) and the shadow payload comparison.
+//! event (plan and enqueue, with and without a shadow plan), the shadow payload comparison, and
+//! the event path before delivery (parse to frame, SSOT's preparation, enrichment, the offline
+//! marker).
 //! Run with `cargo bench --bench micro`; CI only builds them (clippy), never runs them.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchyard::microbench::{DecideFixture, PlanFixture, cohort_bucket, payload_diff};
+use switchyard::microbench::{
+    DecideFixture, EventFixture, PlanFixture, cohort_bucket, payload_diff,
+};
 
 fn cohort(c: &mut Criterion) {
     c.bench_function("cohort_bucket", |b| {
@@ -37,5 +41,23 @@ fn comparison(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, cohort, decision, plan, comparison);
+/// The event path before delivery: parsing and checking a ~200-byte event's body to its frame,
+/// SSOT's preparation (no routing field, and one to rewrite), the legacy enrichment, and the
+/// offline copy's `"recovered"` marker.
+fn event_path(c: &mut Criterion) {
+    let fixture = EventFixture::new();
+    c.bench_function("parse_to_frame_200b", |b| {
+        b.iter(|| fixture.parse_to_frame())
+    });
+    c.bench_function("ssot_prepare_no_routing_field", |b| {
+        b.iter(|| fixture.ssot_prepare(false))
+    });
+    c.bench_function("ssot_prepare_rewrite", |b| {
+        b.iter(|| fixture.ssot_prepare(true))
+    });
+    c.bench_function("enrich_user_event", |b| b.iter(|| fixture.enrich()));
+    c.bench_function("recovered_marker", |b| b.iter(|| fixture.recovered()));
+}
+
+criterion_group!(benches, cohort, decision, plan, comparison, event_path);
 criterion_main!(benches);

@@ -4,15 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use axum::body::Bytes;
+use axum::extract::ws::Utf8Bytes;
+use serde_json::json;
 use tokio::time::Instant;
 
 use crate::faults::Faults;
 use crate::flags::{FlagSet, Percent};
 use crate::metrics::Metrics;
-use crate::paths::{self, Call, Outlet};
+use crate::paths::legacy::{UserContext, enrich_user_event};
+use crate::paths::{self, Call, Event, Outlet};
 use crate::registry::{Registry, RegistryLimits};
 use crate::route::{Origin, PathKind, Route};
+use crate::server::protocol::RouteRequest;
 
 /// The cohort bucket of a user.
 pub fn cohort_bucket(salt: &str, user_id: &str) -> u32 {
@@ -49,7 +53,7 @@ pub struct PlanFixture {
     registry: Registry,
     metrics: Arc<Metrics>,
     faults: Faults,
-    event: Map<String, Value>,
+    event: Event,
     connections: Vec<Arc<crate::registry::Connection>>,
 }
 
@@ -70,13 +74,12 @@ impl PlanFixture {
         let connections = (0..3)
             .map(|_| registry.register("alice", |_| "hi".into()).expect("room"))
             .collect();
-        let Value::Object(event) = json!({
+        let event = json!({
             "type": "agent_thinking",
             "recipient_id": "alice",
             "data": {"run_id": "r-1", "text": "x".repeat(120)},
-        }) else {
-            unreachable!("an object literal")
-        };
+        });
+        let event = Event::from_object_text(Utf8Bytes::from(event.to_string()));
         PlanFixture {
             registry,
             metrics,
@@ -121,4 +124,70 @@ impl Default for PlanFixture {
 /// The structural diff of two payloads: the number of differences.
 pub fn payload_diff(primary: &str, shadow: &str, ignore_fields: &[String]) -> usize {
     crate::shadow::payload_diff(primary, shadow, ignore_fields).len()
+}
+
+/// A producer body of about 200 bytes, the event of the issue's load, and the same event as
+/// the paths get it: the pieces of the event path before delivery.
+pub struct EventFixture {
+    body: Bytes,
+    event: Event,
+    misrouted: Event,
+}
+
+/// The body of a `POST /v1/broadcast` whose event is about 200 bytes.
+pub const BODY_200B: &str = r#"{"user_id":"user-0042","event":{"type":"agent_thinking","run_id":"run-7f3a9c","thread_id":"thread-12","seq":42,"data":{"text":"Looking at the flags file and the guard window before the next ramp step","tokens":[1,2,3]},"ts":1764750000.25}}"#;
+
+impl EventFixture {
+    pub fn new() -> EventFixture {
+        let body = Bytes::from_static(BODY_200B.as_bytes());
+        let request = RouteRequest::parse(Route::Broadcast, &body).expect("a valid body");
+        let event = Event::checked(Utf8Bytes::from(request.event), request.event_keys);
+        let misrouted = event.with_fields(&[("recipient_id", r#""mallory""#)]);
+        EventFixture {
+            body,
+            event,
+            misrouted,
+        }
+    }
+
+    /// Parses and checks the body and makes the event's frame bytes; returns the frame's length.
+    pub fn parse_to_frame(&self) -> usize {
+        let request = RouteRequest::parse(Route::Broadcast, &self.body).expect("a valid body");
+        let event = Event::checked(Utf8Bytes::from(request.event), request.event_keys);
+        Call::new(&request.user_id, &event).payload().len()
+    }
+
+    /// SSOT's preparation of the event; `misrouted` names another user in `recipient_id`.
+    pub fn ssot_prepare(&self, misrouted: bool) -> usize {
+        let event = if misrouted {
+            &self.misrouted
+        } else {
+            &self.event
+        };
+        let prepared = paths::implementation(PathKind::Ssot)
+            .prepare(&Call::new("user-0042", event))
+            .expect("a valid user");
+        prepared.payload.len()
+    }
+
+    /// The user-event route's enrichment, to the frame bytes.
+    pub fn enrich(&self) -> usize {
+        let context = UserContext {
+            user_id: "user-0042".into(),
+            thread_id: Some("thread-12".into()),
+            request_id: "req_0123456789abcdef".into(),
+        };
+        enrich_user_event(&self.event, &context).text().len()
+    }
+
+    /// The offline copy, marked `"recovered": true`.
+    pub fn recovered(&self) -> usize {
+        self.event.recovered().len()
+    }
+}
+
+impl Default for EventFixture {
+    fn default() -> Self {
+        EventFixture::new()
+    }
 }

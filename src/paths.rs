@@ -6,15 +6,16 @@
 //! out under the user's lock. Paths never read flags: which path serves an event is decided
 //! before a path is called.
 
+pub(crate) mod event;
 pub(crate) mod legacy;
 pub(crate) mod ssot;
 
-use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use serde_json::{Map, Value};
 use tokio::time::Instant;
+
+pub(crate) use event::Event;
 
 use crate::faults::Faults;
 use crate::labels::{Outcome, Role};
@@ -26,37 +27,30 @@ use crate::route::{Decision, Origin, PathKind, Route};
 /// after the route's enrichment.
 pub(crate) struct Call<'a> {
     pub(crate) user_id: &'a str,
-    pub(crate) event: &'a Map<String, Value>,
-    /// `event` encoded, once, by whichever path first sends it unchanged; a shadowed event
-    /// that both paths send verbatim is encoded once, not twice.
-    encoded: OnceLock<Utf8Bytes>,
+    pub(crate) event: &'a Event,
 }
 
 impl<'a> Call<'a> {
-    pub(crate) fn new(user_id: &'a str, event: &'a Map<String, Value>) -> Call<'a> {
-        Call {
-            user_id,
-            event,
-            encoded: OnceLock::new(),
-        }
+    pub(crate) fn new(user_id: &'a str, event: &'a Event) -> Call<'a> {
+        Call { user_id, event }
     }
 
-    /// The event as it came, encoded (once per call).
+    /// The event as it came: its text, shared, never encoded again.
     pub(crate) fn payload(&self) -> Utf8Bytes {
-        self.encoded.get_or_init(|| encode(self.event)).clone()
+        self.event.text().clone()
     }
 }
 
 /// What a path would do with one call, computed without side effects.
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared<'a> {
-    /// The registry key to deliver to.
-    pub(crate) user_id: String,
+    /// The registry key to deliver to, borrowed from the call.
+    pub(crate) user_id: &'a str,
     /// The payload every recipient connection gets, encoded once.
     pub(crate) payload: Utf8Bytes,
-    /// For an offline user, the event to keep for replay (SSOT only); `None` drops it. Borrowed
-    /// when the path sends the call's event unchanged, so it is copied only for an offline user.
-    pub(crate) offline_event: Option<Cow<'a, Map<String, Value>>>,
+    /// For an offline user, the event to keep for replay (SSOT only), marked recovered only
+    /// when it is kept; `None` drops it. Shares the payload's text.
+    pub(crate) offline_event: Option<Event>,
     /// Problems the path corrected and reports to the caller.
     pub(crate) errors: Vec<String>,
 }
@@ -229,8 +223,8 @@ fn plan_and_deliver(
     let Some((shadow_kind, shadow_prepared)) = shadow else {
         return match prepared {
             Ok(prepared) => {
-                let answer = (prepared.user_id.clone(), prepared.errors.clone());
-                let delivery = outlet.registry.with_user(&answer.0, |view| {
+                let answer = (prepared.user_id.to_owned(), prepared.errors.clone());
+                let delivery = outlet.registry.with_user(prepared.user_id, |view| {
                     deliver(view, outlet, origin, prepared, accepted_at)
                 });
                 Served {
@@ -246,34 +240,34 @@ fn plan_and_deliver(
             },
         };
     };
-    let primary_key = prepared.as_ref().ok().map(|p| p.user_id.clone());
-    let shadow_key = shadow_prepared.as_ref().ok().map(|p| p.user_id.clone());
-    let Some(lock_key) = primary_key.clone().or_else(|| shadow_key.clone()) else {
+    let primary_key = prepared.as_ref().ok().map(|p| p.user_id);
+    let shadow_key = shadow_prepared.as_ref().ok().map(|p| p.user_id);
+    let Some(lock_key) = primary_key.or(shadow_key) else {
         // Both refused: nothing to plan against, and nothing differs but the reasons.
         let plans = (
             plan(origin.path, &prepared, Vec::new()),
             plan(shadow_kind, &shadow_prepared, Vec::new()),
         );
         return Served {
-            primary: prepared.map(|p| (p.user_id, p.errors)),
+            primary: prepared.map(|p| (p.user_id.to_owned(), p.errors)),
             delivery: Delivery::NONE,
             plans: Some(plans),
         };
     };
-    let peek_key = match (&primary_key, &shadow_key) {
-        (Some(_), Some(shadow_key)) => Some(shadow_key.as_str()),
+    let peek_key = match (primary_key, shadow_key) {
+        (Some(_), Some(shadow_key)) => Some(shadow_key),
         _ => None,
     };
     outlet
         .registry
-        .with_user_and_peek(&lock_key, peek_key, |view, peeked| {
+        .with_user_and_peek(lock_key, peek_key, |view, peeked| {
             let live = connection_recipients(view.connections());
             let shadow_live = peeked.unwrap_or_else(|| live.clone());
             let primary_plan = plan(origin.path, &prepared, live);
             let shadow_plan = plan(shadow_kind, &shadow_prepared, shadow_live);
             let (primary, delivery) = match prepared {
                 Ok(prepared) => {
-                    let answer = (prepared.user_id.clone(), prepared.errors.clone());
+                    let answer = (prepared.user_id.to_owned(), prepared.errors.clone());
                     (
                         Ok(answer),
                         deliver(view, outlet, origin, prepared, accepted_at),
@@ -297,7 +291,7 @@ fn plan(path: PathKind, prepared: &Result<Prepared<'_>, PathError>, live: Vec<Re
             let reported = live.len();
             let recipients = if live.is_empty() && prepared.offline_event.is_some() {
                 vec![Recipient::OfflineQueue {
-                    user_id: prepared.user_id.clone(),
+                    user_id: prepared.user_id.to_owned(),
                 }]
             } else {
                 live
@@ -330,11 +324,7 @@ fn deliver(
     let connections = view.connections();
     if connections.is_empty() {
         let queued = match offline_event {
-            Some(event) => {
-                let mut event = event.into_owned();
-                event.insert("recovered".to_owned(), Value::Bool(true));
-                view.queue_offline(encode(&event), origin, accepted_at)
-            }
+            Some(event) => view.queue_offline(event.recovered(), origin, accepted_at),
             None => false,
         };
         return Delivery {
@@ -369,12 +359,6 @@ fn deliver(
     }
 }
 
-/// Encodes a JSON object once, as the text every recipient's frame shares.
-pub(crate) fn encode(event: &Map<String, Value>) -> Utf8Bytes {
-    let text = serde_json::to_string(event).expect("a JSON map always serialises");
-    Utf8Bytes::from(text)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -392,8 +376,8 @@ mod tests {
     impl Path for SendsToBob {
         fn prepare<'a>(&self, call: &Call<'a>) -> Result<Prepared<'a>, PathError> {
             Ok(Prepared {
-                user_id: "bob".to_owned(),
-                payload: encode(call.event),
+                user_id: "bob",
+                payload: call.payload(),
                 offline_event: None,
                 errors: Vec::new(),
             })
@@ -474,9 +458,8 @@ mod tests {
         assert_eq!(queued(&alice), ["hello"]);
         assert_eq!(queued(&bob), ["hello"]);
 
-        let event = json!({"type": "agent_started"});
-        let event = event.as_object().unwrap();
-        let call = Call::new("alice", event);
+        let event = Event::of_json(&json!({"type": "agent_started"}));
+        let call = Call::new("alice", &event);
         let served = serve_fault_free(
             &registry,
             &metrics,
@@ -536,8 +519,7 @@ mod tests {
             route: Route::RouterBroadcast,
             path: PathKind::Ssot,
         };
-        let event = json!({"type": "agent_started"});
-        let event = event.as_object().unwrap();
+        let event = &Event::of_json(&json!({"type": "agent_started"}));
         let outlet = Outlet {
             registry: &registry,
             metrics: &metrics,
@@ -600,13 +582,13 @@ mod tests {
         // Nothing ever reads the comparison queue: the comparator is stalled.
         let (shadow, _stalled_receiver) = Shadow::new(2, Arc::clone(&metrics));
         for seq in 0..10 {
-            let event = json!({"type": "agent_thinking", "seq": seq});
+            let event = Event::of_json(&json!({"type": "agent_thinking", "seq": seq}));
             let served = serve_fault_free(
                 &registry,
                 &metrics,
                 &legacy::Legacy,
                 Some((PathKind::Ssot, &ssot::Ssot)),
-                &Call::new("alice", event.as_object().unwrap()),
+                &Call::new("alice", &event),
                 Instant::now(),
             );
             assert_eq!(served.delivery.successful_sends, 1);

@@ -8,9 +8,11 @@
 
 use std::borrow::Cow;
 
+use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
+use crate::paths::Event;
 use crate::route::{Origin, PathKind, Route};
 
 /// An event and the decision that travels with it.
@@ -27,8 +29,8 @@ pub(crate) struct EventMessage {
     pub(crate) flags_version: u64,
     /// The user as the caller named them (each path derives its registry key from it).
     pub(crate) user_id: String,
-    /// The event after the route's enrichment.
-    pub(crate) event: Map<String, Value>,
+    /// The event after the route's enrichment, its text as the deciding node had it.
+    pub(crate) event: Event,
 }
 
 /// A connection of this node joining its user: the offline events to replay to it first.
@@ -100,10 +102,12 @@ impl EventMessage {
             user_id: Cow::Borrowed(&self.user_id),
         };
         let mut bytes = vec![EVENT];
-        // Neither serialisation can fail: strings, numbers and a JSON map.
+        // Cannot fail: strings and numbers.
         serde_json::to_writer(&mut bytes, &header).expect("a header serialises");
         bytes.push(b'\n');
-        serde_json::to_writer(&mut bytes, &self.event).expect("a JSON map serialises");
+        // The event's own text, not encoded again (it may hold line breaks: it is the rest of
+        // the message, not a line).
+        bytes.extend_from_slice(self.event.text().as_bytes());
         bytes
     }
 }
@@ -175,8 +179,13 @@ fn decode_event(body: &[u8]) -> Result<EventMessage, MessageError> {
         .ok_or_else(|| malformed("event without a header line".to_owned()))?;
     let header: EventHeader<'_> = serde_json::from_slice(&body[..split])
         .map_err(|error| malformed(format!("event header: {error}")))?;
-    let event: Map<String, Value> = serde_json::from_slice(&body[split + 1..])
+    let event = std::str::from_utf8(&body[split + 1..])
         .map_err(|error| malformed(format!("event: {error}")))?;
+    let raw: &RawValue =
+        serde_json::from_str(event).map_err(|error| malformed(format!("event: {error}")))?;
+    if !raw.get().starts_with('{') {
+        return Err(malformed("event is not a JSON object".to_owned()));
+    }
     let path = |name: &str| {
         PathKind::ALL
             .into_iter()
@@ -192,7 +201,7 @@ fn decode_event(body: &[u8]) -> Result<EventMessage, MessageError> {
         shadow: header.shadow.as_deref().map(path).transpose()?,
         flags_version: header.flags_version,
         user_id: header.user_id.into_owned(),
-        event,
+        event: Event::from_object_text(Utf8Bytes::from(raw.get())),
     })
 }
 
@@ -211,13 +220,12 @@ fn decode_offline_entry(line: &str) -> Option<(Origin, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn every_message_reads_back_as_written() {
-        let Value::Object(event) = json!({"type": "agent_started", "text": "a\nb \"q\""}) else {
-            unreachable!()
-        };
+        // The event's text travels as it is, spaces and line breaks included.
+        let text = "{\"type\": \"agent_started\",\n \"text\": \"a\\nb \\\"q\\\"\"}";
+        let event = Event::from_object_text(Utf8Bytes::from(text));
         let message = EventMessage {
             from_node: "node-a".to_owned(),
             request: 7,
@@ -229,10 +237,11 @@ mod tests {
             user_id: "odd\nuser id".to_owned(),
             event,
         };
-        assert_eq!(
-            Message::decode(&message.encode()).unwrap(),
-            Message::Event(message)
-        );
+        let Message::Event(decoded) = Message::decode(&message.encode()).unwrap() else {
+            panic!("an event")
+        };
+        assert_eq!(decoded.event.text().as_str(), text);
+        assert_eq!(decoded, message);
         let ack = AckMessage {
             request: 9,
             attempted: 2,
@@ -271,6 +280,7 @@ mod tests {
             b"X1",
             b"E{}",
             b"Enot json\n{}",
+            b"E{\"n\":\"a\",\"q\":1,\"r\":\"broadcast\",\"p\":\"ssot\",\"s\":null,\"v\":1,\"u\":\"a\"}\n[1]",
             b"A1 2",
             b"Jx",
             b"J1\nnoorigin",

@@ -36,9 +36,7 @@ use crate::flags::store::FlagStore;
 use crate::labels::{BackplaneOp, Outcome, Role};
 use crate::metrics::Metrics;
 use crate::mutex::lock;
-use crate::paths::{
-    self, Call, Decided, Delivery, Outlet, Prepared, Served, encode, implementation,
-};
+use crate::paths::{self, Call, Decided, Delivery, Outlet, Prepared, Served, implementation};
 use crate::registry::{Connection, RegisterError, Registry};
 use crate::route::Origin;
 use crate::shadow::Shadow;
@@ -304,7 +302,7 @@ impl Fleet {
             origin,
             request,
             message,
-            user_id: prepared.user_id,
+            user_id: prepared.user_id.to_owned(),
             errors: prepared.errors,
         })
     }
@@ -352,9 +350,7 @@ impl Fleet {
     fn offline_entry(&self, origin: Origin, prepared: &Prepared<'_>) -> String {
         match &prepared.offline_event {
             Some(event) if self.offline.len > 0 => {
-                let mut event = event.clone().into_owned();
-                event.insert("recovered".to_owned(), serde_json::Value::Bool(true));
-                message::offline_entry(origin, encode(&event).as_str())
+                message::offline_entry(origin, event.recovered().as_str())
             }
             _ => String::new(),
         }

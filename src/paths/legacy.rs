@@ -7,9 +7,10 @@
 //! as a count of 0. The enrichment functions are route behaviour, used alike by the legacy port
 //! and the SSOT adapter of the same route, so both paths of a shadowed call see the same event.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-use crate::paths::{Call, Path, PathError, Prepared};
+use crate::paths::event::json_string;
+use crate::paths::{Call, Event, Path, PathError, Prepared};
 
 /// The legacy router: the event unchanged to every live connection of exactly `user_id`.
 pub(crate) struct Legacy;
@@ -17,7 +18,7 @@ pub(crate) struct Legacy;
 impl Path for Legacy {
     fn prepare<'a>(&self, call: &Call<'a>) -> Result<Prepared<'a>, PathError> {
         Ok(Prepared {
-            user_id: call.user_id.to_owned(),
+            user_id: call.user_id,
             payload: call.payload(),
             offline_event: None,
             errors: Vec::new(),
@@ -25,49 +26,46 @@ impl Path for Legacy {
     }
 }
 
-/// What the legacy scoped router and convenience function read from the caller's context.
+/// What the legacy scoped router and convenience function read from the caller's context,
+/// borrowed from the request where it can be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct UserContext {
-    pub(crate) user_id: String,
-    pub(crate) thread_id: Option<String>,
-    pub(crate) request_id: String,
+pub(crate) struct UserContext<'a> {
+    pub(crate) user_id: Cow<'a, str>,
+    pub(crate) thread_id: Option<Cow<'a, str>>,
+    pub(crate) request_id: Cow<'a, str>,
 }
 
 /// `UserScopedWebSocketEventRouter`: a shallow copy of the event with top-level `user_id` and
-/// `request_id` overwritten from the context.
-pub(crate) fn enrich_scoped(
-    event: &Map<String, Value>,
-    context: &UserContext,
-) -> Map<String, Value> {
-    let mut event = event.clone();
-    event.insert("user_id".to_owned(), Value::String(context.user_id.clone()));
-    event.insert(
-        "request_id".to_owned(),
-        Value::String(context.request_id.clone()),
-    );
-    event
+/// `request_id` overwritten from the context (in place when present, else appended, as the
+/// Python dict assignment did).
+pub(crate) fn enrich_scoped(event: &Event, context: &UserContext<'_>) -> Event {
+    let user_id = json_string(&context.user_id);
+    let request_id = json_string(&context.request_id);
+    event.with_fields(&[("user_id", &user_id), ("request_id", &request_id)])
 }
 
 /// `broadcast_user_event`: as [`enrich_scoped`], plus `thread_id` (null when the context has
 /// none, as the Python assignment of `None` did).
-pub(crate) fn enrich_user_event(
-    event: &Map<String, Value>,
-    context: &UserContext,
-) -> Map<String, Value> {
-    let mut event = enrich_scoped(event, context);
-    event.insert(
-        "thread_id".to_owned(),
-        context.thread_id.clone().map_or(Value::Null, Value::String),
-    );
-    event
+pub(crate) fn enrich_user_event(event: &Event, context: &UserContext<'_>) -> Event {
+    let user_id = json_string(&context.user_id);
+    let request_id = json_string(&context.request_id);
+    let thread_id = context
+        .thread_id
+        .as_deref()
+        .map_or_else(|| "null".to_owned(), json_string);
+    event.with_fields(&[
+        ("user_id", &user_id),
+        ("request_id", &request_id),
+        ("thread_id", &thread_id),
+    ])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    fn context() -> UserContext {
+    fn context() -> UserContext<'static> {
         UserContext {
             user_id: "alice".into(),
             thread_id: Some("t-1".into()),
@@ -75,41 +73,51 @@ mod tests {
         }
     }
 
+    fn value(event: &Event) -> Value {
+        serde_json::from_str(event.text()).unwrap()
+    }
+
     #[test]
     fn scoped_enrichment_overwrites_user_and_request_only() {
-        let Value::Object(event) =
-            json!({"type": "x", "user_id": "mallory", "request_id": "old", "thread_id": "keep"})
-        else {
-            unreachable!()
-        };
+        let event = Event::of_json(
+            &json!({"type": "x", "user_id": "mallory", "request_id": "old", "thread_id": "keep"}),
+        );
         let enriched = enrich_scoped(&event, &context());
         assert_eq!(
-            Value::Object(enriched),
-            json!({"type": "x", "user_id": "alice", "request_id": "req-1", "thread_id": "keep"})
+            enriched.text().as_str(),
+            r#"{"type":"x","user_id":"alice","request_id":"req-1","thread_id":"keep"}"#
         );
         assert_eq!(
-            event["user_id"], "mallory",
+            value(&event)["user_id"],
+            "mallory",
             "the caller's event is not modified"
         );
     }
 
     #[test]
     fn user_event_enrichment_adds_thread_id() {
-        let Value::Object(event) = json!({"type": "x"}) else {
-            unreachable!()
-        };
+        let event = Event::of_json(&json!({"type": "x"}));
         let enriched = enrich_user_event(&event, &context());
         assert_eq!(
-            Value::Object(enriched),
-            json!({"type": "x", "user_id": "alice", "request_id": "req-1", "thread_id": "t-1"})
+            enriched.text().as_str(),
+            r#"{"type":"x","user_id":"alice","request_id":"req-1","thread_id":"t-1"}"#
         );
         let no_thread = UserContext {
             thread_id: None,
             ..context()
         };
         assert_eq!(
-            enrich_user_event(&event, &no_thread)["thread_id"],
+            value(&enrich_user_event(&event, &no_thread))["thread_id"],
             Value::Null
+        );
+        let quoted = UserContext {
+            user_id: "a\"b".into(),
+            ..context()
+        };
+        assert_eq!(
+            value(&enrich_scoped(&event, &quoted))["user_id"],
+            "a\"b",
+            "values are JSON-encoded"
         );
     }
 }

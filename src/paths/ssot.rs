@@ -5,11 +5,10 @@
 //! offline user to replay, marked `"recovered": true`, on the next connection. Unlike the Python
 //! service it reports true counts: zero connections is zero sends.
 
-use std::borrow::Cow;
+use serde_json::Value;
 
-use serde_json::{Map, Value};
-
-use crate::paths::{Call, Path, PathError, Prepared, encode};
+use crate::paths::event::{json_string, raw_string};
+use crate::paths::{Call, Event, Path, PathError, Prepared};
 
 /// Fields that say where an event goes; one naming another user is rewritten to the recipient.
 /// Provenance fields (`user_id`, `sender_id`, `creator_id`, `owner_id`) say who caused the event
@@ -71,38 +70,50 @@ pub(crate) fn validate_client_user_id(raw: &str) -> Result<&str, SsotError> {
     validate_user_id(raw)
 }
 
-/// Whether a routing field's value names someone other than `user_id`.
-fn names_another(value: &Value, user_id: &str) -> bool {
-    value.as_str() != Some(user_id)
-}
-
-/// Whether any routing field names someone other than `user_id`, i.e. whether
-/// [`rewrite_routing_fields`] would change anything.
-fn names_another_user(event: &Map<String, Value>, user_id: &str) -> bool {
-    ROUTING_FIELDS.iter().any(|field| {
-        event
-            .get(*field)
-            .is_some_and(|value| names_another(value, user_id))
-    })
-}
-
-/// Rewrites routing fields that name someone other than `user_id`, returning one message per
-/// rewrite. Provenance fields are left alone: they say who caused the event, not who gets it.
-pub(crate) fn rewrite_routing_fields(event: &mut Map<String, Value>, user_id: &str) -> Vec<String> {
-    let mut errors = Vec::new();
-    for field in ROUTING_FIELDS {
-        let Some(value) = event.get_mut(field) else {
-            continue;
-        };
-        if !names_another(value, user_id) {
-            continue;
-        }
-        errors.push(format!(
-            "{field} named {value} instead of the recipient; rewritten to {user_id:?}"
-        ));
-        *value = Value::String(user_id.to_owned());
+/// The routing fields of `event` that name someone other than `user_id`, each with its value
+/// as the caller's error shows it (compact JSON). The top level is read only when a routing
+/// field may be there: most events carry none, and cost a look at a bit set.
+fn misrouted_fields(event: &Event, user_id: &str) -> Vec<(&'static str, String)> {
+    if !ROUTING_FIELDS.iter().any(|field| event.may_have(field)) {
+        return Vec::new();
     }
-    errors
+    let Ok(members) = event.members() else {
+        return Vec::new();
+    };
+    ROUTING_FIELDS
+        .iter()
+        .filter_map(|field| {
+            let (_, raw) = members.iter().find(|(key, _)| key == field)?;
+            if raw_string(raw).as_deref() == Some(user_id) {
+                return None;
+            }
+            let shown = serde_json::from_str::<Value>(raw.get())
+                .map_or_else(|_| raw.get().to_owned(), |value| value.to_string());
+            Some((*field, shown))
+        })
+        .collect()
+}
+
+/// Rewrites routing fields that name someone other than `user_id`, returning the event and one
+/// message per rewrite. Provenance fields are left alone: they say who caused the event, not
+/// who gets it.
+pub(crate) fn rewrite_routing_fields(event: &Event, user_id: &str) -> (Event, Vec<String>) {
+    let misrouted = misrouted_fields(event, user_id);
+    if misrouted.is_empty() {
+        return (event.clone(), Vec::new());
+    }
+    let recipient = json_string(user_id);
+    let fields: Vec<(&str, &str)> = misrouted
+        .iter()
+        .map(|(field, _)| (*field, recipient.as_str()))
+        .collect();
+    let errors = misrouted
+        .iter()
+        .map(|(field, value)| {
+            format!("{field} named {value} instead of the recipient; rewritten to {user_id:?}")
+        })
+        .collect();
+    (event.with_fields(&fields), errors)
 }
 
 /// The SSOT service as a path.
@@ -111,21 +122,13 @@ pub(crate) struct Ssot;
 impl Path for Ssot {
     fn prepare<'a>(&self, call: &Call<'a>) -> Result<Prepared<'a>, PathError> {
         let user_id = validate_user_id(call.user_id)?;
-        if !names_another_user(call.event, user_id) {
-            // The usual case: the event goes out as it came, with no copy.
-            return Ok(Prepared {
-                user_id: user_id.to_owned(),
-                payload: call.payload(),
-                offline_event: Some(Cow::Borrowed(call.event)),
-                errors: Vec::new(),
-            });
-        }
-        let mut event = call.event.clone();
-        let errors = rewrite_routing_fields(&mut event, user_id);
+        // The usual case: no routing field to rewrite, so the event goes out as it came, its
+        // text shared, and the offline copy is made only for an offline user.
+        let (event, errors) = rewrite_routing_fields(call.event, user_id);
         Ok(Prepared {
-            user_id: user_id.to_owned(),
-            payload: encode(&event),
-            offline_event: Some(Cow::Owned(event)),
+            user_id,
+            payload: event.text().clone(),
+            offline_event: Some(event),
             errors,
         })
     }
@@ -176,22 +179,40 @@ mod tests {
 
     #[test]
     fn routing_fields_naming_another_user_are_rewritten_and_provenance_kept() {
-        let Value::Object(mut event) = json!({
+        let event = Event::of_json(&json!({
             "type": "agent_started",
             "recipient_id": "mallory",
             "target_user_id": "alice",
             "userId": 7,
             "user_id": "bob",
             "sender_id": "bob",
-        }) else {
-            unreachable!()
-        };
-        let errors = rewrite_routing_fields(&mut event, "alice");
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        assert_eq!(event["recipient_id"], "alice");
-        assert_eq!(event["target_user_id"], "alice");
-        assert_eq!(event["userId"], "alice");
-        assert_eq!(event["user_id"], "bob");
-        assert_eq!(event["sender_id"], "bob");
+        }));
+        let (event, errors) = rewrite_routing_fields(&event, "alice");
+        assert_eq!(
+            errors,
+            [
+                r#"recipient_id named "mallory" instead of the recipient; rewritten to "alice""#,
+                r#"userId named 7 instead of the recipient; rewritten to "alice""#,
+            ]
+        );
+        assert_eq!(
+            event.text().as_str(),
+            r#"{"type":"agent_started","recipient_id":"alice","target_user_id":"alice","userId":"alice","user_id":"bob","sender_id":"bob"}"#
+        );
+    }
+
+    #[test]
+    fn an_event_without_routing_fields_is_sent_as_its_own_bytes() {
+        let text = "{ \"type\": \"t\",\n \"data\": {\"recipient_id\": \"x\"} }";
+        let event = Event::checked(text.into(), crate::paths::event::TopKeys::default());
+        let call = Call::new(" alice ", &event);
+        let prepared = Ssot.prepare(&call).unwrap();
+        assert_eq!(prepared.user_id, "alice");
+        assert_eq!(prepared.payload.as_str(), text);
+        assert!(prepared.errors.is_empty());
+        // A nested field of the same name is not a routing field, even when scanned for.
+        let scanned = Event::from_object_text(text.into());
+        let (same, errors) = rewrite_routing_fields(&scanned, "alice");
+        assert_eq!((same.text().as_str(), errors.len()), (text, 0));
     }
 }

@@ -8,9 +8,10 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::route::Route;
 use crate::server::api_error::ApiError;
 use crate::server::listen::body_timed_out;
-use crate::server::protocol::parse_unique_keys;
+use crate::server::protocol::{BodyError, RouteRequest, parse_unique_keys};
 
 /// How a body's events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,13 +70,10 @@ pub(crate) async fn read_bytes(
     Ok((bytes, format))
 }
 
-/// One batch item: its parsed body and length, or why it could not be read.
-pub(crate) type BatchItem = Result<(Value, usize), ApiError>;
-
-/// The items of a batch body: a JSON array's elements or NDJSON's non-empty lines, each parsed
-/// on its own with its length; an item that is not JSON is an error for that item alone. A
-/// JSON body that is not an array fails the whole batch.
-pub(crate) fn split_batch(bytes: &[u8], format: Format) -> Result<Vec<BatchItem>, ApiError> {
+/// The items of a batch body: a JSON array's elements or NDJSON's non-empty lines, each left
+/// as its text, to be parsed on its own ([`parse_request`]): an item that is not JSON is an
+/// error for that item alone. A JSON body that is not an array fails the whole batch.
+pub(crate) fn split_batch(bytes: &[u8], format: Format) -> Result<Vec<&[u8]>, ApiError> {
     match format {
         Format::Json => {
             let raw: Vec<&RawValue> = serde_json::from_slice(bytes).map_err(|error| {
@@ -85,31 +83,35 @@ pub(crate) fn split_batch(bytes: &[u8], format: Format) -> Result<Vec<BatchItem>
                     malformed(&error)
                 }
             })?;
-            Ok(raw
-                .into_iter()
-                .map(|item| {
-                    let text = item.get();
-                    parse(text.as_bytes()).map(|value| (value, text.len()))
-                })
-                .collect())
+            Ok(raw.into_iter().map(|item| item.get().as_bytes()).collect())
         }
         Format::Ndjson => Ok(bytes
             .split(|b| *b == b'\n')
             .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|line| parse(line).map(|value| (value, line.len())))
             .collect()),
     }
 }
 
+/// Parses one producer body (a request's, or a batch item's) for `route`: 400 if it is not
+/// JSON, 422 if an object in it repeats a key or it is not the route's shape.
+pub(crate) fn parse_request(route: Route, bytes: &[u8]) -> Result<RouteRequest<'_>, ApiError> {
+    RouteRequest::parse(route, bytes).map_err(|error| match error {
+        BodyError::Json(error) => json_error(&error),
+        BodyError::Request(error) => ApiError::InvalidRequest(error),
+    })
+}
+
 /// Parses one JSON document: 400 if it is not JSON, 422 if an object in it repeats a key.
 fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
-    parse_unique_keys(bytes).map_err(|error| {
-        if error.is_data() {
-            ApiError::AmbiguousBody(error.to_string())
-        } else {
-            malformed(&error)
-        }
-    })
+    parse_unique_keys(bytes).map_err(|error| json_error(&error))
+}
+
+fn json_error(error: &serde_json::Error) -> ApiError {
+    if error.is_data() {
+        ApiError::AmbiguousBody(error.to_string())
+    } else {
+        malformed(error)
+    }
 }
 
 fn malformed(error: &serde_json::Error) -> ApiError {

@@ -7,25 +7,26 @@
 
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
+use axum::body::Bytes;
+use axum::extract::ws::Utf8Bytes;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Serialize, Serializer};
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::random_token;
 use crate::flags::FlagSet;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
-use crate::paths::{Call, Decided, Outlet, Served};
+use crate::paths::{Call, Decided, Event, Outlet, Served};
 use crate::route::{Contract, Enrichment, PathKind, RequestShape, Route};
 use crate::routing::{Decision, DecisionReason, decide, default_path};
 use crate::server::api_error::ApiError;
-use crate::server::protocol::{
-    BatchBody, BatchItemBody, BroadcastResultBody, RouteRequest, SentBody,
-};
+use crate::server::protocol::{BatchBody, BatchItemBody, BroadcastResultBody, SentBody};
 use crate::server::{AppState, body};
 
 /// Names the path that served the call: `legacy` or `ssot`.
@@ -66,11 +67,9 @@ pub(crate) async fn serve(state: &AppState, route: Route, request: Request) -> R
     let accepted_at = Instant::now();
     // One snapshot decides this event, whatever changes while it is served.
     let flags = state.flags.snapshot();
-    let (path, result) = match read_json(state, request).await {
+    let (path, result) = match read_body(state, request).await {
         Err(error) => (default_path(&flags, route), Err(error)),
-        Ok((body, body_len)) => {
-            serve_event(state, &flags, (route, accepted_at), (body, body_len)).await
-        }
+        Ok(body) => serve_event(state, &flags, (route, accepted_at), &body).await,
     };
     let mut response = match result {
         Ok(answer) => axum::Json(answer).into_response(),
@@ -103,20 +102,20 @@ impl Serialize for Answer {
     }
 }
 
-/// Serves one event whose body is already parsed: parse, decide, serve, answer. Returns the
-/// path that served it (or would have) and the answer.
+/// Serves one event's body: parse, decide, serve, answer. Returns the path that served it (or
+/// would have) and the answer.
 async fn serve_event(
     state: &AppState,
     flags: &FlagSet,
     decided_at: (Route, Instant),
-    (body, body_len): (Value, usize),
+    item: &[u8],
 ) -> (PathKind, Result<Answer, ApiError>) {
-    let event = match decide_item(state, flags, decided_at, body, body_len) {
+    let event = match decide_item(state, flags, decided_at, item) {
         Ok(event) => event,
         Err((path, error)) => return (path, Err(error)),
     };
     delay(state, &event.decided).await;
-    let call = Call::new(&event.user_id, &event.event);
+    let call = Call::new(&event.parsed.user_id, &event.parsed.event);
     let served = state
         .backplane
         .serve(&outlet(state), &event.decided, &call)
@@ -125,24 +124,21 @@ async fn serve_event(
 }
 
 /// A parsed producer event and what one flag snapshot decided for it.
-struct DecidedEvent {
+struct DecidedEvent<'a> {
     decided: Decided,
-    user_id: String,
-    event: serde_json::Map<String, Value>,
+    parsed: Parsed<'a>,
 }
 
-/// Parses an event and decides its paths, or answers why it is refused (with the path that
-/// would have served it).
-fn decide_item(
+/// Parses an event (a request's body, or a batch item's) and decides its paths, or answers why
+/// it is refused (with the path that would have served it).
+fn decide_item<'a>(
     state: &AppState,
     flags: &FlagSet,
     (route, accepted_at): (Route, Instant),
-    body: Value,
-    body_len: usize,
-) -> Result<DecidedEvent, (PathKind, ApiError)> {
-    let (user_id, event) =
-        parse(state, route, body, body_len).map_err(|error| (default_path(flags, route), error))?;
-    let decision = decide_event(state, flags, route, &user_id);
+    item: &'a [u8],
+) -> Result<DecidedEvent<'a>, (PathKind, ApiError)> {
+    let parsed = parse(state, route, item).map_err(|error| (default_path(flags, route), error))?;
+    let decision = decide_event(state, flags, route, &parsed.user_id);
     Ok(DecidedEvent {
         decided: Decided {
             route,
@@ -150,8 +146,7 @@ fn decide_item(
             flags_version: flags.version,
             accepted_at,
         },
-        user_id,
-        event,
+        parsed,
     })
 }
 
@@ -159,41 +154,53 @@ fn decide_item(
 fn conclude(
     state: &AppState,
     flags: &FlagSet,
-    event: &DecidedEvent,
+    event: &DecidedEvent<'_>,
     mut served: Served,
 ) -> (PathKind, Result<Answer, ApiError>) {
     let route = event.decided.route;
     if let Some(plans) = served.plans.take() {
-        state.shadow.submit(route, &event.user_id, flags, plans);
+        state
+            .shadow
+            .submit(route, &event.parsed.user_id, flags, plans);
     }
     (
         event.decided.decision.primary,
-        answer(route, &event.event, served),
+        answer(route, &event.parsed.event_type, served),
     )
 }
 
-/// Checks the request's shape and the event's size, then enriches the event: the user the
-/// caller named and the event as the paths get it.
-fn parse(
-    state: &AppState,
-    route: Route,
-    body: Value,
-    body_len: usize,
-) -> Result<(String, serde_json::Map<String, Value>), ApiError> {
-    let request = RouteRequest::from_json(route, body)?;
-    check_event_size(state, &request.event, body_len)?;
+/// A checked call: the user the caller named, the event's `type`, and the event as the paths
+/// get it.
+struct Parsed<'a> {
+    user_id: Cow<'a, str>,
+    event_type: Cow<'a, str>,
+    event: Event,
+}
+
+/// Checks the request's shape and the event's size, then enriches the event. The event's
+/// text is the producer's, copied once out of the body: a slice of it would keep the whole
+/// buffer it was read into (hyper's, or a batch's) alive as long as any recipient's queue holds
+/// the frame, and the send queues' byte bound would no longer bound memory.
+fn parse<'a>(state: &AppState, route: Route, item: &'a [u8]) -> Result<Parsed<'a>, ApiError> {
+    let request = body::parse_request(route, item)?;
+    check_event_size(state, request.event)?;
+    let event = Event::checked(Utf8Bytes::from(request.event), request.event_keys);
     let event = match (route.request_shape(), request.context) {
         (RequestShape::Context(enrichment), Some(context)) => {
             // Generated once here, so both paths of a shadowed call see the same value.
             let context = context.with_request_id(|| random_token("req_"));
             match enrichment {
-                Enrichment::Scoped => enrich_scoped(&request.event, &context),
-                Enrichment::UserEvent => enrich_user_event(&request.event, &context),
+                Enrichment::Scoped => enrich_scoped(&event, &context),
+                Enrichment::UserEvent => enrich_user_event(&event, &context),
             }
         }
-        (RequestShape::Context(_), None) | (RequestShape::UserId, _) => request.event,
+        (RequestShape::Context(_), None) | (RequestShape::UserId, _) => event,
     };
-    Ok((request.user_id, event))
+    Ok(Parsed {
+        user_id: request.user_id,
+        event_type: request.event_type,
+        event,
+    })
 }
 
 /// The event's paths, from the one snapshot that decides it (also what `GET /admin/cohort`
@@ -233,11 +240,7 @@ fn outlet(state: &AppState) -> Outlet<'_> {
 }
 
 /// The answer in the route's contract, or the path's refusal (422).
-fn answer(
-    route: Route,
-    event: &serde_json::Map<String, Value>,
-    served: Served,
-) -> Result<Answer, ApiError> {
+fn answer(route: Route, event_type: &str, served: Served) -> Result<Answer, ApiError> {
     let (user_id, errors) = served.primary?;
     let delivery = served.delivery;
     Ok(match route.contract() {
@@ -245,11 +248,7 @@ fn answer(
             user_id,
             connections_attempted: delivery.connections_attempted,
             successful_sends: delivery.successful_sends,
-            event_type: event
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            event_type: event_type.to_owned(),
             queued: delivery.queued,
             errors,
         }),
@@ -320,10 +319,7 @@ async fn serve_batch(
     }
     let decided: Vec<_> = items
         .into_iter()
-        .map(|item| {
-            let (body, body_len) = item.map_err(|error| (default_path(flags, route), error))?;
-            decide_item(state, flags, (route, accepted_at), body, body_len)
-        })
+        .map(|item| decide_item(state, flags, (route, accepted_at), item))
         .collect();
     let mut served = serve_decided_batch(state, &decided).await.into_iter();
     let mut results = Vec::with_capacity(decided.len());
@@ -349,9 +345,9 @@ async fn serve_batch(
 /// to Redis in a fleet), after the delays injected for them.
 async fn serve_decided_batch(
     state: &AppState,
-    decided: &[Result<DecidedEvent, (PathKind, ApiError)>],
+    decided: &[Result<DecidedEvent<'_>, (PathKind, ApiError)>],
 ) -> Vec<Served> {
-    let events: Vec<&DecidedEvent> = decided
+    let events: Vec<&DecidedEvent<'_>> = decided
         .iter()
         .filter_map(|item| item.as_ref().ok())
         .collect();
@@ -360,17 +356,22 @@ async fn serve_decided_batch(
     }
     let calls: Vec<(Decided, Call<'_>)> = events
         .iter()
-        .map(|event| (event.decided, Call::new(&event.user_id, &event.event)))
+        .map(|event| {
+            let parsed = &event.parsed;
+            (event.decided, Call::new(&parsed.user_id, &parsed.event))
+        })
         .collect();
     state.backplane.serve_batch(&outlet(state), &calls).await
 }
 
-/// Authenticates the producer and reads the body as JSON, refusing it as early as possible.
-async fn read_json(state: &AppState, request: Request) -> Result<(Value, usize), ApiError> {
+/// Authenticates the producer and reads the body, refusing it as early as possible.
+async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
     let (parts, body) = request.into_parts();
     let producer = producer_name(state, &parts.headers)?;
     tracing::trace!(producer, "producer request");
-    body::read_json(&parts.headers, body, state.config.limits.max_body_bytes()).await
+    let limit = state.config.limits.max_body_bytes();
+    let (bytes, _) = body::read_bytes(&parts.headers, body, limit, false).await?;
+    Ok(bytes)
 }
 
 fn producer_name<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str, ApiError> {
@@ -381,23 +382,14 @@ fn producer_name<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str
     })
 }
 
-/// Refuses an event whose encoding exceeds the configured maximum. Only events in a body
-/// already near the limit are measured, so ordinary requests pay nothing.
-fn check_event_size(
-    state: &AppState,
-    event: &serde_json::Map<String, Value>,
-    body_len: usize,
-) -> Result<(), ApiError> {
+/// Refuses an event whose text, the frame its recipients get, exceeds the configured maximum.
+fn check_event_size(state: &AppState, event: &str) -> Result<(), ApiError> {
     let max = state.config.limits.max_event_bytes;
-    // The event is part of the body and its compact re-encoding is, but for rare float
-    // spellings such as `1e2`, no longer than what was sent: a body within the limit is not
-    // measured again.
-    if body_len <= max {
-        return Ok(());
-    }
-    let size = serde_json::to_vec(event).map_or(usize::MAX, |v| v.len());
-    if size > max {
-        return Err(ApiError::EventTooLarge { size, max });
+    if event.len() > max {
+        return Err(ApiError::EventTooLarge {
+            size: event.len(),
+            max,
+        });
     }
     Ok(())
 }

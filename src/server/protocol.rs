@@ -3,15 +3,18 @@
 //!
 //! Event payloads are not typed here: a path decides their bytes, and the gateway forwards them.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::ws::Utf8Bytes;
-use serde::de::IgnoredAny;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::flags::GuardFlags;
 use crate::flags::raw::{RawFlags, RawGuard, RawKillSwitch, RawRollout, RawRoute};
+use crate::paths::event::{KeySeed, TopKeys, members, raw_string, slice_members};
 use crate::paths::legacy::UserContext;
 use crate::paths::ssot::BroadcastResult;
 use crate::route::{RequestShape, Route};
@@ -229,6 +232,139 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
     }
 }
 
+/// Checks that `bytes` are one JSON document naming no key twice in any object, without
+/// building it: the same errors, at the same positions, as [`parse_unique_keys`].
+pub(crate) fn check_unique_keys(bytes: &[u8]) -> Result<(), serde_json::Error> {
+    let mut keys = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let _: Result<_, NotAString> = UniqueKeysCheck {
+        keys: &mut keys,
+        top: None,
+        capture: false,
+    }
+    .deserialize(&mut deserializer)?;
+    deserializer.end()
+}
+
+/// One value checked for repeated keys without being built. Every object's keys are kept on
+/// one stack shared by the whole document (a nested object's above its parent's, dropped as it
+/// ends); an object with many keys moves its own to a hash set.
+struct UniqueKeysCheck<'s, 'f, 'de> {
+    keys: &'s mut Vec<Cow<'de, str>>,
+    /// The top-level object's facts to note, for the event check.
+    top: Option<&'f mut SeenFacts<'de>>,
+    /// Whether to return the value when it is a string (an event's `type`).
+    capture: bool,
+}
+
+/// Past this many keys in one object, its repeated-key check uses a hash set.
+const LINEAR_KEYS: usize = 32;
+
+impl<'de> DeserializeSeed<'de> for UniqueKeysCheck<'_, '_, 'de> {
+    type Value = Result<Cow<'de, str>, NotAString>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueKeysCheck<'_, '_, 'de> {
+    type Value = Result<Cow<'de, str>, NotAString>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(NotAString))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(NotAString))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(NotAString))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(NotAString))
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Self::Value, E> {
+        Ok(Ok(Cow::Borrowed(if self.capture { value } else { "" })))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(Ok(if self.capture {
+            Cow::Owned(value.to_owned())
+        } else {
+            Cow::Borrowed("")
+        }))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(NotAString))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq
+            .next_element_seed(UniqueKeysCheck {
+                keys: &mut *self.keys,
+                top: None,
+                capture: false,
+            })?
+            .is_some()
+        {}
+        Ok(Err(NotAString))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let mut top = self.top;
+        let start = self.keys.len();
+        let mut many: Option<HashSet<Cow<'de, str>>> = None;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let capture = top.is_some() && key == "type";
+            let value = map.next_value_seed(UniqueKeysCheck {
+                keys: &mut *self.keys,
+                top: None,
+                capture,
+            })?;
+            // Checked after the value, where serde_json's own map would have seen the repeat.
+            let repeated = match &many {
+                Some(set) => set.contains(&key),
+                None => self.keys[start..].contains(&key),
+            };
+            if repeated {
+                return Err(A::Error::custom(format_args!("duplicate key {key:?}")));
+            }
+            if let Some(facts) = top.as_deref_mut() {
+                facts.keys.note(&key);
+                if capture {
+                    facts.event_type = Some(value);
+                }
+            }
+            match &mut many {
+                Some(set) => {
+                    set.insert(key);
+                }
+                None => {
+                    self.keys.push(key);
+                    if self.keys.len() - start > LINEAR_KEYS {
+                        many = Some(self.keys.drain(start..).collect());
+                    }
+                }
+            }
+        }
+        self.keys.truncate(start);
+        Ok(Err(NotAString))
+    }
+}
+
 /// A well-formed request body that does not say what it must; answered with 422.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum RequestError {
@@ -245,6 +381,14 @@ pub(crate) enum RequestError {
     Unknown(String),
 }
 
+/// Why a producer body was refused: not JSON or a key named twice (a [`serde_json::Error`],
+/// exactly as [`check_unique_keys`] reports it), or not the route's shape.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    Json(serde_json::Error),
+    Request(RequestError),
+}
+
 /// `{"sent": n}`, the answer of the legacy-contract routes.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct SentBody {
@@ -252,96 +396,120 @@ pub(crate) struct SentBody {
 }
 
 /// A producer call, any route: `{"user_id", "event"}` for the router and canonical routes,
-/// `{"user_context", "event"}` for the scoped and user-event routes.
+/// `{"user_context", "event"}` for the scoped and user-event routes. Borrows from the body:
+/// the event stays the JSON text it was sent as.
 #[derive(Debug)]
-pub(crate) struct RouteRequest {
-    pub(crate) user_id: String,
-    pub(crate) event: Map<String, Value>,
+pub(crate) struct RouteRequest<'a> {
+    pub(crate) user_id: Cow<'a, str>,
+    /// The event's text, checked: one JSON object, no key named twice, a string `type`.
+    pub(crate) event: &'a str,
+    /// The event's `type`.
+    pub(crate) event_type: Cow<'a, str>,
+    /// The event's top-level keys that some path rewrites.
+    pub(crate) event_keys: TopKeys,
     /// The caller's context, on the routes that take one; `request_id` is `None` when absent.
-    pub(crate) context: Option<RawContext>,
+    pub(crate) context: Option<RawContext<'a>>,
 }
 
 /// `user_context` as sent; the route fills in a missing `request_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RawContext {
-    pub(crate) user_id: String,
-    pub(crate) thread_id: Option<String>,
-    pub(crate) request_id: Option<String>,
+pub(crate) struct RawContext<'a> {
+    pub(crate) user_id: Cow<'a, str>,
+    pub(crate) thread_id: Option<Cow<'a, str>>,
+    pub(crate) request_id: Option<Cow<'a, str>>,
 }
 
-impl RawContext {
-    pub(crate) fn with_request_id(self, generate: impl FnOnce() -> String) -> UserContext {
+impl<'a> RawContext<'a> {
+    pub(crate) fn with_request_id(self, generate: impl FnOnce() -> String) -> UserContext<'a> {
         UserContext {
             user_id: self.user_id,
             thread_id: self.thread_id,
-            request_id: self.request_id.unwrap_or_else(generate),
+            request_id: self.request_id.unwrap_or_else(|| Cow::Owned(generate())),
         }
     }
 }
 
-impl RouteRequest {
-    /// Checks a parsed body field by field, so the caller learns exactly what is wrong.
-    pub(crate) fn from_json(route: Route, body: Value) -> Result<RouteRequest, RequestError> {
-        let Value::Object(mut body) = body else {
-            return Err(RequestError::NotAnObject);
-        };
-        let (user_id, context) = match route.request_shape() {
-            RequestShape::UserId => (take_string(&mut body, "user_id")?, None),
+/// A body's top-level members, values raw.
+type Members<'a> = [(Cow<'a, str>, &'a RawValue)];
+
+impl<'a> RouteRequest<'a> {
+    /// Parses a producer body without building a tree: the envelope's fields are read where
+    /// they lie and the event is kept as text, checked once. Any error is the one the body
+    /// would get checked whole (syntax, then a key named twice, then field by field, as the
+    /// README's error table orders them); the whole-body check runs only for a refused body.
+    pub(crate) fn parse(route: Route, body: &'a [u8]) -> Result<RouteRequest<'a>, BodyError> {
+        let parsed = slice_members(body)
+            .ok()
+            .filter(|members| !repeats_a_key(members))
+            .ok_or(RequestError::NotAnObject)
+            .and_then(|members| Self::from_members(route, &members));
+        parsed.map_err(|error| match check_unique_keys(body) {
+            Err(json) => BodyError::Json(json),
+            Ok(()) => BodyError::Request(error),
+        })
+    }
+
+    /// Checks a body's members field by field, in the order the error table gives, so the
+    /// caller learns exactly what is wrong.
+    fn from_members(route: Route, body: &Members<'a>) -> Result<RouteRequest<'a>, RequestError> {
+        let (user_id, context, known) = match route.request_shape() {
+            RequestShape::UserId => {
+                let user_id = take_string(field_of(body, "user_id"), "user_id")?;
+                (user_id, None, "user_id")
+            }
             RequestShape::Context(_) => {
-                let context = take_context(&mut body)?;
-                (context.user_id.clone(), Some(context))
+                let context = take_context(field_of(body, "user_context"))?;
+                (context.user_id.clone(), Some(context), "user_context")
             }
         };
-        let event = take_event(&mut body)?;
-        if let Some(unknown) = body.keys().next() {
-            return Err(RequestError::Unknown(unknown.clone()));
+        let (event, facts) = take_event(field_of(body, "event"))?;
+        if let Some((unknown, _)) = body.iter().find(|(key, _)| key != known && key != "event") {
+            return Err(RequestError::Unknown(unknown.clone().into_owned()));
         }
         Ok(RouteRequest {
             user_id,
             event,
+            event_type: facts.event_type,
+            event_keys: facts.keys,
             context,
         })
     }
 }
 
-fn take_string(body: &mut Map<String, Value>, field: &'static str) -> Result<String, RequestError> {
-    match body.remove(field) {
-        None => Err(RequestError::Missing(field)),
-        Some(Value::String(value)) => Ok(value),
-        Some(_) => Err(RequestError::WrongType {
-            field,
-            expected: "a string",
-        }),
-    }
+/// Whether two of an object's members share a key.
+fn repeats_a_key(members: &Members<'_>) -> bool {
+    members
+        .iter()
+        .enumerate()
+        .any(|(at, (key, _))| members[..at].iter().any(|(earlier, _)| earlier == key))
+}
+
+fn take_string<'a>(
+    raw: Option<&'a RawValue>,
+    field: &'static str,
+) -> Result<Cow<'a, str>, RequestError> {
+    let raw = raw.ok_or(RequestError::Missing(field))?;
+    raw_string(raw).ok_or(RequestError::WrongType {
+        field,
+        expected: "a string",
+    })
 }
 
 /// `user_context`: `user_id` required; `thread_id`, `run_id`, `request_id` optional strings.
-/// Other context fields legacy callers carry (connection ids, audit metadata) are ignored.
-fn take_context(body: &mut Map<String, Value>) -> Result<RawContext, RequestError> {
-    let mut context = match body.remove("user_context") {
-        None => return Err(RequestError::Missing("user_context")),
-        Some(Value::Object(context)) => context,
-        Some(_) => {
-            return Err(RequestError::WrongType {
-                field: "user_context",
-                expected: "a JSON object",
-            });
-        }
-    };
-    let user_id = match context.remove("user_id") {
-        None => return Err(RequestError::Missing("user_context.user_id")),
-        Some(Value::String(user_id)) => user_id,
-        Some(_) => {
-            return Err(RequestError::WrongType {
-                field: "user_context.user_id",
-                expected: "a string",
-            });
-        }
-    };
-    let mut optional = |field: &'static str, name: &str| match context.remove(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(value)) => Ok(Some(value)),
-        Some(_) => Err(RequestError::WrongType {
+/// Other context fields legacy callers carry (connection ids, audit metadata) are ignored,
+/// but checked like the rest of the body: no key named twice.
+fn take_context(raw: Option<&RawValue>) -> Result<RawContext<'_>, RequestError> {
+    let (text, wrong) = object_field(raw, "user_context")?;
+    let context = members(text).map_err(|_| wrong.clone())?;
+    if check_unique_keys(text.as_bytes()).is_err() {
+        // Reported by the whole body's check, with its position in the body.
+        return Err(wrong);
+    }
+    let user_id = take_string(field_of(&context, "user_id"), "user_context.user_id")?;
+    let optional = |field: &'static str, name: &str| match field_of(&context, name) {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => raw_string(raw).map(Some).ok_or(RequestError::WrongType {
             field,
             expected: "a string or null",
         }),
@@ -357,26 +525,84 @@ fn take_context(body: &mut Map<String, Value>) -> Result<RawContext, RequestErro
     })
 }
 
-/// The `event` field: a JSON object with a string `type`.
-fn take_event(body: &mut Map<String, Value>) -> Result<Map<String, Value>, RequestError> {
-    let event = match body.remove("event") {
-        None => return Err(RequestError::Missing("event")),
-        Some(Value::Object(event)) => event,
-        Some(_) => {
-            return Err(RequestError::WrongType {
-                field: "event",
-                expected: "a JSON object",
-            });
-        }
+/// A field that must be a JSON object: its text, and the error a body gets when the object
+/// turns out to be unusable after all; or the error for a missing or mistyped field.
+fn object_field<'a>(
+    raw: Option<&'a RawValue>,
+    field: &'static str,
+) -> Result<(&'a str, RequestError), RequestError> {
+    let raw = raw.ok_or(RequestError::Missing(field))?;
+    let wrong = RequestError::WrongType {
+        field,
+        expected: "a JSON object",
     };
-    match event.get("type") {
+    if raw.get().starts_with('{') {
+        Ok((raw.get(), wrong))
+    } else {
+        Err(wrong)
+    }
+}
+
+fn field_of<'a>(members: &Members<'a>, name: &str) -> Option<&'a RawValue> {
+    members
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, raw)| *raw)
+}
+
+/// The `event` field: a JSON object naming no key twice, with a string `type`.
+fn take_event(raw: Option<&RawValue>) -> Result<(&str, EventFacts<'_>), RequestError> {
+    let (text, wrong) = object_field(raw, "event")?;
+    // A key named twice is reported by the whole body's check, with its position in the body.
+    let facts = check_event(text).map_err(|_| wrong)?;
+    match facts.event_type {
         None => Err(RequestError::Missing("event.type")),
-        Some(Value::String(_)) => Ok(event),
-        Some(_) => Err(RequestError::WrongType {
+        Some(Err(NotAString)) => Err(RequestError::WrongType {
             field: "event.type",
             expected: "a string",
         }),
+        Some(Ok(event_type)) => Ok((
+            text,
+            EventFacts {
+                keys: facts.keys,
+                event_type,
+            },
+        )),
     }
+}
+
+/// What checking an event learnt of its top level.
+struct EventFacts<'a> {
+    keys: TopKeys,
+    event_type: Cow<'a, str>,
+}
+
+/// A value that is not a JSON string.
+#[derive(Debug)]
+struct NotAString;
+
+/// What the event check saw at the top level, before `type` is known to be a string.
+struct SeenFacts<'a> {
+    keys: TopKeys,
+    event_type: Option<Result<Cow<'a, str>, NotAString>>,
+}
+
+/// Checks an event's text as [`check_unique_keys`] does, noting its top-level keys and `type`.
+fn check_event(text: &str) -> Result<SeenFacts<'_>, serde_json::Error> {
+    let mut facts = SeenFacts {
+        keys: TopKeys::default(),
+        event_type: None,
+    };
+    let mut keys = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let _: Result<_, NotAString> = UniqueKeysCheck {
+        keys: &mut keys,
+        top: Some(&mut facts),
+        capture: false,
+    }
+    .deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(facts)
 }
 
 // ---- Admin API ----------------------------------------------------------------------------
@@ -810,8 +1036,22 @@ mod tests {
         }
     }
 
+    /// The request error parsing `body` on `route` gives, or the JSON error's message.
+    fn request_error(
+        route: Route,
+        body: &[u8],
+    ) -> Result<RouteRequest<'_>, Result<RequestError, String>> {
+        RouteRequest::parse(route, body).map_err(|error| match error {
+            BodyError::Request(error) => Ok(error),
+            BodyError::Json(error) => Err(error.to_string()),
+        })
+    }
+
     fn check_request(body: Value, expected: Result<(), RequestError>) {
-        let result = RouteRequest::from_json(Route::Broadcast, body.clone()).map(|_| ());
+        let text = body.to_string();
+        let result = request_error(Route::Broadcast, text.as_bytes())
+            .map(|_| ())
+            .map_err(|error| error.expect("a request error"));
         assert_eq!(result, expected, "{body}");
     }
 
@@ -855,10 +1095,104 @@ mod tests {
         );
     }
 
-    fn check_context(body: Value, expected: Result<RawContext, RequestError>) {
-        let result = RouteRequest::from_json(Route::ScopedBroadcast, body.clone())
-            .map(|request| request.context.unwrap());
+    fn check_context(body: Value, expected: Result<RawContext<'_>, RequestError>) {
+        let text = body.to_string();
+        let result = request_error(Route::ScopedBroadcast, text.as_bytes())
+            .map(|request| request.context.unwrap())
+            .map_err(|error| error.expect("a request error"));
         assert_eq!(result, expected, "{body}");
+    }
+
+    #[test]
+    fn the_event_is_kept_as_sent_with_its_type_and_the_keys_paths_rewrite() {
+        let body = "{\"event\" : { \"type\": \"t\\u00e9\",\n \"n\": 1E2, \"userId\": \"x\", \"d\": {\"user_id\": 1} } , \"user_id\":\"a\\nb\"}";
+        let request = RouteRequest::parse(Route::Broadcast, body.as_bytes()).unwrap();
+        assert_eq!(
+            request.event,
+            "{ \"type\": \"t\\u00e9\",\n \"n\": 1E2, \"userId\": \"x\", \"d\": {\"user_id\": 1} }"
+        );
+        assert_eq!(request.user_id, "a\nb");
+        assert_eq!(request.event_type, "té");
+        assert!(request.event_keys.may_have("userId"));
+        assert!(
+            !request.event_keys.may_have("user_id"),
+            "only the top level counts"
+        );
+        assert!(!request.event_keys.may_have("recipient_id"));
+    }
+
+    #[test]
+    fn errors_come_in_the_order_the_whole_body_check_gives_them() {
+        // The JSON errors are the whole-body parse's own, positions and all.
+        let json_error = |body: &str, says: &str| {
+            let error = parse_unique_keys(body.as_bytes()).unwrap_err().to_string();
+            assert!(error.contains(says), "{error}");
+            Err(error)
+        };
+        for (route, body, expected) in [
+            // Syntax (400) before a shape error earlier in the body.
+            (
+                Route::Broadcast,
+                r#"{"user_id": 5, "event": {"type": "#,
+                "EOF while parsing",
+            ),
+            // A repeated key anywhere (unknown fields, the event, the envelope, ignored context
+            // fields) before any shape error, at its place in the body.
+            (
+                Route::Broadcast,
+                r#"{"user_id": 5, "x": {"a": 1, "a": 2}}"#,
+                r#"duplicate key "a""#,
+            ),
+            (
+                Route::Broadcast,
+                r#"{"user_id": "u", "event": {"type": "t", "d": [{"k": 1, "k": 2}]}}"#,
+                r#"duplicate key "k""#,
+            ),
+            (
+                Route::Broadcast,
+                r#"{"user_id": "u", "user_id": "v", "event": {"type": "t"}}"#,
+                r#"duplicate key "user_id""#,
+            ),
+            (
+                Route::ScopedBroadcast,
+                r#"{"user_context": {"user_id": "u", "meta": {"a": 1, "a": 2}}, "event": {"type": "t"}}"#,
+                r#"duplicate key "a""#,
+            ),
+        ] {
+            let error = request_error(route, body.as_bytes())
+                .map(|_| ())
+                .unwrap_err();
+            assert_eq!(error, json_error(body, expected), "{body}");
+        }
+        for (body, expected) in [
+            (
+                r#"{"user_id": 5, "event": {}}"#,
+                RequestError::WrongType {
+                    field: "user_id",
+                    expected: "a string",
+                },
+            ),
+            ("[1, 2]", RequestError::NotAnObject),
+            (r#""text""#, RequestError::NotAnObject),
+        ] {
+            let error = request_error(Route::Broadcast, body.as_bytes()).map(|_| ());
+            assert_eq!(error.unwrap_err(), Ok(expected), "{body}");
+        }
+    }
+
+    #[test]
+    fn objects_with_many_keys_are_checked_too() {
+        let keys: Vec<String> = (0..100).map(|n| format!(r#""k{n}": {n}"#)).collect();
+        let unique = format!("{{{}}}", keys.join(", "));
+        assert!(check_unique_keys(unique.as_bytes()).is_ok());
+        let repeated = format!("{{{}, \"k7\": 0}}", keys.join(", "));
+        let error = check_unique_keys(repeated.as_bytes()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            parse_unique_keys(repeated.as_bytes())
+                .unwrap_err()
+                .to_string()
+        );
     }
 
     #[test]
@@ -964,13 +1298,139 @@ mod tests {
                 )
             ) {
                 let theirs = serde_json::from_slice::<Value>(&bytes);
-                match parse_unique_keys(&bytes) {
+                let tree = parse_unique_keys(&bytes);
+                // The check without a tree says exactly what the parse says.
+                prop_assert_eq!(
+                    check_unique_keys(&bytes).map_err(|e| e.to_string()),
+                    tree.as_ref().map(drop).map_err(|e| e.to_string())
+                );
+                // A producer body is refused for its JSON exactly when the check refuses it.
+                match RouteRequest::parse(Route::Broadcast, &bytes) {
+                    Err(BodyError::Json(error)) => prop_assert_eq!(
+                        tree.as_ref().map(drop).map_err(|e| e.to_string()),
+                        Err(error.to_string())
+                    ),
+                    Ok(_) | Err(BodyError::Request(_)) => prop_assert!(tree.is_ok()),
+                }
+                match tree {
                     Ok(ours) => prop_assert_eq!(Some(ours), theirs.ok()),
                     Err(error) if error.is_data() => {
                         prop_assert!(theirs.is_ok(), "{}", error);
                         prop_assert!(error.to_string().contains("duplicate key"), "{}", error);
                     }
                     Err(_) => prop_assert!(theirs.is_err()),
+                }
+            }
+        }
+    }
+
+    /// What the broadcast route's body check says of a parsed body, written from its table.
+    fn broadcast_reference(body: &Value) -> Result<(String, Value), RequestError> {
+        let Value::Object(body) = body else {
+            return Err(RequestError::NotAnObject);
+        };
+        let user_id = match body.get("user_id") {
+            None => return Err(RequestError::Missing("user_id")),
+            Some(Value::String(user_id)) => user_id.clone(),
+            Some(_) => {
+                return Err(RequestError::WrongType {
+                    field: "user_id",
+                    expected: "a string",
+                });
+            }
+        };
+        let event = match body.get("event") {
+            None => return Err(RequestError::Missing("event")),
+            Some(event @ Value::Object(_)) => event.clone(),
+            Some(_) => {
+                return Err(RequestError::WrongType {
+                    field: "event",
+                    expected: "a JSON object",
+                });
+            }
+        };
+        match event.get("type") {
+            None => return Err(RequestError::Missing("event.type")),
+            Some(Value::String(_)) => {}
+            Some(_) => {
+                return Err(RequestError::WrongType {
+                    field: "event.type",
+                    expected: "a string",
+                });
+            }
+        }
+        match body.keys().find(|key| *key != "user_id" && *key != "event") {
+            Some(unknown) => Err(RequestError::Unknown(unknown.clone())),
+            None => Ok((user_id, event)),
+        }
+    }
+
+    mod request_properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::*;
+
+        const TOKENS: &[&str] = &[
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            " ",
+            "\n",
+            r#""user_id""#,
+            r#""event""#,
+            r#""type""#,
+            r#""a""#,
+            r#""u\u0061""#,
+            "1",
+            "1E2",
+            "null",
+            "true",
+            r#""userId""#,
+        ];
+
+        fn body() -> impl Strategy<Value = String> {
+            let tokens = prop::collection::vec(prop::sample::select(TOKENS), 0..24)
+                .prop_map(|tokens| tokens.concat());
+            prop_oneof![
+                tokens.clone(),
+                tokens
+                    .clone()
+                    .prop_map(|t| format!(r#"{{"user_id":"u","event":{t}}}"#)),
+                tokens.prop_map(|t| format!(r#"{{"event":{{"type":"t",{t}}},"user_id":"u"}}"#)),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(Config { failure_persistence: None, ..Config::with_cases(2048) })]
+
+            /// Any body gets the answer the whole-body parse and the route's table give.
+            #[test]
+            fn a_body_gets_the_answer_a_parsed_tree_would(body in body()) {
+                let tree = parse_unique_keys(body.as_bytes());
+                match (RouteRequest::parse(Route::Broadcast, body.as_bytes()), tree) {
+                    (Err(BodyError::Json(ours)), Err(theirs)) => {
+                        prop_assert_eq!(ours.to_string(), theirs.to_string());
+                    }
+                    (Err(BodyError::Request(ours)), Ok(tree)) => {
+                        prop_assert_eq!(Err(ours), broadcast_reference(&tree));
+                    }
+                    (Ok(request), Ok(tree)) => {
+                        let (user_id, event) = broadcast_reference(&tree).unwrap();
+                        prop_assert_eq!(&*request.user_id, user_id);
+                        let ours: Value = serde_json::from_str(request.event).unwrap();
+                        prop_assert_eq!(&ours, &event);
+                        prop_assert_eq!(&*request.event_type, event["type"].as_str().unwrap());
+                        for key in ["userId", "user_id", "recipient_id"] {
+                            if event.get(key).is_some() {
+                                prop_assert!(request.event_keys.may_have(key));
+                            }
+                        }
+                    }
+                    (ours, theirs) => prop_assert!(false, "{:?} against {:?}", ours.map(|_| ()), theirs),
                 }
             }
         }

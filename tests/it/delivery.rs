@@ -184,6 +184,50 @@ async fn offline_events_replay_once_in_order_marked_recovered_before_live_ones()
     gateway.stop().await;
 }
 
+/// A frame is the producer's event text as sent — spaces, line breaks, escapes and number
+/// spellings included — on every route; enrichment and the offline marker change only the
+/// top-level fields they set, and an offline copy is kept on one line.
+#[tokio::test]
+async fn frames_carry_the_event_text_the_producer_sent() {
+    let gateway = Gateway::start().await;
+    let mut alice = gateway.connect("alice").await;
+    let event = "{ \"type\": \"t\\u00e9\",\n  \"n\": 1E2, \"f\": 1.50, \"s\": \"a\\/b\" }";
+    let post = |path: &'static str, body: String| {
+        let gateway = &gateway;
+        async move {
+            let (status, _, answer) = gateway
+                .post_json(path, Some(crate::harness::PRODUCER_TOKEN), body)
+                .await;
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        }
+    };
+    for path in ["/v1/broadcast", "/v1/legacy/router/broadcast"] {
+        post(path, format!(r#"{{"user_id": "alice", "event": {event}}}"#)).await;
+        assert_eq!(alice.next_text().await, event, "{path}");
+    }
+    let context = r#"{"user_id": "alice", "request_id": "r-1"}"#;
+    post(
+        "/v1/legacy/user-event",
+        format!(r#"{{"event": {event}, "user_context": {context}}}"#),
+    )
+    .await;
+    assert_eq!(
+        alice.next_text().await,
+        "{ \"type\": \"t\\u00e9\",\n  \"n\": 1E2, \"f\": 1.50, \"s\": \"a\\/b\",\"user_id\":\"alice\",\"request_id\":\"r-1\",\"thread_id\":null }"
+    );
+    post(
+        "/v1/broadcast",
+        format!(r#"{{"user_id": "olive", "event": {event}}}"#),
+    )
+    .await;
+    let mut olive = gateway.connect("olive").await;
+    assert_eq!(
+        olive.next_text().await,
+        "{ \"type\": \"t\\u00e9\",   \"n\": 1E2, \"f\": 1.50, \"s\": \"a\\/b\",\"recovered\":true }"
+    );
+    gateway.stop().await;
+}
+
 /// Events published while the user connects are neither lost, duplicated nor reordered: those
 /// that found no connection replay first, marked recovered, and the rest follow live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

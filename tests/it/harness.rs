@@ -500,6 +500,17 @@ impl Client {
         }
     }
 
+    /// The next text frame exactly as it came, failing on anything else.
+    pub async fn next_text(&mut self) -> String {
+        let message = tokio::time::timeout(PROMPTLY, self.socket.next())
+            .await
+            .expect("a frame arrives promptly");
+        match message {
+            Some(Ok(Message::Text(text))) => text.as_str().to_owned(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
     pub async fn next_json(&mut self) -> Value {
         match self.next().await {
             Received::Json(value) => value,

@@ -16,7 +16,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Carries decided events to the nodes of a fleet; delivers there through `paths`.
     ("fleet", &["backplane"]),
     ("judgement", &["guard"]),
-    ("entry", &["server", "client", "microbench"]),
+    ("entry", &["server", "client"]),
+    // Benchmarks the producer route's parsing (`server::protocol`) beside the paths.
+    ("benchmarks", &["microbench"]),
     ("library", &["lib"]),
     // The operator commands, `serve` among them, start the gateway that `lib` assembles.
     ("commands", &["cli"]),

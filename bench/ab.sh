@@ -39,5 +39,5 @@ done
 
 echo "== $(git rev-parse --short HEAD) $(date -u +%FT%TZ), ${ROUNDS} rounds of ${SECONDS_PER_RUN} s," \
      "load average $(cut -d' ' -f1-3 /proc/loadavg)"
-"$BENCH" "${PEERS[@]}" --users 1000 --producers 16 --padding 120 \
+"$BENCH" "${PEERS[@]}" --producer-token unused --users 1000 --producers 16 --padding 120 \
     --seconds "$SECONDS_PER_RUN" --rounds "$ROUNDS" "$@"

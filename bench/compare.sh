@@ -27,24 +27,15 @@ BIN=$(realpath "$BIN"); BENCH=$(realpath "$BENCH")
 bench/install-peers.sh
 
 ulimit -n 20000
-# wait_for FILE PATTERN: until a server's output says it is ready (10 s at most).
-wait_for() {
-  for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "not ready: $1" >&2; cat "$1" >&2; exit 1
-}
-
-(cd "$WORK" && exec env RUST_LOG=warn SWITCHYARD_SERVER_LISTEN=127.0.0.1:18180 \
-    SWITCHYARD_SERVER_ADMIN_LISTEN=127.0.0.1:19190 SWITCHYARD_LIMITS_MAX_CONNECTIONS=20000 \
-    SWITCHYARD_LIMITS_MAX_BATCH_EVENTS=1000 "$BIN" serve --dev >"$WORK/switchyard.out" 2>&1) &
-SY=$!; PIDS+=("$SY")
+start_gateway switchyard "$BIN" 18180 19190
+SY=$(cat "$WORK/switchyard.pid")
 (cd bench/bun && PORT=18181 exec node_modules/.bin/bun server.js >"$WORK/bun.out" 2>&1) &
 BUN=$!; PIDS+=("$BUN")
 (cd bench/node && PORT=18182 exec node server.js >"$WORK/node.out" 2>&1) &
 NODE=$!; PIDS+=("$NODE")
-wait_for "$WORK/switchyard.out" PRODUCER_TOKEN
 wait_for "$WORK/bun.out" listening
 wait_for "$WORK/node.out" listening
-TOKEN=$(sed -n 's/^export PRODUCER_TOKEN=\([^ ]*\).*/\1/p' "$WORK/switchyard.out")
+TOKEN=$(token switchyard PRODUCER_TOKEN)
 
 echo "== $(git rev-parse --short HEAD) $(date -u +%FT%TZ), ${ROUNDS} rounds of ${SECONDS_PER_RUN} s," \
      "load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -17,28 +17,10 @@ BENCH=target/release/switchyard-bench
 [ -x "$BIN" ] && [ -x "$BENCH" ] \
   || { echo "build first: cargo build --release -p switchyard -p switchyard-bench" >&2; exit 1; }
 
-# start_gateway NAME PUBLIC_PORT ADMIN_PORT [ENV=VALUE...]: a quiet --dev gateway with room for
-# many connections; leaves its tokens in $WORK/NAME.out.
-start_gateway() {
-  local name=$1 public=$2 admin=$3
-  shift 3
-  mkdir -p "$WORK/$name"
-  (cd "$WORK/$name" && exec env RUST_LOG=warn \
-      SWITCHYARD_SERVER_LISTEN=127.0.0.1:$public SWITCHYARD_SERVER_ADMIN_LISTEN=127.0.0.1:$admin \
-      SWITCHYARD_LIMITS_MAX_CONNECTIONS=20000 SWITCHYARD_LIMITS_MAX_BATCH_EVENTS=1000 "$@" \
-      "$OLDPWD/$BIN" serve --dev >"$WORK/$name.out" 2>"$WORK/$name.err") &
-  PIDS+=($!)
-  echo $! >"$WORK/$name.pid"
-  for _ in $(seq 50); do
-    grep -q PRODUCER_TOKEN "$WORK/$name.out" 2>/dev/null && break
-    sleep 0.1
-  done
-}
-token() { sed -n "s/^export $2=\([^ ]*\).*/\1/p" "$WORK/$1.out"; }
 
 ulimit -n 20000 2>/dev/null || true
-start_gateway main 18080 19090
-start_gateway bypass 18081 19091 SWITCHYARD_SERVER_BYPASS_ROUTING=true
+start_gateway main "$BIN" 18080 19090
+start_gateway bypass "$BIN" 18081 19091 SWITCHYARD_SERVER_BYPASS_ROUTING=true
 P=$(token main PRODUCER_TOKEN); A=$(token main ADMIN_TOKEN); PB=$(token bypass PRODUCER_TOKEN)
 
 RESULTS=$WORK/results.tsv
@@ -111,7 +93,7 @@ echo "== flag flips"
     --admin-token "$A" --route router_broadcast --flips 200
 
 echo "== RSS per idle connection at 9000 connections"
-start_gateway idle 18083 19093
+start_gateway idle "$BIN" 18083 19093
 "$BENCH" --target 127.0.0.1:18083 --idle-connections 9000 --users 3000 \
     --gateway-pid "$(cat "$WORK/idle.pid")" --producer-token unused
 

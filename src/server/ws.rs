@@ -299,7 +299,9 @@ async fn write_loop(
 }
 
 /// Writes every frame of `batch` and flushes once, under the write timeout, giving up at once
-/// if the queue overflows meanwhile. Delivered frames are counted with their latency; on failure
+/// if the queue overflows meanwhile. One flush per batch, not per frame: frames queued while the
+/// writer was busy leave in one `write` (one syscall, one wake-up of the client). Flushing each
+/// frame measured no cheaper per core in any shape (BENCHMARKS.md, "Issue 16: tuning trials"). Delivered frames are counted with their latency; on failure
 /// the whole batch is counted as lost to the client (a socket that fails under a write was
 /// closed or reset by the peer; one that does not drain is a slow consumer).
 async fn write_batch(

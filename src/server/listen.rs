@@ -134,9 +134,15 @@ async fn grace_over(shutdown: &CancellationToken, grace: Duration) {
 }
 
 /// Runs `work` unless the grace period after `shutdown` ends first, in which case `work` is
-/// dropped (its sockets closed) and `None` returned.
+/// dropped by its owner (its sockets closed) and `None` returned.
+///
+/// `work` is pinned in the caller's frame and borrowed here rather than taken by value: an
+/// `async fn` that takes a future by value holds it twice (its argument, then the copy
+/// `select!` polls), and every wrapper around a connection's task is paid by every open
+/// connection. Taken by value here and in the WebSocket task, this cost about 5 KiB per idle
+/// WebSocket connection (BENCHMARKS.md, "Memory per idle connection").
 pub(crate) async fn until_grace_over<F: Future>(
-    work: F,
+    work: Pin<&mut F>,
     shutdown: &CancellationToken,
     grace: Duration,
 ) -> Option<F::Output> {
@@ -174,17 +180,19 @@ async fn connection(
     let conn = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
+    // Pinned here and borrowed by what polls it, so this task holds the connection once.
+    tokio::pin!(conn);
     let graceful = async {
-        tokio::pin!(conn);
         tokio::select! {
             result = conn.as_mut() => result,
             () = serving.stop.cancelled() => {
                 // Idle connections close now; a request in progress is answered first.
                 conn.as_mut().graceful_shutdown();
-                conn.await
+                conn.as_mut().await
             }
         }
     };
+    tokio::pin!(graceful);
     match until_grace_over(graceful, &serving.shutdown, serving.settings.grace).await {
         None => tracing::debug!(
             listener = which.as_str(),

@@ -99,8 +99,11 @@ pub(crate) async fn handler(
         .on_upgrade(move |socket| {
             // Closing with 1001 is bounded by the write timeout and the close handshake; the
             // grace period bounds it whatever the client does.
-            let connection = serve_connection(state, socket, identity, thread_id, slot);
+            // The connection's future is made inside the task and pinned there, so the task
+            // (one per idle connection) holds it once; see `until_grace_over`.
             tracker.track_future(async move {
+                let connection = serve_connection(state, socket, identity, thread_id, slot);
+                tokio::pin!(connection);
                 until_grace_over(connection, &shutdown, grace).await;
             })
         })

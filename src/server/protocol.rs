@@ -439,10 +439,16 @@ impl<'a> RouteRequest<'a> {
     /// README's error table orders them); the whole-body check runs only for a refused body.
     pub(crate) fn parse(route: Route, body: &'a [u8]) -> Result<RouteRequest<'a>, BodyError> {
         let parsed = slice_members(body)
-            .ok()
-            .filter(|members| !repeats_a_key(members))
-            .ok_or(RequestError::NotAnObject)
-            .and_then(|members| Self::from_members(route, &members));
+            .map_err(|_| RequestError::NotAnObject)
+            .and_then(|members| {
+                let request = Self::from_members(route, &members)?;
+                // Accepted members are the envelope field and `event`, both present: a third
+                // one repeats a key, and the whole-body check below names it.
+                if members.len() > 2 {
+                    return Err(RequestError::NotAnObject);
+                }
+                Ok(request)
+            });
         parsed.map_err(|error| match check_unique_keys(body) {
             Err(json) => BodyError::Json(json),
             Ok(()) => BodyError::Request(error),
@@ -474,14 +480,6 @@ impl<'a> RouteRequest<'a> {
             context,
         })
     }
-}
-
-/// Whether two of an object's members share a key.
-fn repeats_a_key(members: &Members<'_>) -> bool {
-    members
-        .iter()
-        .enumerate()
-        .any(|(at, (key, _))| members[..at].iter().any(|(earlier, _)| earlier == key))
 }
 
 fn take_string<'a>(

@@ -175,9 +175,7 @@ impl FlagStore {
         );
         let mut queue = lock(&self.pending);
         queue.push(pending);
-        self.metrics
-            .flags_fleet_push_pending
-            .set(queue.len() as i64);
+        self.pending_changed(&queue);
         Ok(())
     }
 
@@ -216,9 +214,15 @@ impl FlagStore {
             return Ok(());
         }
         let changes = base.diff(&merged);
-        let persisted = self.mirror(&merged);
-        let merged = self.swap_in(&merged, pending.trigger, &pending.actor, persisted);
-        self.record_push(&pending, base.version, merged.version, changes);
+        // The fleet got this latch alone; this node keeps serving (and mirroring) the latches
+        // still queued behind it, so none is off between rounds or if Redis drops again.
+        let mut live = merged.clone();
+        for rest in lock(&self.pending).iter().skip(1) {
+            rest.apply(&mut live);
+        }
+        let persisted = self.mirror(&live);
+        let live = self.swap_in(&live, pending.trigger, &pending.actor, persisted);
+        self.record_push(&pending, base.version, live.version, changes);
         self.pop_pending();
         Ok(())
     }
@@ -236,7 +240,7 @@ impl FlagStore {
         let seed = shared_set(current, first.trigger, &first.actor, Some(unix_now()));
         if shared.swap(None, &seed)? == Swap::Done {
             let pushed = std::mem::take(&mut *lock(&self.pending));
-            self.metrics.flags_fleet_push_pending.set(0);
+            self.pending_changed(&[]);
             for pending in pushed {
                 let changes = pending.changes.clone();
                 self.record_push(&pending, 0, current.version, changes);
@@ -282,6 +286,11 @@ impl FlagStore {
         if !queue.is_empty() {
             queue.remove(0);
         }
+        self.pending_changed(&queue);
+    }
+
+    /// Shows how many changes wait for a fleet push.
+    fn pending_changed(&self, queue: &[PendingLatch]) {
         self.metrics
             .flags_fleet_push_pending
             .set(queue.len() as i64);
@@ -318,9 +327,7 @@ impl FlagStore {
         }
         let mut queue = lock(&self.pending);
         queue.splice(0..0, recovered);
-        self.metrics
-            .flags_fleet_push_pending
-            .set(queue.len() as i64);
+        self.pending_changed(&queue);
     }
 }
 

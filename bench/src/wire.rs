@@ -10,9 +10,14 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::BenchError;
+
+/// How much a client reads at once: a few of the benchmark's frames (the gateway's own
+/// `limits.ws_read_buffer_bytes` default).
+const READ_BUFFER_BYTES: usize = 4096;
 
 /// A WebSocket client of the gateway.
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -94,7 +99,11 @@ pub(crate) async fn connect_client(target: &str, user: &str) -> Result<Socket, B
         message,
     };
     let url = format!("ws://{target}/ws?user_id={user}");
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+    // tungstenite zero-fills its whole read buffer's spare room before every read: at its
+    // default of 128 KiB that memset was a quarter of the generator's CPU, taken from the
+    // server under test on a shared box. Frames larger than this still arrive whole.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
         .await
         .map_err(|error| failed(error.to_string()))?;
     loop {

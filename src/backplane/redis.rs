@@ -13,6 +13,7 @@
 //! this node's own connections only, the answer says so, and `backplane_up` is 0 until the
 //! subscriber is back.
 
+mod acks;
 mod audit;
 mod flags;
 pub(crate) mod presence;
@@ -25,10 +26,11 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::backplane::message::{self, AckMessage, EventMessage};
+use crate::backplane::redis::acks::{AckWait, Acks};
 use crate::backplane::scripts;
 use crate::config::BackplaneConfig;
 use crate::faults::Faults;
@@ -80,7 +82,7 @@ pub(crate) struct Fleet {
     /// Set while the subscriber is subscribed to this node's channel.
     subscribed: AtomicBool,
     next_id: AtomicU64,
-    acks: std::sync::Mutex<HashMap<u64, PendingAck>>,
+    acks: Acks,
     joins: std::sync::Mutex<HashMap<u64, PendingJoin>>,
     /// Users whose presence may be wrong (a join or leave whose command failed): rewritten
     /// from the registry at the next heartbeat that reaches Redis.
@@ -96,15 +98,6 @@ struct Scripts {
     leave: redis::Script,
     heartbeat: redis::Script,
     depart: redis::Script,
-}
-
-/// Counts gathered for one published event until every reached node answered.
-#[derive(Default)]
-struct PendingAck {
-    attempted: usize,
-    sent: usize,
-    received: usize,
-    notify: Arc<Notify>,
 }
 
 /// A connection waiting for its join to come back through this node's channel.
@@ -229,11 +222,11 @@ impl Fleet {
                 .map(|(decided, call)| self.serve_here(outlet, decided, call))
                 .collect();
         }
-        let steps: Vec<Step> = items
+        let steps: Vec<Step<'_>> = items
             .iter()
             .map(|(decided, call)| self.stage(outlet, decided, call))
             .collect();
-        let staged: Vec<&Staged> = steps
+        let staged: Vec<&Staged<'_>> = steps
             .iter()
             .filter_map(|step| match step {
                 Step::Fleet(staged) => Some(staged),
@@ -266,7 +259,7 @@ impl Fleet {
 
     /// Prepares a call with its primary path and, when the path accepts it, counts the event
     /// and builds what the publish script takes; a refusal is answered here as by one process.
-    fn stage(&self, outlet: &Outlet<'_>, decided: &Decided, call: &Call<'_>) -> Step {
+    fn stage(&self, outlet: &Outlet<'_>, decided: &Decided, call: &Call<'_>) -> Step<'_> {
         let origin = decided.origin();
         let prepared = match implementation(origin.path).prepare(call) {
             Ok(prepared) => prepared,
@@ -298,9 +291,8 @@ impl Fleet {
         Step::Fleet(Staged {
             offline_entry: self.offline_entry(origin, &prepared),
             keepable: prepared.offline_event.is_some(),
-            notify: self.expect_acks(request),
+            waiting: self.acks.expect(request),
             origin,
-            request,
             message,
             user_id: prepared.user_id.to_owned(),
             errors: prepared.errors,
@@ -313,12 +305,12 @@ impl Fleet {
         &self,
         outlet: &Outlet<'_>,
         (decided, call): (&Decided, &Call<'_>),
-        staged: Staged,
+        staged: Staged<'_>,
         reply: Result<PublishReply, ()>,
         deadline: Instant,
     ) -> Served {
         let Ok(reply) = reply else {
-            lock(&self.acks).remove(&staged.request);
+            drop(staged.waiting);
             // Counted already when staged: served here without counting the event twice.
             let served = paths::serve_with(
                 outlet,
@@ -331,14 +323,15 @@ impl Fleet {
             return degraded(served);
         };
         self.count_offline(staged.origin, &reply, staged.keepable);
-        let (attempted, sent) = self
-            .await_acks(staged.request, reply.reached, staged.notify, deadline)
-            .await;
+        let answered = staged.waiting.until(reply.reached, deadline).await;
+        for _ in 0..answered.missing {
+            self.parts.metrics.backplane.error(BackplaneOp::AckTimeout);
+        }
         Served {
             primary: Ok((staged.user_id, staged.errors)),
             delivery: Delivery {
-                connections_attempted: attempted,
-                successful_sends: sent,
+                connections_attempted: answered.attempted,
+                successful_sends: answered.sent,
                 queued: reply.queued,
             },
             plans: None,
@@ -369,7 +362,11 @@ impl Fleet {
     }
 
     /// The publish script's invocation for one staged call.
-    fn invocation<'s>(&'s self, staged: &Staged, dead: &[String]) -> redis::ScriptInvocation<'s> {
+    fn invocation<'s>(
+        &'s self,
+        staged: &Staged<'_>,
+        dead: &[String],
+    ) -> redis::ScriptInvocation<'s> {
         let [nodes_key, offline_key] = self.user_keys(&staged.user_id);
         let mut invocation = self.scripts.publish.key(nodes_key);
         invocation
@@ -387,7 +384,7 @@ impl Fleet {
 
     /// Runs the publish script for one call (`EVALSHA`, loading the script first if this
     /// Redis lost it); `Err` (counted) when Redis did not answer.
-    async fn publish(&self, staged: &Staged) -> Result<PublishReply, ()> {
+    async fn publish(&self, staged: &Staged<'_>) -> Result<PublishReply, ()> {
         let dead = presence::dead_nodes(&lock(&self.view));
         let invocation = self.invocation(staged, &dead);
         let mut commands = self.commands.clone();
@@ -399,7 +396,7 @@ impl Fleet {
     /// Runs the publish scripts of several calls in one pipeline: one round trip, run by Redis
     /// in this order. The pipeline starts with `SCRIPT LOAD` (~10 µs of Redis CPU per batch,
     /// measured), so a Redis that lost its scripts cannot fail some items and run others.
-    async fn publish_many(&self, staged: &[&Staged]) -> Result<Vec<PublishReply>, ()> {
+    async fn publish_many(&self, staged: &[&Staged<'_>]) -> Result<Vec<PublishReply>, ()> {
         let dead = presence::dead_nodes(&lock(&self.view));
         let invocations: Vec<_> = staged
             .iter()
@@ -449,55 +446,6 @@ impl Fleet {
         }
         if reply.dropped > 0 {
             metrics.deliveries(origin, Outcome::OfflineDropped, reply.dropped);
-        }
-    }
-
-    fn expect_acks(&self, request: u64) -> Arc<Notify> {
-        let pending = PendingAck::default();
-        let notify = Arc::clone(&pending.notify);
-        lock(&self.acks).insert(request, pending);
-        notify
-    }
-
-    /// Waits until `expected` nodes answered for `request` or `deadline` passed; a node
-    /// that did not answer in time counts as nothing attempted and nothing sent.
-    async fn await_acks(
-        &self,
-        request: u64,
-        expected: usize,
-        notify: Arc<Notify>,
-        deadline: Instant,
-    ) -> (usize, usize) {
-        loop {
-            {
-                let mut acks = lock(&self.acks);
-                let done = acks
-                    .get(&request)
-                    .is_none_or(|pending| pending.received >= expected);
-                if done || Instant::now() >= deadline {
-                    let pending = acks.remove(&request).unwrap_or_default();
-                    if pending.received < expected {
-                        for _ in pending.received..expected {
-                            self.parts.metrics.backplane.error(BackplaneOp::AckTimeout);
-                        }
-                    }
-                    return (pending.attempted, pending.sent);
-                }
-            }
-            // `notify_one` keeps a permit, so an ack between the look above and this wait is
-            // not missed.
-            let _ = tokio::time::timeout_at(deadline, notify.notified()).await;
-        }
-    }
-
-    /// Adds one node's counts to a call waiting here.
-    fn record_ack(&self, ack: AckMessage) {
-        let mut acks = lock(&self.acks);
-        if let Some(pending) = acks.get_mut(&ack.request) {
-            pending.attempted += ack.attempted;
-            pending.sent += ack.sent;
-            pending.received += 1;
-            pending.notify.notify_one();
         }
     }
 
@@ -603,10 +551,8 @@ fn degraded(mut served: Served) -> Served {
 }
 
 /// A call the primary path accepted, ready for the publish script.
-struct Staged {
+struct Staged<'f> {
     origin: Origin,
-    /// This node's number for the call, which the acks echo.
-    request: u64,
     message: Vec<u8>,
     /// What the offline stream keeps ('' = nothing).
     offline_entry: String,
@@ -616,12 +562,14 @@ struct Staged {
     errors: Vec<String>,
     /// Whether the path would keep the event for an offline user.
     keepable: bool,
-    notify: Arc<Notify>,
+    /// The call's place among those awaiting acks (under the number its message carries),
+    /// given up however the call ends, its future dropped mid-flight included.
+    waiting: AckWait<'f>,
 }
 
 /// A batch item: staged for the fleet, or already answered here (a refusal).
-enum Step {
-    Fleet(Staged),
+enum Step<'f> {
+    Fleet(Staged<'f>),
     Here(Served),
 }
 

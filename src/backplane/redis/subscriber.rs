@@ -161,7 +161,7 @@ impl Fleet {
         match Message::decode(bytes) {
             Ok(Message::Event(event)) => self.apply_event(event),
             Ok(Message::Join(join)) => self.apply_join(join),
-            Ok(Message::Ack(ack)) => self.record_ack(ack),
+            Ok(Message::Ack(ack)) => self.acks.record(ack),
             Err(error) => tracing::warn!(%error, "ignored a backplane message"),
         }
     }
@@ -212,7 +212,7 @@ impl Fleet {
             sent: served.delivery.successful_sends,
         };
         if event.from_node == self.config.node_id {
-            self.record_ack(ack);
+            self.acks.record(ack);
         } else if self.ack_queue.send((event.from_node, ack)).is_err() {
             self.parts.metrics.backplane.error(BackplaneOp::Ack);
         }

@@ -388,9 +388,8 @@ impl Fleet {
         let dead = presence::dead_nodes(&lock(&self.view));
         let invocation = self.invocation(staged, &dead);
         let mut commands = self.commands.clone();
-        let reply: Result<Vec<String>, _> = invocation.invoke_async(&mut commands).await;
-        self.parse_replies(reply.map(|reply| vec![reply]))
-            .map(|mut replies| replies.remove(0))
+        let reply = self.answered(invocation.invoke_async(&mut commands).await)?;
+        self.parse_reply(reply)
     }
 
     /// Runs the publish scripts of several calls in one pipeline: one round trip, run by Redis
@@ -408,31 +407,30 @@ impl Fleet {
             pipeline.invoke_script(invocation);
         }
         let mut commands = self.commands.clone();
-        let replies = self.parse_replies(pipeline.query_async(&mut commands).await)?;
+        let replies: Vec<Vec<String>> = self.answered(pipeline.query_async(&mut commands).await)?;
         if replies.len() != staged.len() {
             self.parts.metrics.backplane.error(BackplaneOp::Publish);
             return Err(());
         }
-        Ok(replies)
+        // Stops at the first reply that is not one, so a batch counts one error, as a call.
+        replies
+            .into_iter()
+            .map(|reply| self.parse_reply(reply))
+            .collect()
     }
 
-    /// The publish scripts' replies; `Err` (counted) when Redis did not answer or answered
-    /// something else.
-    fn parse_replies(
-        &self,
-        replies: redis::RedisResult<Vec<Vec<String>>>,
-    ) -> Result<Vec<PublishReply>, ()> {
-        let parsed = match replies {
-            Ok(replies) => replies
-                .into_iter()
-                .map(PublishReply::parse)
-                .collect::<Option<Vec<_>>>(),
-            Err(error) => {
-                tracing::warn!(%error, "backplane publish failed; serving this node's connections only");
-                None
-            }
-        };
-        parsed.ok_or_else(|| self.parts.metrics.backplane.error(BackplaneOp::Publish))
+    /// What Redis answered a publish with; `Err` (counted) when it did not answer.
+    fn answered<T>(&self, reply: redis::RedisResult<T>) -> Result<T, ()> {
+        reply.map_err(|error| {
+            tracing::warn!(%error, "backplane publish failed; serving this node's connections only");
+            self.parts.metrics.backplane.error(BackplaneOp::Publish);
+        })
+    }
+
+    /// One publish script's reply; `Err` (counted) when Redis answered something else.
+    fn parse_reply(&self, reply: Vec<String>) -> Result<PublishReply, ()> {
+        PublishReply::parse(reply)
+            .ok_or_else(|| self.parts.metrics.backplane.error(BackplaneOp::Publish))
     }
 
     /// Counts what the offline queue did, as one process counts it: a kept event, events

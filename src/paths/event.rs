@@ -126,8 +126,7 @@ impl Event {
         let mut replaced: Vec<(Range<usize>, &str)> = Vec::new();
         let mut appended: Vec<(&str, &str)> = Vec::new();
         for (name, value) in fields {
-            let found = members.iter().find(|(key, _)| key == name);
-            match found.and_then(|(_, raw)| range_in(text, raw.get())) {
+            match field_of(&members, name).and_then(|raw| range_in(text, raw.get())) {
                 Some(range) => replaced.push((range, value)),
                 None => appended.push((name, value)),
             }
@@ -201,6 +200,17 @@ pub(crate) fn raw_string(raw: &RawValue) -> Option<Cow<'_, str>> {
 /// one JSON object.
 pub(crate) fn members(text: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, serde_json::Error> {
     serde_json::from_str::<Members<'_>>(text).map(|Members(members)| members)
+}
+
+/// The value of the first member named `name` among an object's `members`.
+pub(crate) fn field_of<'a>(
+    members: &[(Cow<'a, str>, &'a RawValue)],
+    name: &str,
+) -> Option<&'a RawValue> {
+    members
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, raw)| *raw)
 }
 
 /// As [`members`], for a document given as bytes (a request body).

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::paths::event::{json_string, raw_string};
+use crate::paths::event::{field_of, json_string, raw_string};
 use crate::paths::{Call, Event, Path, PathError, Prepared};
 
 /// Fields that say where an event goes; one naming another user is rewritten to the recipient.
@@ -83,7 +83,7 @@ fn misrouted_fields(event: &Event, user_id: &str) -> Vec<(&'static str, String)>
     ROUTING_FIELDS
         .iter()
         .filter_map(|field| {
-            let (_, raw) = members.iter().find(|(key, _)| key == field)?;
+            let raw = field_of(&members, field)?;
             if raw_string(raw).as_deref() == Some(user_id) {
                 return None;
             }

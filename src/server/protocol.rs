@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::flags::GuardFlags;
 use crate::flags::raw::{RawFlags, RawGuard, RawKillSwitch, RawRollout, RawRoute};
-use crate::paths::event::{KeySeed, TopKeys, members, raw_string, slice_members};
+use crate::paths::event::{KeySeed, TopKeys, field_of, members, raw_string, slice_members};
 use crate::paths::legacy::UserContext;
 use crate::paths::ssot::BroadcastResult;
 use crate::route::{RequestShape, Route};
@@ -539,13 +539,6 @@ fn object_field<'a>(
     } else {
         Err(wrong)
     }
-}
-
-fn field_of<'a>(members: &Members<'a>, name: &str) -> Option<&'a RawValue> {
-    members
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, raw)| *raw)
 }
 
 /// The `event` field: a JSON object naming no key twice, with a string `type`.

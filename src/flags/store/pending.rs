@@ -92,20 +92,23 @@ impl PendingLatch {
             .filter(|route| fleet.route(*route).latch.is_none())
             .filter_map(|route| {
                 let latch = file.route(route).latch.as_ref()?;
-                (latch.at > fleet_at).then(|| PendingLatch {
+                if latch.at <= fleet_at {
+                    return None;
+                }
+                let mut pending = PendingLatch {
                     trigger: latch.trigger,
                     actor: latch.actor.clone(),
                     reason: latch.reason.clone(),
                     at: latch.at,
                     latches: vec![(route, latch.clone())],
                     kill_switch: None,
-                    changes: vec![format!(
-                        "routes.{}.latch: (none) → {} {:?}",
-                        route.as_str(),
-                        latch.trigger.as_str(),
-                        latch.reason
-                    )],
-                })
+                    changes: Vec::new(),
+                };
+                // What it changes on the fleet's set, in the audit's usual words.
+                let mut latched = fleet.clone();
+                pending.apply(&mut latched);
+                pending.changes = fleet.diff(&latched);
+                Some(pending)
             })
             .collect()
     }
@@ -337,8 +340,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
-    use crate::flags::Percent;
     use crate::flags::store::tests::TempDir;
+    use crate::flags::{Percent, Ramp};
     use crate::metrics::Metrics;
 
     /// The fleet's shared flags as a Redis hash holds them, with the two things a test must
@@ -636,6 +639,44 @@ mod tests {
             &|f| f.route_mut(Route::UserEvent).latch = Some(latch("x", 1)),
             true,
         );
+    }
+
+    /// A latch recovered from the file says what it changes as every audit entry does: the
+    /// latch's keys, and the ramp it ends on the fleet's set.
+    #[test]
+    fn a_latch_recovered_from_the_file_lists_its_changes_as_the_audit_does() {
+        let fleet_at = 1_800_000_000;
+        let mut file = FlagSet::defaults();
+        file.route_mut(Route::Broadcast).latch = Some(latch("made alone", fleet_at + 60));
+        let latch_lines = [
+            "routes.broadcast.latch.actor: (none) → \"guard\"",
+            "routes.broadcast.latch.at: (none) → \"2027-01-15T08:01:00Z\"",
+            "routes.broadcast.latch.reason: (none) → \"made alone\"",
+            "routes.broadcast.latch.trigger: (none) → \"guard\"",
+        ];
+        let recovered = PendingLatch::from_file(&file, &FlagSet::defaults(), Some(fleet_at));
+        assert_eq!(recovered.len(), 1, "{recovered:?}");
+        assert_eq!(recovered[0].changes, latch_lines);
+        // Where the fleet ramps the route, the latch ends the ramp, and says so.
+        let mut ramping = FlagSet::defaults();
+        ramping.route_mut(Route::Broadcast).ramp = Some(Ramp {
+            steps: vec![percent(10.0), percent(50.0)],
+            step_seconds: 60,
+            at: None,
+        });
+        let recovered = PendingLatch::from_file(&file, &ramping, Some(fleet_at));
+        let changes = &recovered[0].changes;
+        let (latch_changes, ramp_changes): (Vec<&String>, Vec<&String>) = changes
+            .iter()
+            .partition(|line| line.starts_with("routes.broadcast.latch."));
+        assert_eq!(latch_changes, latch_lines, "{changes:?}");
+        assert!(!ramp_changes.is_empty(), "{changes:?}");
+        for line in ramp_changes {
+            assert!(
+                line.starts_with("routes.broadcast.ramp.") && line.ends_with(" → (none)"),
+                "{changes:?}"
+            );
+        }
     }
 
     /// A node restarted while the fleet was unreachable: its file holds a latch it made alone.

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::faults::Faults;
 use crate::flags::{FlagSet, Percent};
 use crate::metrics::Metrics;
+use crate::paths::event::EventText;
 use crate::paths::legacy::{UserContext, enrich_user_event};
 use crate::paths::{self, Call, Event, Outlet};
 use crate::registry::{Registry, RegistryLimits};
@@ -141,7 +142,7 @@ impl EventFixture {
     pub fn new() -> EventFixture {
         let body = Bytes::from_static(BODY_200B.as_bytes());
         let request = RouteRequest::parse(Route::Broadcast, &body).expect("a valid body");
-        let event = Event::checked(Utf8Bytes::from(request.event), request.event_keys);
+        let event = EventText::checked(request.event, request.event_keys).to_event();
         let misrouted = event.with_fields(&[("recipient_id", r#""mallory""#)]);
         EventFixture {
             body,
@@ -153,7 +154,7 @@ impl EventFixture {
     /// Parses and checks the body and makes the event's frame bytes; returns the frame's length.
     pub fn parse_to_frame(&self) -> usize {
         let request = RouteRequest::parse(Route::Broadcast, &self.body).expect("a valid body");
-        let event = Event::checked(Utf8Bytes::from(request.event), request.event_keys);
+        let event = EventText::checked(request.event, request.event_keys).to_event();
         Call::new(&request.user_id, &event).payload().len()
     }
 
@@ -177,7 +178,9 @@ impl EventFixture {
             thread_id: Some("thread-12".into()),
             request_id: "req_0123456789abcdef".into(),
         };
-        enrich_user_event(&self.event, &context).text().len()
+        enrich_user_event(self.event.as_text(), &context)
+            .text()
+            .len()
     }
 
     /// The offline copy, marked `"recovered": true`.

@@ -79,12 +79,6 @@ impl PartialEq for Event {
 }
 
 impl Event {
-    /// An event whose text was checked to be one JSON object naming no key twice, with its
-    /// top-level keys noted by the check.
-    pub(crate) fn checked(text: Utf8Bytes, keys: TopKeys) -> Event {
-        Event { text, keys }
-    }
-
     /// An event from text known to be a JSON object (a fleet peer's message, a test); its keys
     /// are scanned for.
     pub(crate) fn from_object_text(text: Utf8Bytes) -> Event {
@@ -113,13 +107,66 @@ impl Event {
         members(&self.text)
     }
 
+    /// The event with `fields` (name, JSON text) set at the top level: see
+    /// [`EventText::with_fields`].
+    pub(crate) fn with_fields(&self, fields: &[(&str, &str)]) -> Event {
+        self.as_text().with_fields(fields)
+    }
+
+    /// The event's text borrowed, with what is known of its keys.
+    pub(crate) fn as_text(&self) -> EventText<'_> {
+        EventText {
+            text: self.text.as_str(),
+            keys: self.keys,
+        }
+    }
+
+    /// The copy kept for an offline user: `"recovered": true` set, and any line break between
+    /// tokens (the only place JSON allows one) made a space, so that the entry is one line in
+    /// the fleet's offline stream.
+    pub(crate) fn recovered(&self) -> Utf8Bytes {
+        let marked = self.with_fields(&[("recovered", "true")]).text;
+        if marked.as_bytes().contains(&b'\n') {
+            Utf8Bytes::from(marked.as_str().replace('\n', " "))
+        } else {
+            marked
+        }
+    }
+}
+
+/// An event's text not yet owned by an [`Event`]: a checked event still lying in the request
+/// body it came in, or an event's own text. Splicing fields into it builds the new event's text
+/// straight from the slice; nothing here keeps the slice.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventText<'a> {
+    text: &'a str,
+    keys: TopKeys,
+}
+
+impl<'a> EventText<'a> {
+    /// Text checked to be one JSON object naming no key twice, with its top-level keys noted
+    /// by the check.
+    pub(crate) fn checked(text: &'a str, keys: TopKeys) -> EventText<'a> {
+        EventText { text, keys }
+    }
+
+    /// The event as its own copy of the text, so no frame holds the buffer the text lies in
+    /// (hyper's, or a batch's) alive.
+    pub(crate) fn to_event(self) -> Event {
+        Event {
+            text: Utf8Bytes::from(self.text),
+            keys: self.keys,
+        }
+    }
+
     /// The event with `fields` (name, JSON text) set at the top level as serde_json's ordered
     /// map `insert` sets them: a field already there keeps its place and takes the new value,
-    /// a new one is appended, in the order given. Everything else stays byte for byte.
-    pub(crate) fn with_fields(&self, fields: &[(&str, &str)]) -> Event {
-        let text = self.text.as_str();
-        let members = if fields.iter().any(|(name, _)| self.may_have(name)) {
-            self.members().unwrap_or_default()
+    /// a new one is appended, in the order given. Everything else stays byte for byte, copied
+    /// once, into the new event's own text.
+    pub(crate) fn with_fields(self, fields: &[(&str, &str)]) -> Event {
+        let text = self.text;
+        let members = if fields.iter().any(|(name, _)| self.keys.may_have(name)) {
+            members(text).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -161,18 +208,6 @@ impl Event {
         Event {
             text: Utf8Bytes::from(out),
             keys,
-        }
-    }
-
-    /// The copy kept for an offline user: `"recovered": true` set, and any line break between
-    /// tokens (the only place JSON allows one) made a space, so that the entry is one line in
-    /// the fleet's offline stream.
-    pub(crate) fn recovered(&self) -> Utf8Bytes {
-        let marked = self.with_fields(&[("recovered", "true")]).text;
-        if marked.as_bytes().contains(&b'\n') {
-            Utf8Bytes::from(marked.as_str().replace('\n', " "))
-        } else {
-            marked
         }
     }
 }
@@ -294,6 +329,32 @@ mod tests {
 
     fn event(text: &str) -> Event {
         Event::from_object_text(Utf8Bytes::from(text))
+    }
+
+    /// An event taken out of a request body, enriched or not, holds its own copy of the text:
+    /// no frame keeps the buffer the body was read into.
+    #[test]
+    fn an_event_from_a_body_owns_its_text() {
+        let body = String::from(r#"{"user_id":"a","event":{"type":"x","user_id":"m"}}"#);
+        let start = body.find(r#"{"type""#).unwrap();
+        let slice = &body[start..body.len() - 1];
+        let mut keys = TopKeys::default();
+        keys.note("user_id");
+        let in_body = |event: &Event| {
+            let text = event.text().as_bytes().as_ptr_range();
+            let body = body.as_bytes().as_ptr_range();
+            text.start < body.end && body.start < text.end
+        };
+        let copied = EventText::checked(slice, keys).to_event();
+        assert_eq!(copied.text().as_str(), slice);
+        assert!(!in_body(&copied));
+        let enriched = EventText::checked(slice, keys)
+            .with_fields(&[("user_id", r#""alice""#), ("request_id", r#""r""#)]);
+        assert_eq!(
+            enriched.text().as_str(),
+            r#"{"type":"x","user_id":"alice","request_id":"r"}"#
+        );
+        assert!(!in_body(&enriched));
     }
 
     #[test]

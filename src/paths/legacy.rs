@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use crate::paths::event::json_string;
+use crate::paths::event::{EventText, json_string};
 use crate::paths::{Call, Event, Path, PathError, Prepared};
 
 /// The legacy router: the event unchanged to every live connection of exactly `user_id`.
@@ -38,7 +38,7 @@ pub(crate) struct UserContext<'a> {
 /// `UserScopedWebSocketEventRouter`: a shallow copy of the event with top-level `user_id` and
 /// `request_id` overwritten from the context (in place when present, else appended, as the
 /// Python dict assignment did).
-pub(crate) fn enrich_scoped(event: &Event, context: &UserContext<'_>) -> Event {
+pub(crate) fn enrich_scoped(event: EventText<'_>, context: &UserContext<'_>) -> Event {
     let user_id = json_string(&context.user_id);
     let request_id = json_string(&context.request_id);
     event.with_fields(&[("user_id", &user_id), ("request_id", &request_id)])
@@ -46,7 +46,7 @@ pub(crate) fn enrich_scoped(event: &Event, context: &UserContext<'_>) -> Event {
 
 /// `broadcast_user_event`: as [`enrich_scoped`], plus `thread_id` (null when the context has
 /// none, as the Python assignment of `None` did).
-pub(crate) fn enrich_user_event(event: &Event, context: &UserContext<'_>) -> Event {
+pub(crate) fn enrich_user_event(event: EventText<'_>, context: &UserContext<'_>) -> Event {
     let user_id = json_string(&context.user_id);
     let request_id = json_string(&context.request_id);
     let thread_id = context
@@ -82,7 +82,7 @@ mod tests {
         let event = Event::of_json(
             &json!({"type": "x", "user_id": "mallory", "request_id": "old", "thread_id": "keep"}),
         );
-        let enriched = enrich_scoped(&event, &context());
+        let enriched = enrich_scoped(event.as_text(), &context());
         assert_eq!(
             enriched.text().as_str(),
             r#"{"type":"x","user_id":"alice","request_id":"req-1","thread_id":"keep"}"#
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn user_event_enrichment_adds_thread_id() {
         let event = Event::of_json(&json!({"type": "x"}));
-        let enriched = enrich_user_event(&event, &context());
+        let enriched = enrich_user_event(event.as_text(), &context());
         assert_eq!(
             enriched.text().as_str(),
             r#"{"type":"x","user_id":"alice","request_id":"req-1","thread_id":"t-1"}"#
@@ -107,7 +107,7 @@ mod tests {
             ..context()
         };
         assert_eq!(
-            value(&enrich_user_event(&event, &no_thread))["thread_id"],
+            value(&enrich_user_event(event.as_text(), &no_thread))["thread_id"],
             Value::Null
         );
         let quoted = UserContext {
@@ -115,7 +115,7 @@ mod tests {
             ..context()
         };
         assert_eq!(
-            value(&enrich_scoped(&event, &quoted))["user_id"],
+            value(&enrich_scoped(event.as_text(), &quoted))["user_id"],
             "a\"b",
             "values are JSON-encoded"
         );

@@ -139,6 +139,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    use crate::paths::event::{EventText, TopKeys};
+
     fn check_user_id(raw: &str, expected: Result<&str, SsotError>) {
         assert_eq!(validate_user_id(raw), expected, "input {raw:?}");
     }
@@ -204,7 +206,7 @@ mod tests {
     #[test]
     fn an_event_without_routing_fields_is_sent_as_its_own_bytes() {
         let text = "{ \"type\": \"t\",\n \"data\": {\"recipient_id\": \"x\"} }";
-        let event = Event::checked(text.into(), crate::paths::event::TopKeys::default());
+        let event = EventText::checked(text, TopKeys::default()).to_event();
         let call = Call::new(" alice ", &event);
         let prepared = Ssot.prepare(&call).unwrap();
         assert_eq!(prepared.user_id, "alice");

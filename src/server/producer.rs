@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::borrow::Cow;
 
 use axum::body::Bytes;
-use axum::extract::ws::Utf8Bytes;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
@@ -20,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::config::random_token;
 use crate::flags::FlagSet;
+use crate::paths::event::EventText;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
 use crate::paths::{Call, Decided, Event, Outlet, Served};
@@ -178,23 +178,24 @@ struct Parsed<'a> {
 }
 
 /// Checks the request's shape and the event's size, then enriches the event. The event's
-/// text is the producer's, copied once out of the body: a slice of it would keep the whole
-/// buffer it was read into (hyper's, or a batch's) alive as long as any recipient's queue holds
-/// the frame, and the send queues' byte bound would no longer bound memory.
+/// text is the producer's, copied once out of the body (enriched on the way, where the route
+/// enriches): a slice of it would keep the whole buffer it was read into (hyper's, or a
+/// batch's) alive as long as any recipient's queue holds the frame, and the send queues' byte
+/// bound would no longer bound memory.
 fn parse<'a>(state: &AppState, route: Route, item: &'a [u8]) -> Result<Parsed<'a>, ApiError> {
     let request = body::parse_request(route, item)?;
     check_event_size(state, request.event)?;
-    let event = Event::checked(Utf8Bytes::from(request.event), request.event_keys);
+    let event = EventText::checked(request.event, request.event_keys);
     let event = match (route.request_shape(), request.context) {
         (RequestShape::Context(enrichment), Some(context)) => {
             // Generated once here, so both paths of a shadowed call see the same value.
             let context = context.with_request_id(|| random_token("req_"));
             match enrichment {
-                Enrichment::Scoped => enrich_scoped(&event, &context),
-                Enrichment::UserEvent => enrich_user_event(&event, &context),
+                Enrichment::Scoped => enrich_scoped(event, &context),
+                Enrichment::UserEvent => enrich_user_event(event, &context),
             }
         }
-        (RequestShape::Context(_), None) | (RequestShape::UserId, _) => event,
+        (RequestShape::Context(_), None) | (RequestShape::UserId, _) => event.to_event(),
     };
     Ok(Parsed {
         user_id: request.user_id,

@@ -1,7 +1,7 @@
 //! Criterion microbenchmarks of the hot path's pieces: the cohort hash, the decision, serving one
 //! event (plan and enqueue, with and without a shadow plan), the shadow payload comparison, and
 //! the event path before delivery (parse to frame, SSOT's preparation, enrichment, the offline
-//! marker).
+//! marker, a fleet peer's decoding of an event message).
 //! Run with `cargo bench --bench micro`; CI only builds them (clippy), never runs them.
 
 use std::hint::black_box;
@@ -42,8 +42,8 @@ fn comparison(c: &mut Criterion) {
 }
 
 /// The event path before delivery: parsing and checking a ~200-byte event's body to its frame,
-/// SSOT's preparation (no routing field, and one to rewrite), the legacy enrichment, and the
-/// offline copy's `"recovered"` marker.
+/// SSOT's preparation (no routing field, and one to rewrite), the legacy enrichment, the
+/// offline copy's `"recovered"` marker, and a fleet peer's reading of an event message.
 fn event_path(c: &mut Criterion) {
     let fixture = EventFixture::new();
     c.bench_function("parse_to_frame_200b", |b| {
@@ -57,6 +57,7 @@ fn event_path(c: &mut Criterion) {
     });
     c.bench_function("enrich_user_event", |b| b.iter(|| fixture.enrich()));
     c.bench_function("recovered_marker", |b| b.iter(|| fixture.recovered()));
+    c.bench_function("fleet_event_decode", |b| b.iter(|| fixture.fleet_decode()));
 }
 
 criterion_group!(benches, cohort, decision, plan, comparison, event_path);

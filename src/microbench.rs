@@ -9,6 +9,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::backplane::message::{EventMessage, Message};
 use crate::faults::Faults;
 use crate::flags::{FlagSet, Percent};
 use crate::metrics::Metrics;
@@ -133,6 +134,8 @@ pub struct EventFixture {
     body: Bytes,
     event: Event,
     misrouted: Event,
+    /// The user-event route's enriched event as a fleet peer receives it.
+    fleet_message: Vec<u8>,
 }
 
 /// The body of a `POST /v1/broadcast` whose event is about 200 bytes.
@@ -144,10 +147,22 @@ impl EventFixture {
         let request = RouteRequest::parse(Route::Broadcast, &body).expect("a valid body");
         let event = EventText::checked(request.event, request.event_keys).to_event();
         let misrouted = event.with_fields(&[("recipient_id", r#""mallory""#)]);
+        let fleet_message = EventMessage {
+            from_node: "node-a".to_owned(),
+            request: 42,
+            route: Route::UserEvent,
+            primary: PathKind::Ssot,
+            shadow: Some(PathKind::Legacy),
+            flags_version: 7,
+            user_id: "user-0042".to_owned(),
+            event: enrich_user_event(event.as_text(), &fixture_context()),
+        }
+        .encode();
         EventFixture {
             body,
             event,
             misrouted,
+            fleet_message,
         }
     }
 
@@ -173,19 +188,30 @@ impl EventFixture {
 
     /// The user-event route's enrichment, to the frame bytes.
     pub fn enrich(&self) -> usize {
-        let context = UserContext {
-            user_id: "user-0042".into(),
-            thread_id: Some("thread-12".into()),
-            request_id: "req_0123456789abcdef".into(),
-        };
-        enrich_user_event(self.event.as_text(), &context)
+        enrich_user_event(self.event.as_text(), &fixture_context())
             .text()
             .len()
+    }
+
+    /// A fleet peer's reading of an event message (the enriched user event), to the event.
+    pub fn fleet_decode(&self) -> usize {
+        match Message::decode(&self.fleet_message) {
+            Ok(Message::Event(message)) => message.event.text().len(),
+            _ => 0,
+        }
     }
 
     /// The offline copy, marked `"recovered": true`.
     pub fn recovered(&self) -> usize {
         self.event.recovered().len()
+    }
+}
+
+fn fixture_context() -> UserContext<'static> {
+    UserContext {
+        user_id: "user-0042".into(),
+        thread_id: Some("thread-12".into()),
+        request_id: "req_0123456789abcdef".into(),
     }
 }
 

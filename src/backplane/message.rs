@@ -181,11 +181,7 @@ fn decode_event(body: &[u8]) -> Result<EventMessage, MessageError> {
         .map_err(|error| malformed(format!("event header: {error}")))?;
     let event = std::str::from_utf8(&body[split + 1..])
         .map_err(|error| malformed(format!("event: {error}")))?;
-    let raw: &RawValue =
-        serde_json::from_str(event).map_err(|error| malformed(format!("event: {error}")))?;
-    if !raw.get().starts_with('{') {
-        return Err(malformed("event is not a JSON object".to_owned()));
-    }
+    let event = decode_event_text(event)?;
     let path = |name: &str| {
         PathKind::ALL
             .into_iter()
@@ -201,8 +197,24 @@ fn decode_event(body: &[u8]) -> Result<EventMessage, MessageError> {
         shadow: header.shadow.as_deref().map(path).transpose()?,
         flags_version: header.flags_version,
         user_id: header.user_id.into_owned(),
-        event: Event::from_object_text(Utf8Bytes::from(raw.get())),
+        event,
     })
+}
+
+/// The event of an event message: its top level read once ([`Event::parse_object`]). Text
+/// that does not read that way gets the checks it always got, for their words, and is taken
+/// when they pass (an object with a key no string can hold, such as a lone surrogate escape).
+fn decode_event_text(event: &str) -> Result<Event, MessageError> {
+    if let Some(event) = Event::parse_object(event) {
+        return Ok(event);
+    }
+    let malformed = |what: String| MessageError::Malformed(what);
+    let raw: &RawValue =
+        serde_json::from_str(event).map_err(|error| malformed(format!("event: {error}")))?;
+    if !raw.get().starts_with('{') {
+        return Err(malformed("event is not a JSON object".to_owned()));
+    }
+    Ok(Event::from_object_text(Utf8Bytes::from(raw.get())))
 }
 
 fn decode_offline_entry(line: &str) -> Option<(Origin, String)> {
@@ -271,6 +283,63 @@ mod tests {
             Message::decode(join_header(4).as_bytes()).is_ok(),
             "an empty replay"
         );
+    }
+
+    fn decoded_event(text: &str) -> Event {
+        let message = EventMessage {
+            from_node: "node-a".to_owned(),
+            request: 1,
+            route: Route::Broadcast,
+            primary: PathKind::Ssot,
+            shadow: None,
+            flags_version: 1,
+            user_id: "alice".to_owned(),
+            event: Event::from_object_text(Utf8Bytes::from(text)),
+        };
+        match Message::decode(&message.encode()) {
+            Ok(Message::Event(decoded)) => decoded.event,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    /// A received event's rewritten keys are known exactly, escapes and nesting and all: a
+    /// path reads its top level only when one of them is really there.
+    #[test]
+    fn a_received_events_keys_are_exact() {
+        let keys = [
+            "recipient_id",
+            "user_id",
+            "request_id",
+            "thread_id",
+            "recovered",
+        ];
+        for (text, present) in [
+            (r#"{"type":"x"}"#, &[][..]),
+            (
+                r#"{"type":"x","data":{"user_id":"m"},"t\u0065xt":"recipient_id"}"#,
+                &[][..],
+            ),
+            (r#"{"us\u0065r_id":"a","type":"x"}"#, &["user_id"][..]),
+            (
+                " {\"type\":\"x\",\n\"thread_id\":null,\"recovered\":true}\n",
+                &["thread_id", "recovered"][..],
+            ),
+        ] {
+            let event = decoded_event(text);
+            assert_eq!(event.text().as_str(), text.trim(), "{text}");
+            for key in keys {
+                assert_eq!(
+                    event.may_have(key),
+                    present.contains(&key),
+                    "{key} in {text}"
+                );
+            }
+        }
+        // A key no string can hold is still carried, as before, its keys guessed.
+        let lone = r#"{"\ud800":1,"type":"x"}"#;
+        let event = decoded_event(lone);
+        assert_eq!(event.text().as_str(), lone);
+        assert!(event.may_have("user_id"));
     }
 
     #[test]

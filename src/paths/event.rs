@@ -86,6 +86,23 @@ impl Event {
         Event { text, keys }
     }
 
+    /// An event from text that should be one JSON object (a fleet peer's message): its top
+    /// level is read once, which checks that it is one object and notes its keys exactly (a
+    /// scan of the text can only guess, and at a `\u` escape guesses every key). JSON's white
+    /// space around the object is not part of the event. `None` when the text is not one
+    /// object whose keys all read as strings.
+    pub(crate) fn parse_object(text: &str) -> Option<Event> {
+        let text = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+        let mut keys = TopKeys::default();
+        for (key, _) in members(text).ok()? {
+            keys.note(&key);
+        }
+        Some(Event {
+            text: Utf8Bytes::from(text),
+            keys,
+        })
+    }
+
     /// A test's event, from a JSON object value, encoded compact.
     #[cfg(test)]
     pub(crate) fn of_json(value: &serde_json::Value) -> Event {

@@ -22,6 +22,8 @@ pub(crate) struct WhenWoken<F> {
     inner: Pin<Box<F>>,
     signal: Arc<Signal>,
     waker: Waker,
+    /// The task's waker as last registered, to skip registering the same one again.
+    registered: Option<Waker>,
 }
 
 /// What `inner` holds as its waker: notes that it fired and wakes the task.
@@ -52,6 +54,7 @@ impl<F: Future> WhenWoken<F> {
             inner: Box::pin(inner),
             waker: Waker::from(Arc::clone(&signal)),
             signal,
+            registered: None,
         }
     }
 }
@@ -61,11 +64,24 @@ impl<F: Future> Future for WhenWoken<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        // Registered before the flag is read: a wake-up between the two finds this waker.
-        this.signal.task.register(cx.waker());
-        if !this.signal.fired.swap(false, Ordering::AcqRel) {
+        // A new waker is registered before the flag is read, so that a wake-up between the two
+        // finds it; a task's waker rarely changes, and the same one is not registered twice.
+        if !this
+            .registered
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            this.signal.task.register(cx.waker());
+            this.registered = Some(cx.waker().clone());
+        }
+        // Set before the task is woken, so the poll after that wake-up sees it.
+        if !(this.signal.fired.load(Ordering::Acquire)
+            && this.signal.fired.swap(false, Ordering::AcqRel))
+        {
             return Poll::Pending;
         }
+        // The wake-up took the registered waker: register it again before `inner` can fire.
+        this.signal.task.register(cx.waker());
         this.inner
             .as_mut()
             .poll(&mut Context::from_waker(&this.waker))
@@ -125,6 +141,32 @@ mod tests {
             .await
             .expect("woken by its own waker, it is polled again");
         assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_of_its_own_wake_ups_polls_it_again() {
+        let (polls, open, wake): (Arc<AtomicUsize>, Arc<AtomicBool>, Arc<AtomicWaker>) =
+            Default::default();
+        let gate = Gate {
+            polls: Arc::clone(&polls),
+            open: Arc::clone(&open),
+            wake: Arc::clone(&wake),
+        };
+        // Nothing else wakes this task: only the gate's own wake-ups reach it.
+        let waiting = tokio::spawn(WhenWoken::new(gate));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        for n in 2..5 {
+            wake.wake();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(polls.load(Ordering::SeqCst), n, "wake-up {n} was lost");
+        }
+        open.store(true, Ordering::SeqCst);
+        wake.wake();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the last wake-up completes it")
+            .expect("no panic");
     }
 
     #[tokio::test(start_paused = true)]

@@ -207,29 +207,22 @@ async fn serve_connection(
 
     let (sink, stream) = socket.split();
     let expires_in = identity.remaining();
-    let writer = write_loop(&state, &connection, sink, expires_in);
-    // The reader is a task of its own: in this task's `select!` it would be polled (a
-    // read attempt into a zeroed buffer) every time the writer wakes for a frame. Dropped with
-    // this task, as at the end of the grace period.
+    // The reader is a task of its own: were it a branch of this task's `select!`, it would be
+    // polled (a read attempt into a zeroed buffer) every time the writer wakes for a frame.
+    // However it ends, it closes the queue, which ends the writer; it is aborted when this task
+    // ends or is cut at the end of the grace period.
     let mut reader = AbortOnDropHandle::new(tokio::spawn(read_loop(
         Arc::clone(&state),
         Arc::clone(&connection),
         stream,
     )));
-    tokio::pin!(writer);
-    let reason = tokio::select! {
-        reason = &mut writer => {
-            // The writer sent its close frame; give the client a moment to answer it. A slow
-            // consumer gets no such moment: it is not reading, and its socket and memory are to
-            // be released now.
-            if !is_slow_consumer(reason) {
-                let _ = timeout(CLOSE_ACK_TIMEOUT, &mut reader).await;
-            }
-            reason
-        }
-        _ = &mut reader => writer.await,
-    };
-    // The reader is done, or dropped here: nothing reads the socket any more.
+    let reason = write_loop(&state, &connection, sink, expires_in).await;
+    // The writer sent its close frame (or the reader is already done); give the client a moment
+    // to answer it. A slow consumer gets no such moment: it is not reading, and its socket and
+    // memory are to be released now.
+    if !is_slow_consumer(reason) {
+        let _ = timeout(CLOSE_ACK_TIMEOUT, &mut reader).await;
+    }
     drop(reader);
 
     state.backplane.unregister(&state.registry, &connection);
@@ -420,6 +413,9 @@ async fn read_loop(
     connection: Arc<Connection>,
     mut stream: SplitStream<WebSocket>,
 ) {
+    // However the reader ends (the client left, a read failed, it was aborted or panicked), the
+    // connection closes: the first reason wins, so a reason set before stands.
+    let _closing = CloseOnDrop(&connection);
     let idle_timeout = state.config.limits.idle_timeout;
     loop {
         let message = match timeout(idle_timeout, stream.next()).await {
@@ -474,7 +470,15 @@ async fn read_loop(
             let _ = connection.queue.push(Frame::control(reply));
         }
     }
-    connection.queue.close(CloseReason::ClientClosed);
+}
+
+/// Closes a connection's queue as closed by the client when dropped.
+struct CloseOnDrop<'a>(&'a Connection);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.queue.close(CloseReason::ClientClosed);
+    }
 }
 
 fn read_error_reason(error: axum::Error) -> CloseReason {

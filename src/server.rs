@@ -11,6 +11,7 @@ pub(crate) mod openapi;
 pub(crate) mod producer;
 pub(crate) mod protocol;
 pub(crate) mod summary;
+pub(crate) mod woken;
 pub(crate) mod ws;
 
 use std::sync::Arc;

@@ -37,6 +37,7 @@ use tower_service::Service as _;
 use crate::config::Limits;
 use crate::labels::{HttpTimeout, Listener};
 use crate::metrics::Metrics;
+use crate::server::woken::WhenWoken;
 
 /// The largest request head (request line and headers) accepted; larger gets hyper's 431. A
 /// client JWT in a header or subprotocol is a few KiB; this keeps what a capped number of
@@ -148,7 +149,7 @@ pub(crate) async fn until_grace_over<F: Future>(
 ) -> Option<F::Output> {
     tokio::select! {
         output = work => Some(output),
-        () = grace_over(shutdown, grace) => None,
+        () = WhenWoken::new(grace_over(shutdown, grace)) => None,
     }
 }
 
@@ -185,7 +186,7 @@ async fn connection(
     let graceful = async {
         tokio::select! {
             result = conn.as_mut() => result,
-            () = serving.stop.cancelled() => {
+            () = WhenWoken::new(serving.stop.cancelled()) => {
                 // Idle connections close now; a request in progress is answered first.
                 conn.as_mut().graceful_shutdown();
                 conn.as_mut().await

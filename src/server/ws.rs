@@ -12,7 +12,10 @@
 //! within about a second of the overflow, never after the write timeout.
 
 use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -23,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::auth::{ClientIdentity, client_user_id, token_from_subprotocols};
 use crate::labels::{AuthFailure, CloseReason, Outcome};
@@ -31,6 +35,7 @@ use crate::server::AppState;
 use crate::server::api_error::ApiError;
 use crate::server::listen::until_grace_over;
 use crate::server::protocol::{ClientMessage, ConnectionData, ServerMessage};
+use crate::server::woken::WhenWoken;
 
 /// How long the writer waits for the client to answer its close frame.
 const CLOSE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -202,21 +207,23 @@ async fn serve_connection(
 
     let (sink, stream) = socket.split();
     let expires_in = identity.remaining();
-    let writer = write_loop(&state, &connection, sink, expires_in);
-    let reader = read_loop(&state, &connection, stream);
-    tokio::pin!(writer, reader);
-    let reason = tokio::select! {
-        reason = &mut writer => {
-            // The writer sent its close frame; give the client a moment to answer it. A slow
-            // consumer gets no such moment: it is not reading, and its socket and memory are to
-            // be released now.
-            if !is_slow_consumer(reason) {
-                let _ = timeout(CLOSE_ACK_TIMEOUT, &mut reader).await;
-            }
-            reason
-        }
-        () = &mut reader => writer.await,
-    };
+    // The reader is a task of its own: were it a branch of this task's `select!`, it would be
+    // polled (a read attempt into a zeroed buffer) every time the writer wakes for a frame.
+    // However it ends, it closes the queue, which ends the writer; it is aborted when this task
+    // ends or is cut at the end of the grace period.
+    let mut reader = AbortOnDropHandle::new(tokio::spawn(read_loop(
+        Arc::clone(&state),
+        Arc::clone(&connection),
+        stream,
+    )));
+    let reason = write_loop(&state, &connection, sink, expires_in).await;
+    // The writer sent its close frame (or the reader is already done); give the client a moment
+    // to answer it. A slow consumer gets no such moment: it is not reading, and its socket and
+    // memory are to be released now.
+    if !is_slow_consumer(reason) {
+        let _ = timeout(CLOSE_ACK_TIMEOUT, &mut reader).await;
+    }
+    drop(reader);
 
     state.backplane.unregister(&state.registry, &connection);
     // Anything pushed between the writer's last look and unregistering was never written.
@@ -249,6 +256,8 @@ async fn write_loop(
         Instant::now() + expires_in.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600)),
     );
     tokio::pin!(expiry);
+    let shutdown = WhenWoken::new(state.shutdown.cancelled());
+    tokio::pin!(shutdown);
     let mut batch = Vec::new();
     loop {
         let closing = connection.queue.take(&mut batch);
@@ -296,7 +305,7 @@ async fn write_loop(
                 }
             }
             () = &mut expiry => { connection.queue.close(CloseReason::TokenExpired); }
-            () = state.shutdown.cancelled() => { connection.queue.close(CloseReason::Shutdown); }
+            () = &mut shutdown => { connection.queue.close(CloseReason::Shutdown); }
         }
     }
 }
@@ -313,20 +322,29 @@ async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     batch: &mut Vec<Frame>,
 ) -> Result<(), CloseReason> {
-    let write = async {
-        for frame in batch.iter() {
-            sink.feed(Message::Text(frame.payload.clone())).await?;
+    let written = {
+        let write = async {
+            for frame in batch.iter() {
+                sink.feed(Message::Text(frame.payload.clone())).await?;
+            }
+            sink.flush().await
+        };
+        tokio::pin!(write);
+        // Most writes complete at once, into the socket's buffer: only one that has to wait
+        // gets a timer and a watch on the queue.
+        match poll_once(write.as_mut()).await {
+            Poll::Ready(done) => Some(Ok(done)),
+            Poll::Pending => tokio::select! {
+                biased;
+                written = timeout(state.config.limits.write_timeout, write) => Some(written),
+                () = connection.queue.overflowed() => None,
+            },
         }
-        sink.flush().await
     };
-    let written = tokio::select! {
-        biased;
-        written = timeout(state.config.limits.write_timeout, write) => written,
-        () = connection.queue.overflowed() => {
-            count_dropped(state, connection, batch, Outcome::DroppedSlowConsumer);
-            batch.clear();
-            return Err(CloseReason::SlowConsumer);
-        }
+    let Some(written) = written else {
+        count_dropped(state, connection, batch, Outcome::DroppedSlowConsumer);
+        batch.clear();
+        return Err(CloseReason::SlowConsumer);
     };
     let result = match written {
         Ok(Ok(())) => {
@@ -374,6 +392,12 @@ fn count_dropped(state: &AppState, connection: &Connection, frames: &[Frame], ou
     }
 }
 
+/// Polls `future` once, in the caller's context: `Pending` leaves it registered to wake the
+/// caller, to be awaited further.
+async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+}
+
 /// Whether a connection closes because its client does not read fast enough (close code 4001).
 fn is_slow_consumer(reason: CloseReason) -> bool {
     matches!(
@@ -384,7 +408,14 @@ fn is_slow_consumer(reason: CloseReason) -> bool {
 
 /// Reads client frames until the client goes away, answering protocol messages through the
 /// send queue and closing a client that stays silent past the idle timeout.
-async fn read_loop(state: &AppState, connection: &Connection, mut stream: SplitStream<WebSocket>) {
+async fn read_loop(
+    state: Arc<AppState>,
+    connection: Arc<Connection>,
+    mut stream: SplitStream<WebSocket>,
+) {
+    // However the reader ends (the client left, a read failed, it was aborted or panicked), the
+    // connection closes: the first reason wins, so a reason set before stands.
+    let _closing = CloseOnDrop(&connection);
     let idle_timeout = state.config.limits.idle_timeout;
     loop {
         let message = match timeout(idle_timeout, stream.next()).await {
@@ -439,7 +470,15 @@ async fn read_loop(state: &AppState, connection: &Connection, mut stream: SplitS
             let _ = connection.queue.push(Frame::control(reply));
         }
     }
-    connection.queue.close(CloseReason::ClientClosed);
+}
+
+/// Closes a connection's queue as closed by the client when dropped.
+struct CloseOnDrop<'a>(&'a Connection);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.queue.close(CloseReason::ClientClosed);
+    }
 }
 
 fn read_error_reason(error: axum::Error) -> CloseReason {

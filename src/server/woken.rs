@@ -1,0 +1,196 @@
+//! A future that is polled only when it asked to be: the shutdown branches every connection
+//! task selects on.
+//!
+//! `tokio::select!` polls every branch whenever the task wakes. A connection's task wakes for
+//! every frame it sends and every request it serves, and most of its branches wait on the
+//! process's shutdown token: re-polling one of those takes two process-wide locks (the token's
+//! and its `Notify`'s), shared by every connection on both worker threads. Wrapped in
+//! [`WhenWoken`], such a branch registers once and is polled again only after its own waker
+//! fired (BENCHMARKS.md, "The send path's wake-ups").
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures_util::task::AtomicWaker;
+
+/// Wraps `inner` so that it is polled on the first poll and afterwards only when the waker it
+/// was last given has been woken; the task's current waker is always the one woken.
+pub(crate) struct WhenWoken<F> {
+    inner: Pin<Box<F>>,
+    signal: Arc<Signal>,
+    waker: Waker,
+    /// The task's waker as last registered, to skip registering the same one again.
+    registered: Option<Waker>,
+}
+
+/// What `inner` holds as its waker: notes that it fired and wakes the task.
+struct Signal {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future> WhenWoken<F> {
+    pub(crate) fn new(inner: F) -> WhenWoken<F> {
+        let signal = Arc::new(Signal {
+            // The first poll goes through, so that `inner` registers its waker.
+            fired: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        WhenWoken {
+            inner: Box::pin(inner),
+            waker: Waker::from(Arc::clone(&signal)),
+            signal,
+            registered: None,
+        }
+    }
+}
+
+impl<F: Future> Future for WhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        // A new waker is registered before the flag is read, so that a wake-up between the two
+        // finds it; a task's waker rarely changes, and the same one is not registered twice.
+        if !this
+            .registered
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            this.signal.task.register(cx.waker());
+            this.registered = Some(cx.waker().clone());
+        }
+        // Set before the task is woken, so the poll after that wake-up sees it.
+        if !(this.signal.fired.load(Ordering::Acquire)
+            && this.signal.fired.swap(false, Ordering::AcqRel))
+        {
+            return Poll::Pending;
+        }
+        // The wake-up took the registered waker: register it again before `inner` can fire.
+        this.signal.task.register(cx.waker());
+        this.inner
+            .as_mut()
+            .poll(&mut Context::from_waker(&this.waker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// Counts its polls and is ready once `open` is set, waking whoever waits through `wake`.
+    struct Gate {
+        polls: Arc<AtomicUsize>,
+        open: Arc<AtomicBool>,
+        wake: Arc<AtomicWaker>,
+    }
+
+    impl Future for Gate {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            self.wake.register(cx.waker());
+            if self.open.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn other_wake_ups_of_the_task_do_not_poll_it_and_its_own_wake_up_does() {
+        let (polls, open, wake) = Default::default();
+        let gate = Gate {
+            polls: Arc::clone(&polls),
+            open: Arc::clone(&open),
+            wake: Arc::clone(&wake),
+        };
+        let mut quiet = std::pin::pin!(WhenWoken::new(gate));
+        // Wake the task 100 times by something else: the gate is polled once, at the start.
+        for _ in 0..100 {
+            tokio::select! {
+                () = &mut quiet => panic!("the gate is not open"),
+                () = async { tokio::task::yield_now().await } => {}
+            }
+        }
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        // Its own waker fires: it is polled and completes.
+        open.store(true, Ordering::SeqCst);
+        wake.wake();
+        tokio::time::timeout(Duration::from_secs(5), &mut quiet)
+            .await
+            .expect("woken by its own waker, it is polled again");
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_of_its_own_wake_ups_polls_it_again() {
+        let (polls, open, wake): (Arc<AtomicUsize>, Arc<AtomicBool>, Arc<AtomicWaker>) =
+            Default::default();
+        let gate = Gate {
+            polls: Arc::clone(&polls),
+            open: Arc::clone(&open),
+            wake: Arc::clone(&wake),
+        };
+        // Nothing else wakes this task: only the gate's own wake-ups reach it.
+        let waiting = tokio::spawn(WhenWoken::new(gate));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        for n in 2..5 {
+            wake.wake();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(polls.load(Ordering::SeqCst), n, "wake-up {n} was lost");
+        }
+        open.store(true, Ordering::SeqCst);
+        wake.wake();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the last wake-up completes it")
+            .expect("no panic");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancellation_reaches_a_task_parked_on_other_branches() {
+        let token = CancellationToken::new();
+        let waiting = {
+            let token = token.clone();
+            tokio::spawn(async move {
+                let cancelled = WhenWoken::new(token.cancelled_owned());
+                tokio::pin!(cancelled);
+                let mut spurious = tokio::time::interval(Duration::from_millis(1));
+                loop {
+                    tokio::select! {
+                        () = &mut cancelled => return,
+                        _ = spurious.tick() => {}
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the cancellation is seen")
+            .expect("no panic");
+    }
+}

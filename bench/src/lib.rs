@@ -20,6 +20,7 @@ mod flips;
 mod idle;
 mod load;
 mod peers;
+mod reference;
 pub mod route;
 mod wire;
 
@@ -34,6 +35,7 @@ pub use crate::flips::{FlipReport, flip_latency};
 pub use crate::idle::idle_rss;
 pub use crate::load::run;
 pub use crate::peers::{Comparison, Peer, PeerRun, Shape, compare_peers};
+pub use crate::reference::{ReferenceReport, loopback_reference};
 pub use crate::route::Route;
 
 /// What to run.

@@ -59,6 +59,11 @@ struct Cli {
     /// reported too.
     #[arg(long)]
     gateway_pid: Option<u32>,
+    /// Instead of a load run: the loopback reference, one thread writing ~200-byte frames
+    /// round-robin over --users × --connections loopback connections, one `write()` per frame,
+    /// read by this generator's tasks, for --seconds; --rounds times.
+    #[arg(long)]
+    loopback_reference: bool,
     /// Instead of a load run: flip the route's flags this many times and report how long a
     /// flip takes and whether the next event on the route saw it (needs --admin-token).
     #[arg(long)]
@@ -122,6 +127,8 @@ fn main() -> ExitCode {
             return usage("--idle-connections needs --gateway-pid");
         };
         runtime.block_on(idle(&cli, pid, n))
+    } else if cli.loopback_reference {
+        runtime.block_on(reference(&cli))
     } else if !cli.peers.is_empty() {
         runtime.block_on(compare_peers(&cli))
     } else {
@@ -176,6 +183,24 @@ async fn idle(cli: &Cli, pid: u32, n: usize) -> Result<ExitCode, BenchError> {
     println!(
         "gateway RSS {before} KiB before, {after} KiB with {n} idle connections: {per:.2} KiB per connection"
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reference(cli: &Cli) -> Result<ExitCode, BenchError> {
+    let connections = cli.users * cli.connections;
+    for round in 1..=cli.rounds {
+        let report =
+            switchyard_bench::loopback_reference(connections, Duration::from_secs(cli.seconds))
+                .await?;
+        if cli.json {
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        } else {
+            println!(
+                "round {round} loopback reference, {connections} connections: {:.0} deliveries/s, {:.2} cores",
+                report.deliveries_per_second, report.cores
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

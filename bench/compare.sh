@@ -39,7 +39,17 @@ TOKEN=$(token switchyard PRODUCER_TOKEN)
 
 echo "== $(git rev-parse --short HEAD) $(date -u +%FT%TZ), ${ROUNDS} rounds of ${SECONDS_PER_RUN} s," \
      "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+# The loopback ceiling at one write() per frame (issue 16's batch target is half of it), before
+# and after the comparison, so the session's figures have their reference beside them.
+reference() {
+  for conns in 1 3; do
+    "$BENCH" --producer-token unused --loopback-reference --users 1000 --connections "$conns" \
+        --seconds "$SECONDS_PER_RUN" --rounds 1
+  done
+}
+reference
 "$BENCH" --peer "switchyard=127.0.0.1:18180,token=$TOKEN,pid=$SY" \
     --peer "bun=127.0.0.1:18181,pid=$BUN" --peer "node=127.0.0.1:18182,pid=$NODE" \
     --producer-token peer-token --users 1000 --producers 16 --padding 120 \
     --seconds "$SECONDS_PER_RUN" --rounds "$ROUNDS" "$@"
+reference

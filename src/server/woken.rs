@@ -16,8 +16,9 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
-/// Wraps `inner` so that it is polled on the first poll and afterwards only when the waker it
-/// was last given has been woken; the task's current waker is always the one woken.
+/// Wraps `inner` so that it is polled on the first poll, on the poll after it was ready, and
+/// otherwise only when the waker it was last given has been woken; the task's current waker is
+/// always the one woken.
 pub(crate) struct WhenWoken<F> {
     inner: Pin<Box<F>>,
     signal: Arc<Signal>,
@@ -82,9 +83,16 @@ impl<F: Future> Future for WhenWoken<F> {
         }
         // The wake-up took the registered waker: register it again before `inner` can fire.
         this.signal.task.register(cx.waker());
-        this.inner
+        let polled = this
+            .inner
             .as_mut()
-            .poll(&mut Context::from_waker(&this.waker))
+            .poll(&mut Context::from_waker(&this.waker));
+        if polled.is_ready() {
+            // A future that can be polled again after it is ready (a `poll_fn` over a timer, as
+            // the writer's) is polled on the next poll: it has not registered a waker this time.
+            this.signal.fired.store(true, Ordering::Release);
+        }
+        polled
     }
 }
 
@@ -167,6 +175,18 @@ mod tests {
             .await
             .expect("the last wake-up completes it")
             .expect("no panic");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_future_polled_again_after_it_was_ready_keeps_firing() {
+        let mut interval = tokio::time::interval(Duration::from_secs(30));
+        let mut ticks = WhenWoken::new(std::future::poll_fn(move |cx| interval.poll_tick(cx)));
+        // Five heartbeats in a row: each ready poll re-arms the timer only when polled again.
+        for _ in 0..5 {
+            tokio::time::timeout(Duration::from_secs(60), &mut ticks)
+                .await
+                .expect("the next tick arrives");
+        }
     }
 
     #[tokio::test(start_paused = true)]

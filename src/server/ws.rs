@@ -256,8 +256,21 @@ async fn write_loop(
         Instant::now() + expires_in.unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600)),
     );
     tokio::pin!(expiry);
-    let shutdown = WhenWoken::new(state.shutdown.cancelled());
+    let shutdown = state.shutdown.cancelled();
     tokio::pin!(shutdown);
+    // The heartbeat, the token's expiry and shutdown, polled together and only when one of them
+    // woke the task, not on every wake-up for a frame.
+    let mut beside = WhenWoken::new(poll_fn(|cx| {
+        if shutdown.as_mut().poll(cx).is_ready() {
+            Poll::Ready(Beside::Shutdown)
+        } else if expiry.as_mut().poll(cx).is_ready() {
+            Poll::Ready(Beside::Expired)
+        } else if ping.poll_tick(cx).is_ready() {
+            Poll::Ready(Beside::Ping)
+        } else {
+            Poll::Pending
+        }
+    }));
     let mut batch = Vec::new();
     loop {
         let closing = connection.queue.take(&mut batch);
@@ -288,10 +301,16 @@ async fn write_loop(
             send_close(&mut sink, reason, limits.write_timeout).await;
             return reason;
         }
-        tokio::select! {
-            () = connection.queue.changed() => {}
-            _ = ping.tick() => {
-                let ping = timeout(limits.write_timeout, sink.send(Message::Ping(Default::default())));
+        let event = tokio::select! {
+            () = connection.queue.changed() => continue,
+            event = &mut beside => event,
+        };
+        match event {
+            Beside::Ping => {
+                let ping = timeout(
+                    limits.write_timeout,
+                    sink.send(Message::Ping(Default::default())),
+                );
                 // An overflow while the ping is stuck is seen by the next `take`.
                 let sent = tokio::select! {
                     biased;
@@ -300,14 +319,29 @@ async fn write_loop(
                 };
                 match sent {
                     Some(Ok(Ok(()))) | None => {}
-                    Some(Ok(Err(_))) => { connection.queue.close(CloseReason::WriteError); }
-                    Some(Err(_)) => { connection.queue.close(CloseReason::WriteTimeout); }
+                    Some(Ok(Err(_))) => {
+                        connection.queue.close(CloseReason::WriteError);
+                    }
+                    Some(Err(_)) => {
+                        connection.queue.close(CloseReason::WriteTimeout);
+                    }
                 }
             }
-            () = &mut expiry => { connection.queue.close(CloseReason::TokenExpired); }
-            () = &mut shutdown => { connection.queue.close(CloseReason::Shutdown); }
+            Beside::Expired => {
+                connection.queue.close(CloseReason::TokenExpired);
+            }
+            Beside::Shutdown => {
+                connection.queue.close(CloseReason::Shutdown);
+            }
         }
     }
+}
+
+/// What the writer waits for besides frames.
+enum Beside {
+    Ping,
+    Expired,
+    Shutdown,
 }
 
 /// Writes every frame of `batch` and flushes once, under the write timeout, giving up at once

@@ -18,13 +18,13 @@ use futures_util::task::AtomicWaker;
 
 /// Wraps `inner` so that it is polled on the first poll, on the poll after it was ready, and
 /// otherwise only when the waker it was last given has been woken; the task's current waker is
-/// always the one woken.
+/// always the one woken. Not fused: polled after it was ready, it polls `inner` again, which
+/// suits a `poll_fn` (the writer's heartbeat) and would panic in an `async` block, so callers
+/// of the latter never poll it after completion (a `select!` disables a completed branch).
 pub(crate) struct WhenWoken<F> {
     inner: Pin<Box<F>>,
     signal: Arc<Signal>,
     waker: Waker,
-    /// The task's waker as last registered, to skip registering the same one again.
-    registered: Option<Waker>,
 }
 
 /// What `inner` holds as its waker: notes that it fired and wakes the task.
@@ -55,7 +55,6 @@ impl<F: Future> WhenWoken<F> {
             inner: Box::pin(inner),
             waker: Waker::from(Arc::clone(&signal)),
             signal,
-            registered: None,
         }
     }
 }
@@ -65,24 +64,17 @@ impl<F: Future> Future for WhenWoken<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        // A new waker is registered before the flag is read, so that a wake-up between the two
-        // finds it; a task's waker rarely changes, and the same one is not registered twice.
-        if !this
-            .registered
-            .as_ref()
-            .is_some_and(|waker| waker.will_wake(cx.waker()))
-        {
-            this.signal.task.register(cx.waker());
-            this.registered = Some(cx.waker().clone());
-        }
+        // Registered on every poll, before the flag is read: a wake-up takes the registered
+        // waker and sets the flag in two steps, so skipping this when the waker is unchanged
+        // can leave none registered after a wake-up that raced this poll (a lost wake-up). With
+        // the same waker it is two atomic operations on this connection's own word.
+        this.signal.task.register(cx.waker());
         // Set before the task is woken, so the poll after that wake-up sees it.
         if !(this.signal.fired.load(Ordering::Acquire)
             && this.signal.fired.swap(false, Ordering::AcqRel))
         {
             return Poll::Pending;
         }
-        // The wake-up took the registered waker: register it again before `inner` can fire.
-        this.signal.task.register(cx.waker());
         let polled = this
             .inner
             .as_mut()
@@ -192,21 +184,29 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cancellation_reaches_a_task_parked_on_other_branches() {
         let token = CancellationToken::new();
+        let other = Arc::new(tokio::sync::Notify::new());
+        let woken_by_other = Arc::new(AtomicUsize::new(0));
         let waiting = {
-            let token = token.clone();
+            let (token, other) = (token.clone(), Arc::clone(&other));
+            let woken_by_other = Arc::clone(&woken_by_other);
             tokio::spawn(async move {
                 let cancelled = WhenWoken::new(token.cancelled_owned());
                 tokio::pin!(cancelled);
-                let mut spurious = tokio::time::interval(Duration::from_millis(1));
                 loop {
                     tokio::select! {
                         () = &mut cancelled => return,
-                        _ = spurious.tick() => {}
+                        () = other.notified() => { woken_by_other.fetch_add(1, Ordering::SeqCst); }
                     }
                 }
             })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Other wake-ups first, then nothing but the cancellation: only its own wake-up can
+        // end the task.
+        for n in 1..=3 {
+            other.notify_one();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(woken_by_other.load(Ordering::SeqCst), n);
+        }
         token.cancel();
         tokio::time::timeout(Duration::from_secs(5), waiting)
             .await

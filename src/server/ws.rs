@@ -220,8 +220,12 @@ async fn serve_connection(
     // The writer sent its close frame (or the reader is already done); give the client a moment
     // to answer it. A slow consumer gets no such moment: it is not reading, and its socket and
     // memory are to be released now.
-    if !is_slow_consumer(reason) {
-        let _ = timeout(CLOSE_ACK_TIMEOUT, &mut reader).await;
+    if !is_slow_consumer(reason)
+        && let Ok(Err(error)) = timeout(CLOSE_ACK_TIMEOUT, &mut reader).await
+        && error.is_panic()
+    {
+        // Closed as by the client (`CloseOnDrop`); the panic itself is a bug worth seeing.
+        tracing::error!(%error, connection_id = %connection.wire_id(), "a connection's reader panicked");
     }
     drop(reader);
 

@@ -159,7 +159,7 @@ fn authenticate(
 /// Runs one upgraded connection to its end.
 async fn serve_connection(
     state: Arc<AppState>,
-    mut socket: WebSocket,
+    socket: WebSocket,
     identity: ClientIdentity,
     thread_id: Option<String>,
     _slot: ConnectionSlot,
@@ -181,21 +181,7 @@ async fn serve_connection(
     let connection = match registered {
         Ok(connection) => connection,
         Err(RegisterError::TooManyForUser { limit }) => {
-            tracing::info!(
-                user_id = identity.user_id.as_str(),
-                limit,
-                "refused connection over the per-user limit"
-            );
-            let close = close_frame(CloseReason::TooManyConnections);
-            let _ = timeout(
-                state.config.limits.write_timeout,
-                socket.send(Message::Close(close)),
-            )
-            .await;
-            state
-                .metrics
-                .connection_closed(CloseReason::TooManyConnections);
-            return;
+            return refuse_over_limit(&state, socket, &identity, limit).await;
         }
     };
     tracing::debug!(
@@ -240,6 +226,29 @@ async fn serve_connection(
         reason = reason.as_str(),
         "client disconnected"
     );
+}
+
+/// Closes a connection the registry refused: its user is at the per-user limit.
+async fn refuse_over_limit(
+    state: &AppState,
+    mut socket: WebSocket,
+    identity: &ClientIdentity,
+    limit: usize,
+) {
+    tracing::info!(
+        user_id = identity.user_id.as_str(),
+        limit,
+        "refused connection over the per-user limit"
+    );
+    let close = close_frame(CloseReason::TooManyConnections);
+    let _ = timeout(
+        state.config.limits.write_timeout,
+        socket.send(Message::Close(close)),
+    )
+    .await;
+    state
+        .metrics
+        .connection_closed(CloseReason::TooManyConnections);
 }
 
 /// Drains the send queue to the socket until the connection closes; returns why it closed.
@@ -310,33 +319,37 @@ async fn write_loop(
             event = &mut beside => event,
         };
         match event {
-            Beside::Ping => {
-                let ping = timeout(
-                    limits.write_timeout,
-                    sink.send(Message::Ping(Default::default())),
-                );
-                // An overflow while the ping is stuck is seen by the next `take`.
-                let sent = tokio::select! {
-                    biased;
-                    sent = ping => Some(sent),
-                    () = connection.queue.overflowed() => None,
-                };
-                match sent {
-                    Some(Ok(Ok(()))) | None => {}
-                    Some(Ok(Err(_))) => {
-                        connection.queue.close(CloseReason::WriteError);
-                    }
-                    Some(Err(_)) => {
-                        connection.queue.close(CloseReason::WriteTimeout);
-                    }
-                }
-            }
+            Beside::Ping => ping_client(connection, &mut sink, limits.write_timeout).await,
             Beside::Expired => {
                 connection.queue.close(CloseReason::TokenExpired);
             }
             Beside::Shutdown => {
                 connection.queue.close(CloseReason::Shutdown);
             }
+        }
+    }
+}
+
+/// Sends the heartbeat's ping under the write timeout, closing the connection if it fails.
+async fn ping_client(
+    connection: &Connection,
+    sink: &mut SplitSink<WebSocket, Message>,
+    write_timeout: Duration,
+) {
+    let ping = timeout(write_timeout, sink.send(Message::Ping(Default::default())));
+    // An overflow while the ping is stuck is seen by the next `take`.
+    let sent = tokio::select! {
+        biased;
+        sent = ping => Some(sent),
+        () = connection.queue.overflowed() => None,
+    };
+    match sent {
+        Some(Ok(Ok(()))) | None => {}
+        Some(Ok(Err(_))) => {
+            connection.queue.close(CloseReason::WriteError);
+        }
+        Some(Err(_)) => {
+            connection.queue.close(CloseReason::WriteTimeout);
         }
     }
 }

@@ -20,6 +20,9 @@ use crate::cpu::CpuClock;
 /// A frame's payload length: the load runs' events with `--padding 120` are about this long.
 const PAYLOAD_BYTES: usize = 200;
 
+/// A whole frame: two header bytes, the 16-bit length, the payload.
+const FRAME_BYTES: usize = 4 + PAYLOAD_BYTES;
+
 /// What a reference run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ReferenceReport {
@@ -70,7 +73,7 @@ pub async fn loopback_reference(
         reader.await?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let frames = received.load(Ordering::Acquire) / frame_len() as u64;
+    let frames = received.load(Ordering::Acquire) / FRAME_BYTES as u64;
     Ok(ReferenceReport {
         connections,
         seconds,
@@ -83,12 +86,8 @@ pub async fn loopback_reference(
 fn frame() -> Vec<u8> {
     let mut frame = vec![0x81, 126];
     frame.extend_from_slice(&(PAYLOAD_BYTES as u16).to_be_bytes());
-    frame.resize(frame_len(), b'x');
+    frame.resize(FRAME_BYTES, b'x');
     frame
-}
-
-fn frame_len() -> usize {
-    4 + PAYLOAD_BYTES
 }
 
 /// Until `stop`, one `write` per frame, connection after connection.

@@ -90,6 +90,15 @@ pub struct BenchReport {
     pub duplicated: u64,
     pub foreign: u64,
     pub latency_us: Percentiles,
+    /// Each producer request's round trip, from sending it to reading its whole answer.
+    pub answer_us: Percentiles,
+    /// In an open loop, how late each request was sent against the time it was due: the
+    /// generator's own share of `latency_us` (a pacer or a producer that woke late, or a
+    /// producer still waiting for its last answer). `None` in a closed loop.
+    pub send_lag_us: Option<Percentiles>,
+    /// In an open loop, `latency_us` counted from when each event was sent instead of when it
+    /// was due: the gateway's and the receiving clients' share, without the sending lag.
+    pub latency_from_sent_us: Option<Percentiles>,
     /// Cores the generator used while the producers ran (its CPU seconds over the run's
     /// seconds): 1.0 is one core busy the whole time, taken from the server under test.
     pub generator_cores: f64,
@@ -265,10 +274,15 @@ pub fn shadow_medians(runs: &[LabelledRun]) -> (f64, f64) {
     (median("shadow off"), median("shadow on"))
 }
 
+/// A p99 for a table, or `-` when it was not measured.
+fn p99_or_dash(percentiles: Option<&Percentiles>) -> String {
+    percentiles.map_or("-".to_owned(), |p| p.p99.to_string())
+}
+
 /// A readable table of runs, one line each.
 pub fn table(runs: &[LabelledRun]) -> String {
     let mut out = format!(
-        "{:<14} {:>12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7} {:>9}\n",
+        "{:<14} {:>12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7} {:>9} {:>14} {:>12} {:>13}\n",
         "run",
         "deliveries/s",
         "events/s",
@@ -280,11 +294,14 @@ pub fn table(runs: &[LabelledRun]) -> String {
         "lost",
         "dup",
         "foreign",
-        "gen cores"
+        "gen cores",
+        "answer p99 µs",
+        "lag p99 µs",
+        "from sent p99"
     );
     for LabelledRun { label, report: r } in runs {
         out.push_str(&format!(
-            "{:<14} {:>12.0} {:>10.0} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7} {:>9.2}\n",
+            "{:<14} {:>12.0} {:>10.0} {:>8} {:>8} {:>8} {:>9} {:>8} {:>5} {:>5} {:>7} {:>9.2} {:>14} {:>12} {:>13}\n",
             label,
             r.deliveries_per_second,
             r.events_per_second,
@@ -296,7 +313,10 @@ pub fn table(runs: &[LabelledRun]) -> String {
             r.lost,
             r.duplicated,
             r.foreign,
-            r.generator_cores
+            r.generator_cores,
+            r.answer_us.p99,
+            p99_or_dash(r.send_lag_us.as_ref()),
+            p99_or_dash(r.latency_from_sent_us.as_ref()),
         ));
     }
     out

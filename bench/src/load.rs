@@ -28,13 +28,41 @@ struct Tally {
     duplicated: u64,
     foreign: u64,
     latencies_us: Histogram<Count>,
+    /// In an open loop, the latency counted from when the event was sent, not when it was due.
+    from_sent_us: Histogram<Count>,
 }
 
 /// What one client task returns: its user's index, the last sequence number it saw, its tally.
 type ClientEnd = (usize, u64, Tally);
 
-/// What one producer task returns: for each of its users' index, how many events it sent them.
-type ProducerEnd = Result<Vec<(usize, u64)>, BenchError>;
+/// What one producer task returns: for each of its users' index, how many events it sent them,
+/// and how its requests went.
+type ProducerEnd = Result<(Vec<(usize, u64)>, Requests), BenchError>;
+
+/// How one producer's requests, or all of them, went.
+struct Requests {
+    /// Each request's round trip.
+    answer_us: Histogram<Count>,
+    /// Each request's start against its due time (open loop only).
+    lag_us: Histogram<Count>,
+}
+
+impl Requests {
+    fn new() -> Requests {
+        Requests {
+            answer_us: histogram(),
+            lag_us: histogram(),
+        }
+    }
+
+    fn add(&mut self, other: &Requests) -> Result<(), BenchError> {
+        let merged = self
+            .answer_us
+            .add(&other.answer_us)
+            .and_then(|()| self.lag_us.add(&other.lag_us));
+        merged.map_err(|e| BenchError::Config(format!("merging request times: {e}")))
+    }
+}
 
 /// Runs one measurement.
 pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
@@ -65,10 +93,13 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let started = Instant::now();
     let producers = start_producers(config, &users, epoch, &published)?;
     let mut last_seq = vec![0u64; config.users];
+    let mut requests = Requests::new();
     for producer in producers {
-        for (index, n) in producer.await?? {
+        let (sent, theirs) = producer.await??;
+        for (index, n) in sent {
             last_seq[index] = n;
         }
+        requests.add(&theirs)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let generator_cores = generator_cpu.cores(seconds)?;
@@ -92,6 +123,15 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         duplicated: tally.duplicated,
         foreign: tally.foreign,
         latency_us: Percentiles::of(&tally.latencies_us),
+        answer_us: Percentiles::of(&requests.answer_us),
+        send_lag_us: config
+            .rate
+            .is_some()
+            .then(|| Percentiles::of(&requests.lag_us)),
+        latency_from_sent_us: config
+            .rate
+            .is_some()
+            .then(|| Percentiles::of(&tally.from_sent_us)),
         generator_cores,
         target_cores,
     })
@@ -184,6 +224,7 @@ async fn collect(
         tally
             .latencies_us
             .add(&t.latencies_us)
+            .and_then(|()| tally.from_sent_us.add(&t.from_sent_us))
             .map_err(|e| BenchError::Config(format!("merging latencies: {e}")))?;
     }
     Ok(tally)
@@ -235,8 +276,9 @@ impl Producer {
         mut self,
         mut schedule: Option<mpsc::UnboundedReceiver<Instant>>,
     ) -> ProducerEnd {
+        let mut requests = Requests::new();
         if self.owned.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), requests));
         }
         let mut connections = Vec::new();
         for gateway in self.config.gateways() {
@@ -259,11 +301,27 @@ impl Producer {
                 None if Instant::now() >= self.deadline => break,
                 None => None,
             };
-            let stamp = due
-                .unwrap_or_else(Instant::now)
-                .duration_since(self.epoch)
-                .as_micros() as u64;
-            self.write_body(&mut body, stamp, &mut turn, &mut sent);
+            let sending = Instant::now();
+            let since_epoch = |at: Instant| at.duration_since(self.epoch).as_micros() as u64;
+            // In an open loop the events also carry when they were sent, so what the generator
+            // added by sending late can be told from the rest of the latency.
+            let stamps = match due {
+                Some(due) => {
+                    record(
+                        &mut requests.lag_us,
+                        sending.saturating_duration_since(due).as_micros() as u64,
+                    );
+                    Stamps {
+                        due: since_epoch(due),
+                        sent: Some(since_epoch(sending)),
+                    }
+                }
+                None => Stamps {
+                    due: since_epoch(sending),
+                    sent: None,
+                },
+            };
+            self.write_body(&mut body, stamps, &mut turn, &mut sent);
             // One request at a time per producer, each answered after the event was ordered
             // (in a fleet: after Redis ran its publish script), so a user's sequence numbers
             // stay in order whichever nodes take the requests.
@@ -277,6 +335,10 @@ impl Producer {
                     Bytes::copy_from_slice(body.as_bytes()),
                 )
                 .await?;
+            record(
+                &mut requests.answer_us,
+                sending.elapsed().as_micros() as u64,
+            );
             if !answer.status.is_success() {
                 return Err(BenchError::Refused {
                     what: format!("POST {endpoint}"),
@@ -287,17 +349,25 @@ impl Producer {
             self.published
                 .fetch_add(self.config.batch.max(1) as u64, Ordering::Relaxed);
         }
-        Ok(self
+        let sent = self
             .owned
             .iter()
             .map(|(index, _)| *index)
             .zip(sent)
-            .collect())
+            .collect();
+        Ok((sent, requests))
     }
 
     /// Writes one request's body into `body`: the next `batch` events of the producer's users in
-    /// turn, each numbered in its user's sequence and stamped with `stamp`.
-    fn write_body(&self, body: &mut String, stamp: u64, turn: &mut usize, sent: &mut [u64]) {
+    /// turn, each numbered in its user's sequence and stamped with `stamps`.
+    fn write_body(&self, body: &mut String, stamps: Stamps, turn: &mut usize, sent: &mut [u64]) {
+        use std::fmt::Write as _;
+        let mut sent_at = String::new();
+        if let Some(at) = stamps.sent {
+            // Writing to a String cannot fail.
+            let _ = write!(sent_at, r#","s":{at}"#);
+        }
+        let stamp = stamps.due;
         let batch = self.config.batch.max(1);
         let padding = &self.padding;
         body.clear();
@@ -313,7 +383,7 @@ impl Producer {
                 body.push(',');
             }
             let event = format_args!(
-                r#"{{"type":"agent_thinking","u":{index},"seq":{},"t":{stamp},"pad":"{padding}"}}"#,
+                r#"{{"type":"agent_thinking","u":{index},"seq":{},"t":{stamp}{sent_at},"pad":"{padding}"}}"#,
                 sent[slot]
             );
             self.config.route.write_item(body, user, event);
@@ -351,6 +421,15 @@ struct BenchFrame<'a> {
     u: Option<u64>,
     seq: Option<u64>,
     t: Option<u64>,
+    s: Option<u64>,
+}
+
+/// The times an event is stamped with, in µs since the run's epoch: when it was due (in a
+/// closed loop, when it was sent) and, in an open loop, when it was sent.
+#[derive(Clone, Copy)]
+struct Stamps {
+    due: u64,
+    sent: Option<u64>,
 }
 
 /// Reads one connection's frames until told to stop, then until it has been quiet for 100 ms
@@ -392,6 +471,7 @@ impl Tally {
             duplicated: 0,
             foreign: 0,
             latencies_us: histogram(),
+            from_sent_us: histogram(),
         }
     }
 
@@ -426,9 +506,12 @@ impl Tally {
         }
         self.lost += seq - *last_seq - 1;
         *last_seq = seq;
-        if let Some(sent_at) = frame.t {
-            let now = epoch.elapsed().as_micros() as u64;
-            record(&mut self.latencies_us, now.saturating_sub(sent_at));
+        let now = epoch.elapsed().as_micros() as u64;
+        if let Some(due) = frame.t {
+            record(&mut self.latencies_us, now.saturating_sub(due));
+        }
+        if let Some(sent) = frame.s {
+            record(&mut self.from_sent_us, now.saturating_sub(sent));
         }
     }
 }

@@ -239,13 +239,22 @@ async fn compare_peers(cli: &Cli) -> Result<ExitCode, BenchError> {
     let comparison =
         switchyard_bench::compare_peers(&config(cli), &peers, &shapes, cli.rounds, |run| {
             eprintln!(
-                "round {} {} {}: {:.0} deliveries/s, p99 {} µs, generator {:.2} cores",
+                "round {} {} {}: {:.0} deliveries/s, p99 {} µs, generator {:.2} cores, answer p99 {} µs{}{}",
                 run.round,
                 run.shape,
                 run.peer,
                 run.report.deliveries_per_second,
                 run.report.latency_us.p99,
-                run.report.generator_cores
+                run.report.generator_cores,
+                run.report.answer_us.p99,
+                run.report
+                    .send_lag_us
+                    .as_ref()
+                    .map_or(String::new(), |lag| format!(", send lag p99 {} µs", lag.p99)),
+                run.report
+                    .latency_from_sent_us
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(", p99 from sent {} µs", p.p99)),
             );
         })
         .await?;

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::{BenchConfig, BenchError, BenchReport, run};
+use crate::{BenchConfig, BenchError, BenchReport, Percentiles, run};
 
 /// One load shape: connections per user, events per request, and a rate for an open loop (none:
 /// closed loop, as fast as answers come back).
@@ -196,6 +196,12 @@ pub struct Summary {
     pub deliveries_per_second: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// The median p99 of the producers' requests' round trips.
+    pub answer_p99_us: f64,
+    /// The median p99 of how late requests were sent against their due time, in an open loop.
+    pub send_lag_p99_us: Option<f64>,
+    /// The median p99 latency counted from when events were sent, in an open loop.
+    pub from_sent_p99_us: Option<f64>,
     pub generator_cores: f64,
     pub peer_cores: Option<f64>,
     /// Deliveries per second of the peer's own CPU time (deliveries/s ÷ peer cores), when its
@@ -256,6 +262,14 @@ impl Comparison {
                     )
                 };
                 let peer_cores: Vec<f64> = own.iter().filter_map(|r| r.target_cores).collect();
+                let open_loop_p99 = |f: fn(&BenchReport) -> Option<&Percentiles>| {
+                    let p99s: Vec<f64> = own
+                        .iter()
+                        .filter_map(|r| f(r))
+                        .map(|p| p.p99 as f64)
+                        .collect();
+                    (!p99s.is_empty()).then(|| median(p99s))
+                };
                 let per_core: Vec<f64> =
                     own.iter().filter_map(|r| deliveries_per_core(r)).collect();
                 let paired_per_core: Vec<f64> = (1..=rounds)
@@ -270,6 +284,9 @@ impl Comparison {
                     deliveries_per_second: of(|r| r.deliveries_per_second),
                     p50_us: of(|r| r.latency_us.p50 as f64),
                     p99_us: of(|r| r.latency_us.p99 as f64),
+                    answer_p99_us: of(|r| r.answer_us.p99 as f64),
+                    send_lag_p99_us: open_loop_p99(|r| r.send_lag_us.as_ref()),
+                    from_sent_p99_us: open_loop_p99(|r| r.latency_from_sent_us.as_ref()),
                     generator_cores: of(|r| r.generator_cores),
                     peer_cores: (!peer_cores.is_empty()).then(|| median(peer_cores)),
                     deliveries_per_peer_core: (!per_core.is_empty()).then(|| median(per_core)),
@@ -296,12 +313,15 @@ impl Comparison {
     pub fn table(&self) -> String {
         let first = self.peers.first().map(String::as_str).unwrap_or_default();
         let mut out = format!(
-            "{:<16} {:<12} {:>12} {:>8} {:>8} {:>9} {:>10} {:>13} {:>14} {:>14} {:>16}\n",
+            "{:<16} {:<12} {:>12} {:>8} {:>8} {:>11} {:>11} {:>13} {:>9} {:>10} {:>13} {:>14} {:>14} {:>16}\n",
             "shape",
             "peer",
             "deliveries/s",
             "p50 µs",
             "p99 µs",
+            "answer p99",
+            "lag p99",
+            "from sent p99",
             "gen cores",
             "peer cores",
             "per peer core",
@@ -314,12 +334,15 @@ impl Comparison {
                 v.map_or("-".to_owned(), |v| format!("{v:.digits$}"))
             };
             out.push_str(&format!(
-                "{:<16} {:<12} {:>12.0} {:>8.0} {:>8.0} {:>9.2} {:>10} {:>13} {:>14.3} {:>14.3} {:>16}\n",
+                "{:<16} {:<12} {:>12.0} {:>8.0} {:>8.0} {:>11.0} {:>11} {:>13} {:>9.2} {:>10} {:>13} {:>14.3} {:>14.3} {:>16}\n",
                 s.shape,
                 s.peer,
                 s.deliveries_per_second,
                 s.p50_us,
                 s.p99_us,
+                s.answer_p99_us,
+                shown(s.send_lag_p99_us, 0),
+                shown(s.from_sent_p99_us, 0),
                 s.generator_cores,
                 shown(s.peer_cores, 2),
                 shown(s.deliveries_per_peer_core, 0),
@@ -407,6 +430,9 @@ mod tests {
                 p99,
                 ..Percentiles::default()
             },
+            answer_us: Percentiles::default(),
+            send_lag_us: None,
+            latency_from_sent_us: None,
             generator_cores: 0.5,
             target_cores: Some(cores),
         }

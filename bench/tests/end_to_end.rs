@@ -73,6 +73,12 @@ async fn a_short_run_delivers_every_event_to_the_right_users() {
         assert_eq!((report.lost, report.duplicated, report.foreign), (0, 0, 0));
         assert!(report.latency_us.max >= report.latency_us.p50, "{report:?}");
         assert!(report.latency_us.max > 0, "{report:?}");
+        assert!(report.answer_us.max > 0, "{report:?}");
+        assert!(
+            report.send_lag_us.is_none(),
+            "a closed loop has no due times"
+        );
+        assert!(report.latency_from_sent_us.is_none(), "{report:?}");
     }
     // Open loop at a fixed rate.
     let report = run(&BenchConfig {
@@ -89,6 +95,23 @@ async fn a_short_run_delivers_every_event_to_the_right_users() {
         "about 100 events at 200/s for 0.5 s: {report:?}"
     );
     assert_eq!((report.lost, report.duplicated, report.foreign), (0, 0, 0));
+    // An event reaches its client after its request was sent, so no request can have been sent
+    // later against its due time than the latest delivery arrived.
+    let lag = report
+        .send_lag_us
+        .as_ref()
+        .expect("an open loop measures its lag");
+    assert!(lag.max <= report.latency_us.max, "{report:?}");
+    // Sent at or after it was due, every event's latency from its sending is no longer.
+    let from_sent = report
+        .latency_from_sent_us
+        .as_ref()
+        .expect("stamped when sent");
+    assert!(
+        from_sent.max > 0 && from_sent.max <= report.latency_us.max,
+        "{report:?}"
+    );
+    assert!(report.answer_us.max > 0, "{report:?}");
     gateway.stop().await;
 }
 
@@ -232,6 +255,8 @@ async fn the_binary_takes_the_bench_options_and_prints_json() {
         "{runs}"
     );
     assert!(report["latency_us"]["p99"].as_u64().unwrap() > 0, "{runs}");
+    assert!(report["answer_us"]["p99"].as_u64().unwrap() > 0, "{runs}");
+    assert!(report["send_lag_us"].is_null(), "{runs}");
 
     let output = bench(&["--route", "user_event", "--flips", "2"])
         .output()

@@ -90,11 +90,13 @@ pub struct BenchReport {
     pub duplicated: u64,
     pub foreign: u64,
     pub latency_us: Percentiles,
-    /// Each producer request's round trip, from sending it to reading its whole answer.
+    /// Each producer request's round trip, from just before its body was written to reading its
+    /// whole answer.
     pub answer_us: Percentiles,
     /// In an open loop, how late each request was sent against the time it was due: the
     /// generator's own share of `latency_us` (a pacer or a producer that woke late, or a
-    /// producer still waiting for its last answer). `None` in a closed loop.
+    /// producer still waiting for its last answer). `None` when nothing recorded it: a closed
+    /// loop.
     pub send_lag_us: Option<Percentiles>,
     /// In an open loop, `latency_us` counted from when each event was sent instead of when it
     /// was due: the gateway's and the receiving clients' share, without the sending lag.

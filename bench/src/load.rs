@@ -124,17 +124,17 @@ pub async fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         foreign: tally.foreign,
         latency_us: Percentiles::of(&tally.latencies_us),
         answer_us: Percentiles::of(&requests.answer_us),
-        send_lag_us: config
-            .rate
-            .is_some()
-            .then(|| Percentiles::of(&requests.lag_us)),
-        latency_from_sent_us: config
-            .rate
-            .is_some()
-            .then(|| Percentiles::of(&tally.from_sent_us)),
+        // Measured, not assumed from the loop: a closed loop records neither.
+        send_lag_us: measured(&requests.lag_us),
+        latency_from_sent_us: measured(&tally.from_sent_us),
         generator_cores,
         target_cores,
     })
+}
+
+/// The percentiles of a histogram that recorded something, or `None`.
+fn measured(histogram: &Histogram<Count>) -> Option<Percentiles> {
+    (!histogram.is_empty()).then(|| Percentiles::of(histogram))
 }
 
 fn validate(config: &BenchConfig) -> Result<(), BenchError> {

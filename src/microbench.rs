@@ -15,7 +15,7 @@ use crate::flags::{FlagSet, Percent};
 use crate::metrics::Metrics;
 use crate::paths::event::EventText;
 use crate::paths::legacy::{UserContext, enrich_user_event};
-use crate::paths::{self, Call, Event, Outlet};
+use crate::paths::{self, Call, Event, Outlet, Sending};
 use crate::registry::{Registry, RegistryLimits};
 use crate::route::{Origin, PathKind, Route};
 use crate::server::protocol::RouteRequest;
@@ -99,6 +99,7 @@ impl PlanFixture {
                 registry: &self.registry,
                 metrics: &self.metrics,
                 faults: &self.faults,
+                sending: Sending::WriteThrough,
             },
             Origin {
                 route: Route::Broadcast,

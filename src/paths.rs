@@ -127,6 +127,21 @@ pub(crate) struct Outlet<'a> {
     pub(crate) registry: &'a Registry,
     pub(crate) metrics: &'a Metrics,
     pub(crate) faults: &'a Faults,
+    /// How frames leave for their connections' sockets.
+    pub(crate) sending: Sending,
+}
+
+/// How a served event's frames leave for the sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sending {
+    /// Written from the serving task when the connection's writer is idle
+    /// ([`Connection::push`]): a single event saves the writer's wake-up.
+    WriteThrough,
+    /// Always queued for the connection's writer, which writes together whatever queued while
+    /// it waited: for many events at once, where that coalescing measured worth more than the
+    /// wake-up (a batch: BENCHMARKS.md, "A write-through send path"). The fleet's stream from
+    /// Redis is many events at once too; it was not measured with write-through.
+    Queued,
 }
 
 /// Everything decided about one event before a path serves it, whatever the event itself is
@@ -347,7 +362,11 @@ fn deliver(
             origin: Some(origin),
             accepted_at,
         };
-        match connection.queue.push(frame) {
+        let pushed = match outlet.sending {
+            Sending::WriteThrough => connection.push(frame),
+            Sending::Queued => connection.queue.push(frame),
+        };
+        match pushed {
             Ok(()) => successful_sends += 1,
             Err(error) => connection.count_lost(origin, error.outcome(), 1, outlet.metrics),
         }
@@ -420,6 +439,7 @@ mod tests {
             registry,
             metrics,
             faults: &Faults::default(),
+            sending: Sending::Queued,
         };
         serve_with(&outlet, ORIGIN, primary, shadow, call, accepted_at)
     }
@@ -524,6 +544,7 @@ mod tests {
             registry: &registry,
             metrics: &metrics,
             faults: &faults,
+            sending: Sending::Queued,
         };
         for shadow in [None, Some((PathKind::Legacy, &legacy::Legacy as &dyn Path))] {
             let served = serve_with(

@@ -5,15 +5,18 @@
 //! each other. Everything that must be ordered for one user — registering a connection, replaying
 //! its offline queue, enqueueing an event to every connection — happens under that user's shard
 //! lock, which is what makes every connection of a user see the same order and an offline event
-//! replay exactly once. No `.await` happens under a shard lock.
+//! replay exactly once. No `.await` happens under a shard lock; a frame pushed through
+//! [`Connection::push`] may be written to its socket there, without waiting.
 //!
-//! The registry does not write to sockets: a connection's writer task drains its [`SendQueue`].
+//! The registry does not write to sockets. A connection's writer task drains its [`SendQueue`];
+//! a connection may also carry a [`WriteThrough`], through which the task that queued a frame
+//! writes it at once when the socket is free ([`Connection::push`]).
 //! Nor does it decide anything about events: paths compute what to enqueue through [`UserView`].
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -99,9 +102,18 @@ impl SendQueue {
         }
     }
 
-    /// Appends a frame. A frame that would take the queue over its byte bound closes the
-    /// connection as a slow consumer rather than growing without limit or blocking the caller.
+    /// Appends a frame and wakes the writer. A frame that would take the queue over its byte
+    /// bound closes the connection as a slow consumer rather than growing without limit or
+    /// blocking the caller.
     pub(crate) fn push(&self, frame: Frame) -> Result<(), PushError> {
+        self.append(frame)?;
+        self.wake_writer();
+        Ok(())
+    }
+
+    /// As [`SendQueue::push`], but a frame accepted does not wake the writer: the caller writes
+    /// it or wakes the writer itself ([`Connection::push`]). An overflow still wakes it.
+    fn append(&self, frame: Frame) -> Result<(), PushError> {
         let mut state = lock(&self.state);
         if state.closing.is_some() {
             return Err(PushError::Closed);
@@ -116,9 +128,12 @@ impl SendQueue {
         }
         state.bytes += len;
         state.frames.push_back(frame);
-        drop(state);
-        self.notify.notify_one();
         Ok(())
+    }
+
+    /// Wakes the writer to look at the queue.
+    fn wake_writer(&self) {
+        self.notify.notify_one();
     }
 
     /// Appends a replayed offline event. The byte bound does not apply: the offline queue that
@@ -155,6 +170,18 @@ impl SendQueue {
         state.closing
     }
 
+    /// Takes every queued frame, appending them to `into`, unless the connection is closing:
+    /// then it takes nothing and returns `false`, leaving the frames and the close to the writer.
+    pub(crate) fn take_open(&self, into: &mut Vec<Frame>) -> bool {
+        let mut state = lock(&self.state);
+        if state.closing.is_some() {
+            return false;
+        }
+        into.extend(state.frames.drain(..));
+        state.bytes = 0;
+        true
+    }
+
     /// Takes every queued frame and returns their payloads, for tests to read.
     #[cfg(test)]
     pub(crate) fn take_payloads(&self) -> Vec<String> {
@@ -166,7 +193,7 @@ impl SendQueue {
             .collect()
     }
 
-    #[cfg(test)]
+    /// Why the connection is closing, if it is.
     pub(crate) fn closing(&self) -> Option<CloseReason> {
         lock(&self.state).closing
     }
@@ -189,11 +216,22 @@ impl SendQueue {
     }
 }
 
+/// A way to write a connection's queued frames from the task that queued them, without waiting
+/// and without ever writing out of the queue's order.
+pub(crate) trait WriteThrough: Send + Sync {
+    /// Writes what `connection` has queued, if that can start at once. Returns `false` when the
+    /// writer task must be woken: the socket was busy, the connection is closing, or the write
+    /// started and must be finished by the writer.
+    fn write_now(&self, connection: &Connection) -> bool;
+}
+
 /// One live client connection as the registry sees it.
 pub(crate) struct Connection {
     pub(crate) id: u64,
     pub(crate) user_id: Arc<str>,
     pub(crate) queue: SendQueue,
+    /// Set by the connection's writer once it runs; until then, frames wait for the writer.
+    write_through: OnceLock<Arc<dyn WriteThrough>>,
     /// Per origin ([`Origin::index`]), one more than the last second (of
     /// [`Metrics::second_of`]) in which it was sent a frame of that origin; 0 for never.
     served_in: [AtomicU32; Origin::COUNT],
@@ -210,9 +248,30 @@ impl Connection {
             id,
             user_id,
             queue: SendQueue::new(send_queue_bytes),
+            write_through: OnceLock::new(),
             served_in: Default::default(),
             lost_to_client: AtomicU8::new(0),
         }
+    }
+
+    /// Lets the tasks that push frames write them ([`Connection::push`]). Set once; a second
+    /// call changes nothing.
+    pub(crate) fn set_write_through(&self, write_through: Arc<dyn WriteThrough>) {
+        let _ = self.write_through.set(write_through);
+    }
+
+    /// Queues an event's frame and writes it from the calling task when the socket is free,
+    /// saving the writer task's wake-up; otherwise wakes the writer, as [`SendQueue::push`].
+    pub(crate) fn push(&self, frame: Frame) -> Result<(), PushError> {
+        self.queue.append(frame)?;
+        let written = self
+            .write_through
+            .get()
+            .is_some_and(|write_through| write_through.write_now(self));
+        if !written {
+            self.queue.wake_writer();
+        }
+        Ok(())
     }
 
     /// The connection id as clients and logs see it.

@@ -22,7 +22,7 @@ use crate::flags::FlagSet;
 use crate::paths::event::EventText;
 use crate::paths::legacy::{enrich_scoped, enrich_user_event};
 use crate::paths::ssot::BroadcastResult;
-use crate::paths::{Call, Decided, Event, Outlet, Served};
+use crate::paths::{Call, Decided, Event, Outlet, Sending, Served};
 use crate::route::{Contract, Enrichment, PathKind, RequestShape, Route};
 use crate::routing::{Decision, DecisionReason, decide, default_path};
 use crate::server::api_error::ApiError;
@@ -118,7 +118,7 @@ async fn serve_event(
     let call = Call::new(&event.parsed.user_id, &event.parsed.event);
     let served = state
         .backplane
-        .serve(&outlet(state), &event.decided, &call)
+        .serve(&outlet(state, Sending::WriteThrough), &event.decided, &call)
         .await;
     conclude(state, flags, &event, served)
 }
@@ -231,12 +231,13 @@ async fn delay(state: &AppState, decided: &Decided) {
     }
 }
 
-/// Where this gateway delivers and counts.
-fn outlet(state: &AppState) -> Outlet<'_> {
+/// Where this gateway delivers and counts, sending frames as `sending` says.
+fn outlet(state: &AppState, sending: Sending) -> Outlet<'_> {
     Outlet {
         registry: &state.registry,
         metrics: &state.metrics,
         faults: &state.faults,
+        sending,
     }
 }
 
@@ -362,7 +363,10 @@ async fn serve_decided_batch(
             (event.decided, Call::new(&parsed.user_id, &parsed.event))
         })
         .collect();
-    state.backplane.serve_batch(&outlet(state), &calls).await
+    state
+        .backplane
+        .serve_batch(&outlet(state, Sending::Queued), &calls)
+        .await
 }
 
 /// Authenticates the producer and reads the body, refusing it as early as possible.

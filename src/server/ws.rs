@@ -1,9 +1,11 @@
 //! Client connections on `GET /ws`: authentication before the upgrade, then one task per
 //! connection in which a reader and a writer run side by side.
 //!
-//! The writer owns the socket's sending half. It drains everything in the connection's
-//! [`SendQueue`](crate::registry::SendQueue), writes it as one batch and flushes once, under the
-//! write timeout, and it alone decides how the connection closes (the close codes of README.md, Endpoints).
+//! The writer drains everything in the connection's [`SendQueue`](crate::registry::SendQueue),
+//! writes it as one batch and flushes once, under the write timeout, and it alone decides how the
+//! connection closes (the close codes of README.md, Endpoints). It shares the socket's sending half
+//! with the tasks that publish single events ([`sink`]): a publisher that finds the writer idle
+//! writes what is queued itself, and leaves the writer only what the socket did not take at once.
 //! The reader answers `ping`/`heartbeat` through the same queue and enforces the idle timeout.
 //!
 //! A client that stops reading is let go at once: when its queue overflows, the writer abandons
@@ -23,7 +25,7 @@ use axum::extract::{Query, State};
 use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::task::AbortOnDropHandle;
@@ -36,6 +38,10 @@ use crate::server::api_error::ApiError;
 use crate::server::listen::until_grace_over;
 use crate::server::protocol::{ClientMessage, ConnectionData, ServerMessage};
 use crate::server::woken::WhenWoken;
+
+mod sink;
+
+use sink::{SharedSink, Socket, count_delivered};
 
 /// How long the writer waits for the client to answer its close frame.
 const CLOSE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -202,7 +208,9 @@ async fn serve_connection(
         Arc::clone(&connection),
         stream,
     )));
-    let reason = write_loop(&state, &connection, sink, expires_in).await;
+    let sink = Arc::new(SharedSink::new(sink, Arc::clone(&state.metrics)));
+    connection.set_write_through(Arc::clone(&sink) as _);
+    let reason = write_loop(&state, &connection, &sink, expires_in).await;
     // The writer sent its close frame (or the reader is already done); give the client a moment
     // to answer it. A slow consumer gets no such moment: it is not reading, and its socket and
     // memory are to be released now.
@@ -255,7 +263,7 @@ async fn refuse_over_limit(
 async fn write_loop(
     state: &AppState,
     connection: &Connection,
-    mut sink: SplitSink<WebSocket, Message>,
+    sink: &SharedSink,
     expires_in: Option<Duration>,
 ) -> CloseReason {
     let limits = &state.config.limits;
@@ -284,23 +292,24 @@ async fn write_loop(
             Poll::Pending
         }
     }));
-    let mut batch = Vec::new();
     loop {
-        let closing = connection.queue.take(&mut batch);
-        match closing {
-            Some(reason) if is_slow_consumer(reason) => {
-                count_dropped(state, connection, &batch, Outcome::DroppedSlowConsumer);
-                send_close(&mut sink, reason, SLOW_CONSUMER_CLOSE_TIMEOUT).await;
-                return reason;
-            }
-            Some(reason @ (CloseReason::ClientClosed | CloseReason::WriteError)) => {
-                count_dropped(state, connection, &batch, Outcome::DroppedClosed);
-                return reason;
-            }
-            _ => {}
+        let mut socket = sink.lock().await;
+        if socket.is_writing() {
+            finish_under_way(state, connection, &mut socket).await;
+            continue;
         }
-        if !batch.is_empty() {
-            if let Err(reason) = write_batch(state, connection, &mut sink, &mut batch).await {
+        let closing = connection.queue.take(&mut socket.batch);
+        if let Some(reason) = closing
+            && let Some(outcome) = lost_when_closing(reason)
+        {
+            count_dropped(state, connection, &socket.batch, outcome);
+            socket.clear();
+            // Of these, only a slow consumer has a close frame; the rest have no one to tell.
+            send_close(&mut socket, reason, SLOW_CONSUMER_CLOSE_TIMEOUT).await;
+            return reason;
+        }
+        if socket.is_writing() {
+            if let Err(reason) = write_batch(state, connection, &mut socket).await {
                 connection.queue.close(reason);
                 continue;
             }
@@ -311,15 +320,17 @@ async fn write_loop(
         }
         if let Some(reason) = closing {
             // Everything queued before the close was written; now say goodbye.
-            send_close(&mut sink, reason, limits.write_timeout).await;
+            send_close(&mut socket, reason, limits.write_timeout).await;
             return reason;
         }
+        // Idle: publishers may write through the socket until the writer wakes.
+        drop(socket);
         let event = tokio::select! {
             () = connection.queue.changed() => continue,
             event = &mut beside => event,
         };
         match event {
-            Beside::Ping => ping_client(connection, &mut sink, limits.write_timeout).await,
+            Beside::Ping => ping_client(connection, sink, limits.write_timeout).await,
             Beside::Expired => {
                 connection.queue.close(CloseReason::TokenExpired);
             }
@@ -330,13 +341,41 @@ async fn write_loop(
     }
 }
 
+/// Finishes the write a publisher started and the socket did not take at once, unless the
+/// connection is already closing for a reason that leaves nothing to write to: then its frames
+/// are counted lost, as if taken from the queue at that moment.
+async fn finish_under_way(state: &AppState, connection: &Connection, socket: &mut Socket) {
+    if let Some(outcome) = connection.queue.closing().and_then(lost_when_closing) {
+        count_dropped(state, connection, &socket.batch, outcome);
+        socket.clear();
+    } else if let Err(reason) = write_batch(state, connection, socket).await {
+        connection.queue.close(reason);
+    }
+}
+
+/// How the frames still to be written count when the connection closes for `reason`: lost to a
+/// slow consumer, lost to a closed socket, or `None` when they are still written before the
+/// close frame (shutdown, an expired token, the idle timeout, a protocol error).
+fn lost_when_closing(reason: CloseReason) -> Option<Outcome> {
+    match reason {
+        reason if is_slow_consumer(reason) => Some(Outcome::DroppedSlowConsumer),
+        CloseReason::ClientClosed | CloseReason::WriteError => Some(Outcome::DroppedClosed),
+        _ => None,
+    }
+}
+
 /// Sends the heartbeat's ping under the write timeout, closing the connection if it fails.
-async fn ping_client(
-    connection: &Connection,
-    sink: &mut SplitSink<WebSocket, Message>,
-    write_timeout: Duration,
-) {
-    let ping = timeout(write_timeout, sink.send(Message::Ping(Default::default())));
+async fn ping_client(connection: &Connection, sink: &SharedSink, write_timeout: Duration) {
+    let mut socket = sink.lock().await;
+    // A ping behind a write under way would wait on it for a write timeout of its own; the
+    // loop finishes that write first, and the next tick pings.
+    if socket.is_writing() {
+        return;
+    }
+    let ping = timeout(
+        write_timeout,
+        socket.sink.send(Message::Ping(Default::default())),
+    );
     // An overflow while the ping is stuck is seen by the next `take`.
     let sent = tokio::select! {
         biased;
@@ -361,25 +400,21 @@ enum Beside {
     Shutdown,
 }
 
-/// Writes every frame of `batch` and flushes once, under the write timeout, giving up at once
-/// if the queue overflows meanwhile. One flush per batch, not per frame: frames queued while the
-/// writer was busy leave in one `write` (one syscall, one wake-up of the client). Flushing each
-/// frame measured no cheaper per core in any shape (BENCHMARKS.md, "Issue 16: tuning trials"). Delivered frames are counted with their latency; on failure
-/// the whole batch is counted as lost to the client (a socket that fails under a write was
-/// closed or reset by the peer; one that does not drain is a slow consumer).
+/// Writes every frame of the write under way (`socket.batch`) and flushes once, under the write
+/// timeout, giving up at once if the queue overflows meanwhile; the write is over when this
+/// returns. One flush per batch, not per frame: frames queued while the writer was busy leave
+/// in one `write` (one syscall, one wake-up of the client). Flushing each frame measured no
+/// cheaper per core in any shape (BENCHMARKS.md, "Issue 16: tuning trials"). Delivered frames
+/// are counted with their latency; on failure the whole batch is counted as lost to the client
+/// (a socket that fails under a write was closed or reset by the peer; one that does not drain
+/// is a slow consumer).
 async fn write_batch(
     state: &AppState,
     connection: &Connection,
-    sink: &mut SplitSink<WebSocket, Message>,
-    batch: &mut Vec<Frame>,
+    socket: &mut Socket,
 ) -> Result<(), CloseReason> {
     let written = {
-        let write = async {
-            for frame in batch.iter() {
-                sink.feed(Message::Text(frame.payload.clone())).await?;
-            }
-            sink.flush().await
-        };
+        let write = poll_fn(|cx| socket.poll_write(cx));
         tokio::pin!(write);
         // Most writes complete at once, into the socket's buffer: only one that has to wait
         // gets a timer and a watch on the queue.
@@ -392,55 +427,47 @@ async fn write_batch(
             },
         }
     };
-    let Some(written) = written else {
-        count_dropped(state, connection, batch, Outcome::DroppedSlowConsumer);
-        batch.clear();
-        return Err(CloseReason::SlowConsumer);
-    };
     let result = match written {
-        Ok(Ok(())) => {
-            let now = Instant::now();
-            for frame in batch.iter() {
-                if let Some(origin) = frame.origin {
-                    state.metrics.deliveries(origin, Outcome::Delivered, 1);
-                    state
-                        .metrics
-                        .delivery_latency(origin)
-                        .observe(now.duration_since(frame.accepted_at).as_secs_f64());
-                }
-            }
+        None => {
+            count_dropped(
+                state,
+                connection,
+                &socket.batch,
+                Outcome::DroppedSlowConsumer,
+            );
+            Err(CloseReason::SlowConsumer)
+        }
+        Some(Ok(Ok(()))) => {
+            count_delivered(&state.metrics, &socket.batch);
             Ok(())
         }
-        Ok(Err(error)) => {
+        Some(Ok(Err(error))) => {
             tracing::debug!(%error, "websocket write failed");
-            count_dropped(state, connection, batch, Outcome::DroppedClosed);
+            count_dropped(state, connection, &socket.batch, Outcome::DroppedClosed);
             Err(CloseReason::WriteError)
         }
-        Err(_elapsed) => {
-            count_dropped(state, connection, batch, Outcome::DroppedSlowConsumer);
+        Some(Err(_elapsed)) => {
+            count_dropped(
+                state,
+                connection,
+                &socket.batch,
+                Outcome::DroppedSlowConsumer,
+            );
             Err(CloseReason::WriteTimeout)
         }
     };
-    batch.clear();
+    socket.clear();
     result
 }
 
-async fn send_close(
-    sink: &mut SplitSink<WebSocket, Message>,
-    reason: CloseReason,
-    write_timeout: Duration,
-) {
+async fn send_close(socket: &mut Socket, reason: CloseReason, write_timeout: Duration) {
     if let Some(frame) = close_frame(reason) {
-        let _ = timeout(write_timeout, sink.send(Message::Close(Some(frame)))).await;
+        let _ = timeout(write_timeout, socket.sink.send(Message::Close(Some(frame)))).await;
     }
 }
 
 fn count_dropped(state: &AppState, connection: &Connection, frames: &[Frame], outcome: Outcome) {
-    for frame in frames {
-        if let Some(origin) = frame.origin {
-            connection.count_lost(origin, outcome, 1, &state.metrics);
-        }
-    }
+    sink::count_dropped(&state.metrics, connection, frames, outcome);
 }
 
 /// Polls `future` once, in the caller's context: `Pending` leaves it registered to wake the

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Client, Gateway, PROMPTLY, Producer, Received, Rng, config, connect_with_small_receive_buffer,
+    Client, Gateway, PRODUCER_TOKEN, PROMPTLY, Producer, Received, Rng, config,
+    connect_with_small_receive_buffer,
 };
 
 /// Reads `n` event frames from a client, failing on a close or a stall.
@@ -399,6 +400,81 @@ async fn shutdown_flushes_queued_frames_then_closes_with_1001() {
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (0..N).collect::<Vec<_>>());
     client.expect_close(1001).await;
+    gateway.stop().await;
+}
+
+/// A single event's frame is written from its request's task when the connection's writer is
+/// idle; a write the socket cannot take at once is left to the writer to finish. Here the client
+/// reads nothing until more than the kernel can buffer has been published as single events, so
+/// that a request's own write is the one the socket stops taking; batches and more single events
+/// then queue behind it. Every event still arrives once, in order, and is counted delivered
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_the_socket_cannot_take_at_once_are_finished_in_order_and_counted_once() {
+    const FRAME: usize = 32 * 1024;
+    // Then rounds of a batch of two and a single event.
+    const ROUNDS: u64 = 50;
+    // The largest send buffer the kernel gives a socket (tcp_wmem's third field): the single
+    // events alone must be well over it, or the first write to block could be the writer's.
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|limits| limits.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20);
+    let singles = (2 * wmem_max / FRAME) as u64 + 16;
+    let n = singles + ROUNDS * 3;
+    // Room in the send queue for everything, so nothing overflows.
+    let queue_bytes = (2 * n as usize * (FRAME + 1024)).to_string();
+    let gateway = Gateway::start_with(config(
+        true,
+        &[("SWITCHYARD_LIMITS_SEND_QUEUE_BYTES", &queue_bytes)],
+    ))
+    .await;
+    let mut client =
+        connect_with_small_receive_buffer(&gateway.ws_url("user_id=rita"), gateway.public).await;
+    gateway.metric_reaches("connections", "", 1.0).await;
+    let padding = "w".repeat(FRAME);
+    let event = |seq: u64| json!({"type": "agent_thinking", "seq": seq, "pad": padding});
+    let mut producer = Producer::connect(gateway.public).await;
+    let mut single = async |seq: u64| {
+        let (status, result) = producer.broadcast("rita", event(seq)).await;
+        assert_eq!(
+            (status.as_u16(), &result["successful_sends"]),
+            (200, &json!(1))
+        );
+    };
+    for seq in 0..singles {
+        single(seq).await;
+    }
+    for round in 0..ROUNDS {
+        let first = singles + round * 3;
+        let batch = json!([
+            {"user_id": "rita", "event": event(first)},
+            {"user_id": "rita", "event": event(first + 1)},
+        ]);
+        let (status, _, _) = gateway
+            .post_json(
+                "/v1/broadcast/batch",
+                Some(PRODUCER_TOKEN),
+                batch.to_string(),
+            )
+            .await;
+        assert_eq!(status.as_u16(), 200);
+        single(first + 2).await;
+    }
+    let greeting = client.next_json().await;
+    assert_eq!(greeting["type"], "connection_established");
+    let events = read_events(&mut client, n as usize).await;
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (0..n).collect::<Vec<_>>());
+    let delivered = r#"outcome="delivered",path="ssot",route="broadcast""#;
+    gateway
+        .metric_reaches("deliveries_total", delivered, n as f64)
+        .await;
+    client.expect_silence(Duration::from_millis(200)).await;
+    assert_eq!(
+        gateway.metric("deliveries_total", delivered).await,
+        n as f64
+    );
     gateway.stop().await;
 }
 

@@ -19,7 +19,7 @@ use crate::backplane::message::{AckMessage, EventMessage, JoinMessage, Message};
 use crate::flags::store::unix_now;
 use crate::labels::{BackplaneOp, Outcome};
 use crate::mutex::lock;
-use crate::paths::{self, Call, Outlet, implementation};
+use crate::paths::{self, Call, Outlet, Sending, implementation};
 use crate::registry::Frame;
 use crate::route::Origin;
 use crate::shadow::Comparison;
@@ -178,6 +178,8 @@ impl Fleet {
             registry: &self.parts.registry,
             metrics: &self.parts.metrics,
             faults: &self.parts.faults,
+            // Events arrive as a stream: the writers coalesce what queues meanwhile.
+            sending: Sending::Queued,
         };
         let call = Call::new(&event.user_id, &event.event);
         let shadow = event.shadow.map(|kind| (kind, implementation(kind)));

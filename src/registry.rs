@@ -88,6 +88,14 @@ struct QueueState {
     closing: Option<CloseReason>,
 }
 
+impl QueueState {
+    /// Moves every queued frame to the end of `into`.
+    fn drain_into(&mut self, into: &mut Vec<Frame>) {
+        into.extend(self.frames.drain(..));
+        self.bytes = 0;
+    }
+}
+
 impl SendQueue {
     pub(crate) fn new(max_bytes: usize) -> SendQueue {
         SendQueue {
@@ -165,8 +173,7 @@ impl SendQueue {
     /// closing.
     pub(crate) fn take(&self, into: &mut Vec<Frame>) -> Option<CloseReason> {
         let mut state = lock(&self.state);
-        into.extend(state.frames.drain(..));
-        state.bytes = 0;
+        state.drain_into(into);
         state.closing
     }
 
@@ -177,8 +184,7 @@ impl SendQueue {
         if state.closing.is_some() {
             return false;
         }
-        into.extend(state.frames.drain(..));
-        state.bytes = 0;
+        state.drain_into(into);
         true
     }
 

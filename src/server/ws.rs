@@ -428,34 +428,22 @@ async fn write_batch(
         }
     };
     let result = match written {
-        None => {
-            count_dropped(
-                state,
-                connection,
-                &socket.batch,
-                Outcome::DroppedSlowConsumer,
-            );
-            Err(CloseReason::SlowConsumer)
-        }
-        Some(Ok(Ok(()))) => {
-            count_delivered(&state.metrics, &socket.batch);
-            Ok(())
-        }
+        None => Err(CloseReason::SlowConsumer),
+        Some(Ok(Ok(()))) => Ok(()),
         Some(Ok(Err(error))) => {
             tracing::debug!(%error, "websocket write failed");
-            count_dropped(state, connection, &socket.batch, Outcome::DroppedClosed);
             Err(CloseReason::WriteError)
         }
-        Some(Err(_elapsed)) => {
-            count_dropped(
-                state,
-                connection,
-                &socket.batch,
-                Outcome::DroppedSlowConsumer,
-            );
-            Err(CloseReason::WriteTimeout)
-        }
+        Some(Err(_elapsed)) => Err(CloseReason::WriteTimeout),
     };
+    match result {
+        Ok(()) => count_delivered(&state.metrics, &socket.batch),
+        Err(reason) => {
+            if let Some(outcome) = lost_when_closing(reason) {
+                count_dropped(state, connection, &socket.batch, outcome);
+            }
+        }
+    }
     socket.clear();
     result
 }

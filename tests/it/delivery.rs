@@ -1,13 +1,17 @@
 //! Delivery: isolation, per-user order, offline replay, slow consumers, shutdown.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hyper::Method;
 use serde_json::{Value, json};
+use tokio::time::timeout;
 
 use crate::harness::{
     Client, Gateway, PRODUCER_TOKEN, PROMPTLY, Producer, Received, Rng, config,
-    connect_with_small_receive_buffer,
+    connect_with_small_receive_buffer, http,
 };
 
 /// Reads `n` event frames from a client, failing on a close or a stall.
@@ -476,6 +480,186 @@ async fn writes_the_socket_cannot_take_at_once_are_finished_in_order_and_counted
         n as f64
     );
     gateway.stop().await;
+}
+
+/// Producers race each other and the connections' writers: single events are written by the
+/// request's own task when the socket is free, batches are queued for the writer. The clients
+/// read through small receive buffers, in bursts, in step with the producers: the producers fill
+/// the emptied sockets through their own writes until one is left under way for the writer to
+/// finish, more events queue behind it, and then the clients read everything. Each connection
+/// gets each producer's events to its user exactly once and in that producer's order, and each
+/// frame is counted delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_publishers_and_writers_keep_each_producers_order_and_count_each_frame_once() {
+    const USERS: usize = 2;
+    const CONNECTIONS: usize = 2 * USERS;
+    const PRODUCERS: usize = 4;
+    const FRAME: usize = 32 * 1024;
+    const BURSTS: usize = 8;
+    // What a socket can hold at most (tcp_wmem's third field, as above).
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|limits| limits.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20);
+    // Three in four requests are single events, so that most writes that block are the
+    // publishers' own: 1.5 events a request to one of two users, 0.75 frames per connection.
+    // Each burst is about one and a half sockets' worth.
+    let per_burst = 2 * wmem_max / FRAME / PRODUCERS;
+    let gateway = Gateway::start_with(config(
+        true,
+        &[("SWITCHYARD_LIMITS_SEND_QUEUE_BYTES", "268435456")],
+    ))
+    .await;
+    let users: Vec<String> = (0..USERS).map(|u| format!("racer-{u}")).collect();
+    let plans = racing_plans(PRODUCERS, BURSTS * per_burst, USERS);
+    // Per user, per producer: the event numbers in the order that producer sent them.
+    let mut expected = vec![vec![Vec::new(); PRODUCERS]; USERS];
+    for (producer, plan) in plans.iter().enumerate() {
+        for &(user, n) in plan.iter().flatten() {
+            expected[user][producer].push(n);
+        }
+    }
+    // Requests answered, all producers together; events to each user in them; bursts read, all
+    // clients together.
+    let (answered, _) = tokio::sync::watch::channel(0);
+    let (bursts_read, _) = tokio::sync::watch::channel(0);
+    let published: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..USERS).map(|_| AtomicUsize::new(0)).collect());
+    let mut readers = Vec::new();
+    for user in (0..USERS).flat_map(|user| [user, user]) {
+        let url = gateway.ws_url(&format!("user_id={}", users[user]));
+        let mut client = connect_with_small_receive_buffer(&url, gateway.public).await;
+        let (mut answered, bursts_read) = (answered.subscribe(), bursts_read.clone());
+        let published = Arc::clone(&published);
+        readers.push(tokio::spawn(async move {
+            assert_eq!(client.next_json().await["type"], "connection_established");
+            let mut seen = vec![Vec::new(); PRODUCERS];
+            let mut read = 0;
+            for burst in 1..=BURSTS {
+                let all = burst * PRODUCERS * per_burst;
+                timeout(PROMPTLY, answered.wait_for(|n| *n == all))
+                    .await
+                    .expect("the producers publish the next burst")
+                    .unwrap();
+                // Everything answered so far is queued, in order: read it all.
+                while read < published[user].load(Ordering::Acquire) {
+                    let event = client.next_json().await;
+                    let producer = event["producer"].as_u64().unwrap() as usize;
+                    seen[producer].push(event["n"].as_u64().unwrap() as usize);
+                    read += 1;
+                }
+                bursts_read.send_modify(|n| *n += 1);
+            }
+            client.expect_silence(Duration::from_millis(200)).await;
+            (user, seen)
+        }));
+    }
+    gateway
+        .metric_reaches("connections", "", CONNECTIONS as f64)
+        .await;
+    // Each producer is a task of its own, so that they run on both worker threads at once.
+    let producers: Vec<_> = plans
+        .iter()
+        .enumerate()
+        .map(|(producer, plan)| {
+            let (plan, users, addr) = (plan.clone(), users.clone(), gateway.public);
+            let (answered, mut bursts_read) = (answered.clone(), bursts_read.subscribe());
+            let published = Arc::clone(&published);
+            tokio::spawn(async move {
+                let padding = "r".repeat(FRAME);
+                let item = |(user, n): (usize, usize)| {
+                    let event = json!({"type": "agent_thinking", "producer": producer, "n": n, "pad": padding});
+                    json!({"user_id": users[user], "event": event})
+                };
+                let mut single = Producer::connect(addr).await;
+                for (burst, requests) in plan.chunks(per_burst).enumerate() {
+                    let read = burst * CONNECTIONS;
+                    timeout(PROMPTLY, bursts_read.wait_for(|n| *n == read))
+                        .await
+                        .expect("the clients read the last burst")
+                        .unwrap();
+                    for request in requests {
+                        let items: Vec<Value> = request.iter().map(|&e| item(e)).collect();
+                        publish_racing(addr, &mut single, items).await;
+                        for &(user, _) in request {
+                            published[user].fetch_add(1, Ordering::Release);
+                        }
+                        answered.send_modify(|n| *n += 1);
+                    }
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    for reader in readers {
+        let (user, seen) = reader.await.unwrap();
+        assert_eq!(
+            seen, expected[user],
+            "user {user}: per producer, the order sent"
+        );
+    }
+    let frames = 2 * plans.iter().flatten().flatten().count();
+    let delivered = r#"outcome="delivered",path="ssot",route="broadcast""#;
+    gateway
+        .metric_reaches("deliveries_total", delivered, frames as f64)
+        .await;
+    assert_eq!(
+        gateway.metric("deliveries_total", delivered).await,
+        frames as f64
+    );
+    gateway.stop().await;
+}
+
+/// Publishes one event on `single`'s keep-alive connection, or several as a batch, and checks
+/// the answer: every event reaches both of its user's connections.
+async fn publish_racing(addr: std::net::SocketAddr, single: &mut Producer, mut items: Vec<Value>) {
+    if let [item] = &mut items[..] {
+        let event = item["event"].take();
+        let (status, result) = single
+            .broadcast(item["user_id"].as_str().unwrap(), event)
+            .await;
+        assert_eq!(
+            (status.as_u16(), &result["successful_sends"]),
+            (200, &json!(2))
+        );
+    } else {
+        let headers = [
+            ("content-type", "application/json".to_owned()),
+            ("authorization", format!("Bearer {PRODUCER_TOKEN}")),
+        ];
+        let body = Value::from(items).to_string().into();
+        let (status, _, answer) =
+            http(addr, Method::POST, "/v1/broadcast/batch", &headers, body).await;
+        assert_eq!(status.as_u16(), 200, "{answer:?}");
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        for result in answer["results"].as_array().unwrap() {
+            assert_eq!(result["result"]["successful_sends"], 2, "{answer}");
+        }
+    }
+}
+
+/// Per producer, its requests, three single events then a batch of three, each event a (user,
+/// the producer's event number) with the user drawn at random.
+fn racing_plans(producers: usize, requests: usize, users: usize) -> Vec<Vec<Vec<(usize, usize)>>> {
+    (0..producers)
+        .map(|producer| {
+            let mut rng = Rng::new(producer as u64 + 7);
+            let mut n = 0;
+            (0..requests)
+                .map(|request| {
+                    let size = if request % 4 == 3 { 3 } else { 1 };
+                    (0..size)
+                        .map(|_| {
+                            n += 1;
+                            (rng.below(users), n)
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

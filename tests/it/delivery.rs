@@ -485,8 +485,8 @@ async fn writes_the_socket_cannot_take_at_once_are_finished_in_order_and_counted
 /// Producers race each other and the connections' writers: single events are written by the
 /// request's own task when the socket is free, batches are queued for the writer. The clients
 /// read through small receive buffers, in bursts, in step with the producers: the producers fill
-/// the emptied sockets through their own writes until one is left under way for the writer to
-/// finish, more events queue behind it, and then the clients read everything. Each connection
+/// the emptied sockets until a write blocks (often a publisher's, left under way for the writer
+/// to finish), more events queue behind it, and then the clients read everything. Each connection
 /// gets each producer's events to its user exactly once and in that producer's order, and each
 /// frame is counted delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,9 +501,9 @@ async fn racing_publishers_and_writers_keep_each_producers_order_and_count_each_
         .ok()
         .and_then(|limits| limits.split_whitespace().nth(2)?.parse().ok())
         .unwrap_or(4 << 20);
-    // Three in four requests are single events, so that most writes that block are the
-    // publishers' own: 1.5 events a request to one of two users, 0.75 frames per connection.
-    // Each burst is about one and a half sockets' worth.
+    // Three in four requests are single events, so that a publisher's own write is often the
+    // one that blocks (about one in six, counted once): 1.5 events a request to one of two users,
+    // 0.75 frames per connection. Each burst is about one and a half sockets' worth.
     let per_burst = 2 * wmem_max / FRAME / PRODUCERS;
     let gateway = Gateway::start_with(config(
         true,

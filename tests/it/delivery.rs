@@ -418,12 +418,9 @@ async fn writes_the_socket_cannot_take_at_once_are_finished_in_order_and_counted
     const FRAME: usize = 32 * 1024;
     // Then rounds of a batch of two and a single event.
     const ROUNDS: u64 = 50;
-    // The largest send buffer the kernel gives a socket (tcp_wmem's third field): the single
-    // events alone must be well over it, or the first write to block could be the writer's.
-    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
-        .ok()
-        .and_then(|limits| limits.split_whitespace().nth(2)?.parse().ok())
-        .unwrap_or(4 << 20);
+    // The single events alone must be well over what a socket can hold, or the first write to
+    // block could be the writer's.
+    let wmem_max = socket_send_buffer_max();
     let singles = (2 * wmem_max / FRAME) as u64 + 16;
     let n = singles + ROUNDS * 3;
     // Room in the send queue for everything, so nothing overflows.
@@ -496,11 +493,7 @@ async fn racing_publishers_and_writers_keep_each_producers_order_and_count_each_
     const PRODUCERS: usize = 4;
     const FRAME: usize = 32 * 1024;
     const BURSTS: usize = 8;
-    // What a socket can hold at most (tcp_wmem's third field, as above).
-    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
-        .ok()
-        .and_then(|limits| limits.split_whitespace().nth(2)?.parse().ok())
-        .unwrap_or(4 << 20);
+    let wmem_max = socket_send_buffer_max();
     // Three in four requests are single events, so that a publisher's own write is often the
     // one that blocks (about one in six, counted once): 1.5 events a request to one of two users,
     // 0.75 frames per connection. Each burst is about one and a half sockets' worth.
@@ -638,6 +631,15 @@ async fn publish_racing(addr: std::net::SocketAddr, single: &mut Producer, mut i
             assert_eq!(result["result"]["successful_sends"], 2, "{answer}");
         }
     }
+}
+
+/// The largest send buffer the kernel gives a socket (`tcp_wmem`'s third field), or Linux's
+/// usual 4 MiB if it cannot be read.
+fn socket_send_buffer_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|limits| limits.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
 }
 
 /// Per producer, its requests, three single events then a batch of three, each event a (user,
